@@ -1,0 +1,596 @@
+# cython: language_level=3
+"""The table-driven GICv3 MMIO core.
+
+The register tables of :mod:`vgic.regmap` are compiled at import into C arrays
+of :c:type:`Region` descriptors holding function pointers to the handlers of
+``vgic_irq_ops.pxd``, ``vgic_dist.pxd`` and ``vgic_redist.pxd``.  A guest access
+is decoded to (frame, offset, vCPU), its region found by a direct index or by
+binary search, checked once for width, alignment and INTID range (KVM's
+``check_region``), and dispatched - all in C.  The value interface is a plain
+64-bit little-endian value and a size, as the 2016 MMIO-framework review asked.
+"""
+import sys
+
+import numpy as np
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.string cimport memset
+
+from vgic._core.gicstate cimport (GicState, Region, read_fn, write_fn, uwrite_fn,
+    bank_of, prio_index, default_mpidr, NR_SGIS, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
+    BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
+    NR_BITMAPS, FRAME_GICD, FRAME_GICR_RD, FRAME_GICR_SGI, NR_FRAMES,
+    ACC_8, ACC_32, ACC_64)
+from vgic._core.bitmap cimport size_mask
+from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group,
+    read_enable, write_senable, write_cenable, read_pending, write_spending,
+    write_cpending, uread_spending, uwrite_spending, read_active, write_sactive,
+    write_cactive, read_priority, write_prio, read_config, write_config)
+from vgic._core.vgic_dist cimport (read_v3_misc, write_v3_misc, uwrite_v3_misc,
+    read_irouter, write_irouter, read_idregs)
+from vgic._core.vgic_redist cimport (read_v3r_ctlr, read_v3r_iidr, read_v3r_typer,
+    read_propbase, write_propbase, read_pendbase, write_pendbase)
+
+from vgic import regmap
+from vgic.errors import UnmappedAccess
+from vgic.trace import MMIO_ACCESS
+
+if sys.byteorder != "little":   # the handlers memcpy little-endian values
+    raise ImportError("vgic._core requires a little-endian host")
+
+cdef enum:
+    FRAME_SIZE = 0x10000
+    FRAME_WORDS = FRAME_SIZE // 4
+    MAX_REGIONS = 64
+    NO_REGION = 0xFF
+    MAX_OPS = 32
+    REDIST_SHIFT = 17           # 0x20000 bytes of redistributor per vCPU
+
+# ------------------------------------------------------------ handler families
+cdef struct Ops:
+    read_fn read
+    write_fn write
+    read_fn uread
+    uwrite_fn uwrite
+
+cdef Ops OPS[MAX_OPS]
+cdef list OPS_ORDER = []
+
+cdef void def_ops(str name, read_fn r, write_fn w, read_fn ur, uwrite_fn uw):
+    cdef int i = len(OPS_ORDER)
+    OPS_ORDER.append(name)
+    OPS[i].read = r
+    OPS[i].write = w
+    OPS[i].uread = ur if ur != NULL else r
+    OPS[i].uwrite = uw
+
+# name           guest read      guest write     uaccess read    uaccess write
+def_ops("raz_wi", raz, wi, NULL, NULL)
+def_ops("rao_wi", rao, wi, NULL, NULL)
+def_ops("idregs", read_idregs, wi, NULL, NULL)
+def_ops("v3_misc", read_v3_misc, write_v3_misc, NULL, uwrite_v3_misc)
+def_ops("group", read_group, write_group, NULL, NULL)
+def_ops("senable", read_enable, write_senable, NULL, NULL)
+def_ops("cenable", read_enable, write_cenable, NULL, NULL)
+def_ops("spending", read_pending, write_spending, uread_spending, uwrite_spending)
+def_ops("cpending", read_pending, write_cpending, raz, uwi)
+def_ops("sactive", read_active, write_sactive, NULL, NULL)
+def_ops("cactive", read_active, write_cactive, NULL, NULL)
+def_ops("priority", read_priority, write_prio, NULL, NULL)
+def_ops("config", read_config, write_config, NULL, NULL)
+def_ops("irouter", read_irouter, write_irouter, NULL, NULL)
+def_ops("v3r_ctlr", read_v3r_ctlr, wi, NULL, uwi)
+def_ops("v3r_iidr", read_v3r_iidr, wi, NULL, uwi)
+def_ops("v3r_typer", read_v3r_typer, wi, NULL, uwi)
+def_ops("propbase", read_propbase, write_propbase, NULL, NULL)
+def_ops("pendbase", read_pendbase, write_pendbase, NULL, NULL)
+
+_missing = set(regmap.OPS_NAMES) - set(OPS_ORDER)
+if _missing:
+    raise ImportError(f"vgic._core.mmio binds no handlers for ops {sorted(_missing)}")
+
+# -------------------------------------------------------------- region tables
+cdef Region REGIONS[NR_FRAMES][MAX_REGIONS]
+cdef int NREG[NR_FRAMES]
+# Direct index: region number of each 32-bit word of a frame (NO_REGION if
+# none).  Region bounds are multiples of 4, so a word never spans two.
+cdef uint8_t DIRECT[NR_FRAMES][FRAME_WORDS]
+cdef bint LOOKUP_DIRECT = True
+cdef list TABLE_ROWS = []
+
+cdef int log2_exact(int v) except -1:
+    cdef int s = 0
+    while (1 << s) < v:
+        s += 1
+    if (1 << s) != v:
+        raise ValueError(f"bits per IRQ {v} is not a power of two")
+    return s
+
+cdef void build_tables() except *:
+    cdef int f, i, k
+    cdef Region *r
+    memset(DIRECT, NO_REGION, sizeof(DIRECT))
+    for f, table in enumerate(regmap.FRAMES):
+        rows = sorted(table, key=lambda row: row.offset)
+        if len(rows) > MAX_REGIONS:
+            raise ValueError(f"frame {f} has {len(rows)} regions, more than {MAX_REGIONS}")
+        end = 0
+        for i, row in enumerate(rows):
+            if row.offset < end or row.offset % 4 or row.length % 4 or row.offset + row.length > FRAME_SIZE:
+                raise ValueError(f"region {row.name} overlaps, is unaligned or leaves the frame")
+            end = row.offset + row.length
+            k = OPS_ORDER.index(row.ops)
+            r = &REGIONS[f][i]
+            r.offset = row.offset
+            r.length = row.length
+            r.first_intid = row.first_intid
+            r.widths = row.widths
+            r.bpi = row.bpi
+            r.bpi_shift = log2_exact(row.bpi) if row.bpi else 0
+            r.read = OPS[k].read
+            r.write = OPS[k].write
+            r.uread = OPS[k].uread
+            r.uwrite = OPS[k].uwrite
+            for w in range(row.offset // 4, end // 4):
+                DIRECT[f][w] = i
+        NREG[f] = len(rows)
+        TABLE_ROWS.append([(row.name, row.offset, row.length, row.widths, row.bpi,
+                            row.first_intid, row.ops) for row in rows])
+
+build_tables()
+
+
+def regions(int frame):
+    """The compiled region table of ``frame`` as (name, offset, length, widths,
+    bpi, first_intid, ops) rows in offset order."""
+    if not 0 <= frame < NR_FRAMES:
+        raise ValueError(f"frame {frame} is not one of 0..{NR_FRAMES - 1}")
+    return list(TABLE_ROWS[frame])
+
+
+def set_lookup(str mode):
+    """Choose region lookup: ``"direct"`` (index table) or ``"bsearch"``."""
+    global LOOKUP_DIRECT
+    if mode not in ("direct", "bsearch"):
+        raise ValueError(f"lookup mode {mode!r} is not 'direct' or 'bsearch'")
+    LOOKUP_DIRECT = mode == "direct"
+
+
+def get_lookup():
+    """The region lookup in use."""
+    return "direct" if LOOKUP_DIRECT else "bsearch"
+
+
+cdef inline const Region *find_region(int frame, uint32_t off) noexcept nogil:
+    cdef int lo, hi, mid
+    cdef const Region *r
+    cdef uint8_t idx
+    if LOOKUP_DIRECT:
+        idx = DIRECT[frame][off >> 2]
+        return NULL if idx == NO_REGION else &REGIONS[frame][idx]
+    lo = 0
+    hi = NREG[frame]
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        r = &REGIONS[frame][mid]
+        if off < r.offset:
+            hi = mid
+        elif off >= r.offset + r.length:
+            lo = mid + 1
+        else:
+            return r
+    return NULL
+
+
+cdef inline uint8_t width_flag(int size) noexcept nogil:
+    # Only byte, word and doubleword accesses exist for the GIC (2 is invalid).
+    if size == 4:
+        return ACC_32
+    if size == 8:
+        return ACC_64
+    if size == 1:
+        return ACC_8
+    return 0
+
+
+cdef inline const Region *check_region(const GicState *g, int frame, uint32_t off,
+                                       int size, uint32_t *intid) noexcept nogil:
+    # One check for every region: width allowed, natural alignment, and for
+    # per-IRQ regions an allocated INTID.  Failure means RAZ/WI.
+    cdef const Region *r = find_region(frame, off)
+    cdef uint32_t i
+    if r == NULL or not (r.widths & width_flag(size)) or (off & <uint32_t>(size - 1)):
+        return NULL
+    if r.bpi:
+        i = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
+        if i >= g.nr_irqs:
+            return NULL
+        intid[0] = i
+    return r
+
+
+cdef inline bint decode(const GicState *g, uint64_t addr, int accessor, int *frame,
+                        uint32_t *off, int *vcpu) noexcept nogil:
+    # Distributor accesses act for the accessing vCPU; a redistributor's for
+    # the vCPU that owns it (kvm-facts §2).
+    cdef uint64_t d = addr - g.dist_base
+    if d < FRAME_SIZE:
+        frame[0] = FRAME_GICD
+        off[0] = <uint32_t>d
+        vcpu[0] = accessor
+        return True
+    d = addr - g.redist_base
+    if d < (<uint64_t>g.nr_vcpus << REDIST_SHIFT):
+        vcpu[0] = <int>(d >> REDIST_SHIFT)
+        frame[0] = FRAME_GICR_RD + <int>((d >> 16) & 1)
+        off[0] = <uint32_t>(d & (FRAME_SIZE - 1))
+        return True
+    return False
+
+
+cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu,
+                                  int size, bint is_write, uint64_t val) noexcept nogil:
+    cdef uint32_t intid = 0
+    cdef const Region *r = check_region(g, frame, off, size, &intid)
+    if r == NULL:
+        return 0
+    if is_write:
+        r.write(g, vcpu, off, intid, size, val)
+        return 0
+    return r.read(g, vcpu, off, intid, size)
+
+
+# ------------------------------------------------------- argument validation
+cdef inline int as_u64(object v, uint64_t *out) except -1:
+    # 1 when v is an integer outside 0..2**64-1; TypeError for non-integers.
+    try:
+        out[0] = v
+    except OverflowError:
+        return 1
+    return 0
+
+cdef inline bint valid_size(uint64_t size) noexcept nogil:
+    return size == 4 or size == 8 or size == 1 or size == 2
+
+cdef object size_error(object size):
+    return ValueError(f"size {size!r} is not one of 1, 2, 4, 8")
+
+cdef object addr_error(object addr):
+    if addr < 0:
+        return ValueError(f"address {addr} is negative")
+    return ValueError(f"address {addr:#x} does not fit in 64 bits")
+
+cdef object value_error(object value, object size):
+    if value < 0:
+        return ValueError(f"value {value} does not fit in a {size}-byte access")
+    return ValueError(f"value {value:#x} does not fit in a {size}-byte access")
+
+cdef object vcpu_error(object vcpu, uint32_t nr_vcpus):
+    return ValueError(f"vcpu {vcpu} out of range: the VM has {nr_vcpus} vCPUs")
+
+
+cdef packed struct MmioAccess:
+    # vgic.trace.MMIO_ACCESS, field for field (24 bytes).
+    uint64_t addr
+    uint64_t value
+    uint16_t vcpu
+    uint8_t size
+    uint8_t write
+    uint32_t pad
+
+cdef enum:
+    BAD_NONE = 0
+    BAD_SIZE = 1
+    BAD_VALUE = 2
+    BAD_VCPU = 3
+    BAD_ADDR = 4
+
+
+cdef class Noop:
+    """A do-nothing extension type: the per-call baseline of the benchmarks."""
+
+    def mmio_write(self, addr, size, value, vcpu=0):
+        pass
+
+    def mmio_read(self, addr, size, vcpu=0):
+        return 0
+
+
+cdef class Gic:
+    """Distributor and redistributor state of one VM with its MMIO dispatch.
+
+    See ``vgic/_core/mmio.pyi`` for the full contract; ``vgic._pure.mmio.Gic``
+    is the pure-Python twin.
+    """
+    cdef GicState st
+    cdef object _bits, _priority, _route, _target, _mpidr, _pendbaser, _gicr_ctlr
+
+    def __init__(self, int nr_vcpus, int nr_irqs, uint64_t dist_base,
+                 uint64_t redist_base, mpidrs):
+        cdef uint32_t[:, ::1] bits
+        cdef uint8_t[::1] prio
+        cdef uint32_t[::1] route
+        cdef int32_t[::1] target
+        cdef uint64_t[::1] mp, pend
+        cdef uint32_t[::1] ctlr
+        cdef int r, v
+        if not 1 <= nr_vcpus <= regmap.MAX_VCPUS:
+            raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{regmap.MAX_VCPUS}")
+        if nr_irqs % 32 or not 64 <= nr_irqs <= INTID_SPACE:
+            raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..{INTID_SPACE}")
+        mpidr_arr = np.array(mpidrs, dtype=np.uint64).reshape(-1)
+        if mpidr_arr.shape[0] != nr_vcpus:
+            raise ValueError(f"{mpidr_arr.shape[0]} MPIDRs given for {nr_vcpus} vCPUs")
+        memset(&self.st, 0, sizeof(GicState))
+        self.st.dist_base = dist_base
+        self.st.redist_base = redist_base
+        self.st.nr_irqs = nr_irqs
+        self.st.nr_vcpus = nr_vcpus
+        self.st.nr_banks = SPI_BANKS + nr_vcpus
+        self.st.implementation_rev = regmap.KVM_VGIC_IMP_REV_LATEST
+        self._bits = np.zeros((NR_BITMAPS, self.st.nr_banks), dtype=np.uint32)
+        self._priority = np.zeros(self.st.nr_banks * 32, dtype=np.uint8)
+        self._route = np.zeros(INTID_SPACE, dtype=np.uint32)
+        self._target = np.full(INTID_SPACE, -1, dtype=np.int32)
+        self._mpidr = mpidr_arr.copy()
+        self._pendbaser = np.full(nr_vcpus, regmap.INITIAL_PENDBASER, dtype=np.uint64)
+        self._gicr_ctlr = np.zeros(nr_vcpus, dtype=np.uint32)
+        bits = self._bits
+        prio = self._priority
+        route = self._route
+        target = self._target
+        mp = self._mpidr
+        pend = self._pendbaser
+        ctlr = self._gicr_ctlr
+        for r in range(NR_BITMAPS):
+            self.st.bm[r] = &bits[r, 0]
+        self.st.priority = &prio[0]
+        self.st.route = &route[0]
+        self.st.target = &target[0]
+        self.st.mpidr = &mp[0]
+        self.st.pendbaser = &pend[0]
+        self.st.gicr_ctlr = &ctlr[0]
+        self.st.mpidrs_default = all(
+            int(mpidr_arr[i]) == default_mpidr(i) for i in range(nr_vcpus))
+        self._reset()
+
+    cdef void _reset(self) noexcept:
+        # KVM's kvm_vgic_dist_init / kvm_vgic_vcpu_init reset values (kvm-facts §1.6).
+        cdef uint32_t b, spi_words = self.st.nr_irqs >> 5
+        for b in range(1, spi_words):
+            self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
+            self.st.bm[BM_EDGE][b] = 0xFFFFFFFF      # SPIs start edge (config 0)
+        for b in range(SPI_BANKS, self.st.nr_banks):
+            self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
+            self.st.bm[BM_ENABLED][b] = 0x0000FFFF   # SGIs enabled
+            self.st.bm[BM_EDGE][b] = 0x0000FFFF      # SGIs edge, PPIs level
+        for b in range(NR_PRIVATE, self.st.nr_irqs):
+            self.st.target[b] = 0                    # vCPU 0 (MPIDR affinity 0)
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def nr_irqs(self):
+        return self.st.nr_irqs
+
+    @property
+    def nr_vcpus(self):
+        return self.st.nr_vcpus
+
+    @property
+    def dist_base(self):
+        return self.st.dist_base
+
+    @property
+    def redist_base(self):
+        return self.st.redist_base
+
+    # ------------------------------------------------------------- guest MMIO
+    def mmio_read(self, addr, size, vcpu=0):
+        """A guest load of ``size`` bytes at ``addr`` by vCPU ``vcpu``."""
+        cdef uint64_t a, sz, vc
+        cdef int frame, owner
+        cdef uint32_t off
+        if as_u64(size, &sz) or not valid_size(sz):
+            raise size_error(size)
+        if as_u64(addr, &a):
+            raise addr_error(addr)
+        if as_u64(vcpu, &vc) or vc >= self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
+            raise UnmappedAccess(a)
+        return guest_access(&self.st, frame, off, owner, <int>sz, False, 0)
+
+    def mmio_write(self, addr, size, value, vcpu=0):
+        """A guest store of ``value`` (``size`` bytes) at ``addr`` by ``vcpu``."""
+        cdef uint64_t a, sz, v, vc
+        cdef int frame, owner
+        cdef uint32_t off
+        if as_u64(size, &sz) or not valid_size(sz):
+            raise size_error(size)
+        if as_u64(addr, &a):
+            raise addr_error(addr)
+        if as_u64(value, &v) or (v & ~size_mask(<int>sz)):
+            raise value_error(value, size)
+        if as_u64(vcpu, &vc) or vc >= self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
+            raise UnmappedAccess(a)
+        guest_access(&self.st, frame, off, owner, <int>sz, True, v)
+
+    def mmio_replay(self, trace):
+        """Run a trace of ``vgic.MMIO_ACCESS`` records; returns the values read."""
+        if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:
+            raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not "
+                            f"{type(trace).__name__} {getattr(trace, 'dtype', '')}")
+        cdef Py_ssize_t n = trace.shape[0]
+        out = np.zeros(n, dtype=np.uint64)
+        if n == 0:
+            return out
+        arr = np.ascontiguousarray(trace)
+        cdef const uint8_t[::1] raw = arr.view(np.uint8)
+        cdef uint64_t[::1] res = out
+        cdef const MmioAccess *acc = <const MmioAccess *> &raw[0]
+        cdef int kind = BAD_NONE
+        cdef Py_ssize_t bad
+        with nogil:
+            bad = self._validate(acc, n, &kind)
+        if bad >= 0:
+            self._raise_bad(arr[bad], bad, kind)
+        with nogil:
+            self._run(acc, n, &res[0])
+        return out
+
+    cdef Py_ssize_t _validate(self, const MmioAccess *acc, Py_ssize_t n, int *kind) noexcept nogil:
+        # Everything is checked before anything runs, so a rejected trace
+        # leaves the state untouched.
+        cdef Py_ssize_t i
+        cdef int frame, owner
+        cdef uint32_t off
+        for i in range(n):
+            if not valid_size(acc[i].size):
+                kind[0] = BAD_SIZE
+                return i
+            if acc[i].write and (acc[i].value & ~size_mask(acc[i].size)):
+                kind[0] = BAD_VALUE
+                return i
+            if acc[i].vcpu >= self.st.nr_vcpus:
+                kind[0] = BAD_VCPU
+                return i
+            if not decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner):
+                kind[0] = BAD_ADDR
+                return i
+        return -1
+
+    cdef void _run(self, const MmioAccess *acc, Py_ssize_t n, uint64_t *res) noexcept nogil:
+        cdef Py_ssize_t i
+        cdef int frame, owner
+        cdef uint32_t off
+        for i in range(n):
+            decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner)
+            res[i] = guest_access(&self.st, frame, off, owner, acc[i].size,
+                                  acc[i].write != 0, acc[i].value)
+
+    cdef _raise_bad(self, rec, Py_ssize_t i, int kind):
+        addr, size, value, vcpu = int(rec["addr"]), int(rec["size"]), int(rec["value"]), int(rec["vcpu"])
+        if kind == BAD_ADDR:
+            raise UnmappedAccess(addr, f"trace[{i}]: address {addr:#x} is outside every GIC frame")
+        if kind == BAD_SIZE:
+            err = size_error(size)
+        elif kind == BAD_VALUE:
+            err = value_error(value, size)
+        else:
+            err = vcpu_error(vcpu, self.st.nr_vcpus)
+        raise ValueError(f"trace[{i}]: {err}")
+
+    # ------------------------------------------------------ userspace access
+    cdef const Region *_uregion(self, int frame, int vcpu, uint64_t offset, uint32_t *intid) except? NULL:
+        if not 0 <= frame < NR_FRAMES:
+            raise ValueError(f"frame {frame} is not one of 0..{NR_FRAMES - 1}")
+        if not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        if offset >= FRAME_SIZE:
+            return NULL
+        return check_region(&self.st, frame, <uint32_t>offset, 4, intid)
+
+    def has_region(self, int frame, uint64_t offset):
+        """True if a 32-bit access at ``offset`` of ``frame`` hits a region."""
+        cdef uint32_t intid = 0
+        if offset & 3:
+            return False
+        return self._uregion(frame, 0, offset, &intid) != NULL
+
+    def uaccess_read(self, int frame, int vcpu, uint64_t offset):
+        """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
+        cdef uint32_t intid = 0
+        cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
+        if r == NULL:
+            return 0
+        return r.uread(&self.st, vcpu, <uint32_t>offset, intid, 4)
+
+    def uaccess_write(self, int frame, int vcpu, uint64_t offset, uint32_t value):
+        """A 32-bit userspace write; returns 0 or a negative errno."""
+        cdef uint32_t intid = 0
+        cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
+        if r == NULL:
+            return 0
+        if r.uwrite != NULL:
+            return r.uwrite(&self.st, vcpu, <uint32_t>offset, intid, 4, value)
+        r.write(&self.st, vcpu, <uint32_t>offset, intid, 4, value)
+        return 0
+
+    cdef uint32_t _line_mask(self, int vcpu, uint32_t intid, uint32_t *bank) except? 0:
+        # LEVEL_INFO covers 32 INTIDs; SGIs and unallocated INTIDs are RAZ/WI.
+        if not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        if intid & 31:
+            raise ValueError(f"intid {intid} is not a multiple of 32")
+        if intid >= self.st.nr_irqs:
+            return 0
+        bank[0] = bank_of(&self.st, vcpu, intid)
+        return 0xFFFF0000 if intid < NR_PRIVATE else 0xFFFFFFFF
+
+    def line_level_read(self, int vcpu, uint32_t intid):
+        """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO read of INTIDs ``intid..intid+31``."""
+        cdef uint32_t b = 0
+        cdef uint32_t m = self._line_mask(vcpu, intid, &b)
+        if m == 0:
+            return 0
+        # Only level-triggered interrupts report a line level.
+        return self.st.bm[BM_LINE_LEVEL][b] & ~self.st.bm[BM_EDGE][b] & m
+
+    def line_level_write(self, int vcpu, uint32_t intid, uint32_t value):
+        """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO write of INTIDs ``intid..intid+31``."""
+        cdef uint32_t b = 0
+        cdef uint32_t m = self._line_mask(vcpu, intid, &b)
+        if m == 0:
+            return
+        # Set whatever the trigger mode, so restore order does not matter.
+        self.st.bm[BM_LINE_LEVEL][b] = (self.st.bm[BM_LINE_LEVEL][b] & ~m) | (value & m)
+
+    # ------------------------------------------------------- interrupt lines
+    cdef uint32_t _bank_checked(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
+        if intid >= self.st.nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self.st.nr_irqs}")
+        if intid < NR_PRIVATE and not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        return bank_of(&self.st, vcpu, intid)
+
+    def set_irq_level(self, int vcpu, uint32_t intid, bint level):
+        """kvm_vgic_inject_irq for an SPI (``vcpu`` ignored) or a PPI."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        cdef uint32_t bit = 1u << (intid & 31)
+        if self.st.bm[BM_EDGE][b] & bit:
+            # Edge: a rising level latches; a falling one is no event.
+            if level:
+                self.st.bm[BM_PENDING_LATCH][b] |= bit
+        elif level:
+            self.st.bm[BM_LINE_LEVEL][b] |= bit
+        else:
+            self.st.bm[BM_LINE_LEVEL][b] &= ~bit
+
+    # ---------------------------------------------------------- introspection
+    def irq_state(self, int vcpu, uint32_t intid):
+        """``(enabled, pending_latch, line_level, active, group, edge,
+        priority, route, target)`` of one INTID."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        cdef uint32_t s = intid & 31
+        cdef tuple bits = tuple((self.st.bm[r][b] >> s) & 1 for r in (
+            BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE))
+        if intid < NR_PRIVATE:
+            return bits + (self.st.priority[prio_index(&self.st, vcpu, intid)], 0, -1)
+        return bits + (self.st.priority[intid], self.st.route[intid], self.st.target[intid])
+
+    def dump(self):
+        """Every piece of state in the canonical form shared with the twin."""
+        names = ("enabled", "pending_latch", "line_level", "active", "group", "edge")
+        out = {name: self._bits[i].copy() for i, name in enumerate(names)}
+        out["priority"] = self._priority.copy()
+        out["route"] = self._route.copy()
+        out["target"] = self._target.copy()
+        out["dist_enabled"] = int(self.st.dist_enabled)
+        out["implementation_rev"] = int(self.st.implementation_rev)
+        out["propbaser"] = int(self.st.propbaser)
+        out["pendbaser"] = self._pendbaser.copy()
+        out["gicr_ctlr"] = self._gicr_ctlr.copy()
+        return out
+

@@ -1,0 +1,43 @@
+"""Exception types raised by vgic.
+
+Every library error derives from :class:`VgicError`.  Guest-visible faults are
+*not* exceptions: a guest access that KVM treats as RAZ/WI reads 0 and is
+ignored, exactly as on a real host.  Exceptions are for the caller of the
+library: an address no GIC frame decodes, a malformed argument, or a request
+KVM's userspace ABI would refuse.
+"""
+from __future__ import annotations
+
+import errno as _errno
+import os as _os
+
+
+class VgicError(Exception):
+    """Base class of every exception vgic raises on purpose."""
+
+
+class UnmappedAccess(VgicError):
+    """An MMIO address that no GIC frame decodes.
+
+    KVM would exit to userspace (KVM_EXIT_MMIO) for such an access; an emulator
+    using vgic as a backend should route it to its other devices.
+    """
+
+    def __init__(self, addr: int, message: str | None = None) -> None:
+        self.addr = addr
+        super().__init__(message or f"address {addr:#x} is outside every GIC frame")
+
+
+class KvmError(VgicError, OSError):
+    """A call that KVM's userspace ABI would fail; ``errno`` is KVM's errno."""
+
+    def __init__(self, err: int, message: str) -> None:
+        OSError.__init__(self, err, message)
+
+    def __str__(self) -> str:
+        name = _errno.errorcode.get(self.errno, str(self.errno))
+        return f"[{name}] {self.strerror}"
+
+
+__all__ = ["VgicError", "UnmappedAccess", "KvmError"]
+del _os

@@ -1,0 +1,220 @@
+"""The GICv3 register map, declared once.
+
+Each MMIO frame is a sorted table of :class:`Region` rows, in the manner of
+Linux ``arch/arm64/kvm/vgic/vgic-mmio-v3.c``: an offset, a length, the number
+of bits each interrupt occupies (0 for a plain register), the access widths
+the region accepts, and the name of the handler family ("ops") that implements
+it.  The Cython core compiles these rows into a C array of region descriptors
+with function pointers; the pure-Python twin binds the same ops names to Python
+functions; the userspace device API, the documentation and (later) snapshots
+walk the same rows.  A register offset is written in this file and nowhere
+else.
+
+Sources: kvm-facts §1.2, §1.5, §1.6 and §2 (Linux vgic-mmio-v3.c, vgic-mmio.h);
+GICv3 architecture specification IHI 0069, chapter 12 (register maps).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+# Access-width flags, as KVM's VGIC_ACCESS_8bit / 32bit / 64bit.
+W8 = 1
+W32 = 2
+W64 = 4
+
+# Frame identifiers shared by the core and the twin.
+FRAME_GICD = 0
+FRAME_GICR_RD = 1
+FRAME_GICR_SGI = 2
+FRAME_NAMES = ("GICD", "GICR_RD", "GICR_SGI")
+
+FRAME_SIZE = 0x10000            # every GIC frame is 64 KiB (KVM_VGIC_V3_DIST_SIZE)
+REDIST_STRIDE = 0x20000         # RD_base + SGI_base per vCPU (KVM_VGIC_V3_REDIST_SIZE)
+SGI_BASE_OFFSET = 0x10000       # SGI_base frame inside a redistributor
+
+NR_SGIS = 16
+NR_PRIVATE_IRQS = 32            # VGIC_NR_PRIVATE_IRQS
+MAX_INTID_SPACE = 1024          # SPIs end at 1019; 1020-1023 are special
+MAX_VCPUS = 512                 # VGIC_V3_MAX_CPUS
+
+
+class Region(NamedTuple):
+    """One row of a frame's register table.
+
+    ``bpi`` is the number of bits per interrupt (1, 2, 8 or 64) for per-IRQ
+    regions and 0 for plain registers; for per-IRQ regions ``first_intid`` is
+    the INTID that the region's first byte describes, and the INTID of an
+    access is ``first_intid + (offset - region.offset) * 8 // bpi``.  An
+    access whose INTID is not below ``nr_irqs`` is RAZ/WI (KVM's
+    ``check_region``).
+    """
+
+    name: str
+    offset: int
+    length: int
+    widths: int
+    ops: str
+    bpi: int = 0
+    first_intid: int = 0
+
+
+def _shared(name: str, offset: int, bpi: int, widths: int, ops: str) -> tuple[Region, Region]:
+    """A distributor per-IRQ register split as KVM's ..._SHARED macro does.
+
+    With affinity routing enabled (ARE=1, always for a KVM GICv3) the bytes
+    that describe INTIDs 0-31 are RAZ/WI in the distributor: private
+    interrupts are programmed through each redistributor's SGI_base frame
+    (IHI 0069 §12.9, "GICD_ISENABLER<n>" and friends, n = 0 with ARE).
+    """
+    private_len = bpi * NR_PRIVATE_IRQS // 8
+    total_len = bpi * MAX_INTID_SPACE // 8
+    return (
+        Region(name + "_PRIVATE", offset, private_len, widths, "raz_wi"),
+        Region(name, offset + private_len, total_len - private_len, widths, ops,
+               bpi, NR_PRIVATE_IRQS),
+    )
+
+
+# ---------------------------------------------------------------- distributor
+GICD_CTLR = 0x0000
+GICD_TYPER = 0x0004
+GICD_IIDR = 0x0008
+GICD_TYPER2 = 0x000C
+GICD_STATUSR = 0x0010
+GICD_IGROUPR = 0x0080
+GICD_ISENABLER = 0x0100
+GICD_ICENABLER = 0x0180
+GICD_ISPENDR = 0x0200
+GICD_ICPENDR = 0x0280
+GICD_ISACTIVER = 0x0300
+GICD_ICACTIVER = 0x0380
+GICD_IPRIORITYR = 0x0400
+GICD_ITARGETSR = 0x0800
+GICD_ICFGR = 0x0C00
+GICD_IGRPMODR = 0x0D00
+GICD_IROUTER = 0x6000
+GICD_IDREGS = 0xFFD0
+GICD_PIDR2 = 0xFFE8
+
+GICD_REGIONS: tuple[Region, ...] = (
+    # CTLR, TYPER, IIDR and TYPER2 share one 16-byte region selected by addr & 0xC.
+    Region("GICD_CTLR", GICD_CTLR, 16, W32, "v3_misc"),
+    Region("GICD_STATUSR", GICD_STATUSR, 4, W32, "rao_wi"),
+    *_shared("GICD_IGROUPR", GICD_IGROUPR, 1, W32, "group"),
+    *_shared("GICD_ISENABLER", GICD_ISENABLER, 1, W32, "senable"),
+    *_shared("GICD_ICENABLER", GICD_ICENABLER, 1, W32, "cenable"),
+    *_shared("GICD_ISPENDR", GICD_ISPENDR, 1, W32, "spending"),
+    *_shared("GICD_ICPENDR", GICD_ICPENDR, 1, W32, "cpending"),
+    *_shared("GICD_ISACTIVER", GICD_ISACTIVER, 1, W32, "sactive"),
+    *_shared("GICD_ICACTIVER", GICD_ICACTIVER, 1, W32, "cactive"),
+    *_shared("GICD_IPRIORITYR", GICD_IPRIORITYR, 8, W32 | W8, "priority"),
+    # ITARGETSR is meaningless with ARE=1: the whole range is RAZ/WI.
+    Region("GICD_ITARGETSR", GICD_ITARGETSR, 8 * MAX_INTID_SPACE // 8, W32 | W8, "raz_wi"),
+    *_shared("GICD_ICFGR", GICD_ICFGR, 2, W32, "config"),
+    Region("GICD_IGRPMODR", GICD_IGRPMODR, MAX_INTID_SPACE // 8, W32, "raz_wi"),
+    *_shared("GICD_IROUTER", GICD_IROUTER, 64, W64 | W32, "irouter"),
+    Region("GICD_IDREGS", GICD_IDREGS, 0x30, W32, "idregs"),
+)
+
+# -------------------------------------------------- redistributor, RD_base
+GICR_CTLR = 0x0000
+GICR_IIDR = 0x0004
+GICR_TYPER = 0x0008
+GICR_STATUSR = 0x0010
+GICR_WAKER = 0x0014
+GICR_PROPBASER = 0x0070
+GICR_PENDBASER = 0x0078
+GICR_INVLPIR = 0x00A0
+GICR_INVALLR = 0x00B0
+GICR_SYNCR = 0x00C0
+GICR_IDREGS = 0xFFD0
+GICR_PIDR2 = 0xFFE8
+
+GICR_RD_REGIONS: tuple[Region, ...] = (
+    Region("GICR_CTLR", GICR_CTLR, 4, W32, "v3r_ctlr"),
+    Region("GICR_IIDR", GICR_IIDR, 4, W32, "v3r_iidr"),
+    Region("GICR_TYPER", GICR_TYPER, 8, W64 | W32, "v3r_typer"),
+    Region("GICR_STATUSR", GICR_STATUSR, 4, W32, "raz_wi"),
+    # ProcessorSleep/ChildrenAsleep are not modelled: KVM's WAKER is RAZ/WI.
+    Region("GICR_WAKER", GICR_WAKER, 4, W32, "raz_wi"),
+    Region("GICR_PROPBASER", GICR_PROPBASER, 8, W64 | W32, "propbase"),
+    Region("GICR_PENDBASER", GICR_PENDBASER, 8, W64 | W32, "pendbase"),
+    # LPI invalidation reads as zero; its write side acts on LPIs, which
+    # exist only with an ITS (not modelled yet), so writes have no effect.
+    Region("GICR_INVLPIR", GICR_INVLPIR, 8, W64 | W32, "raz_wi"),
+    Region("GICR_INVALLR", GICR_INVALLR, 8, W64 | W32, "raz_wi"),
+    # SYNCR reads 1 only while an invalidation is in flight; ours complete at once.
+    Region("GICR_SYNCR", GICR_SYNCR, 4, W32, "raz_wi"),
+    Region("GICR_IDREGS", GICR_IDREGS, 0x30, W32, "idregs"),
+)
+
+# ------------------------------------------------- redistributor, SGI_base
+# Offsets are within the SGI_base frame (RD_base + 0x10000).
+GICR_IGROUPR0 = 0x0080
+GICR_ISENABLER0 = 0x0100
+GICR_ICENABLER0 = 0x0180
+GICR_ISPENDR0 = 0x0200
+GICR_ICPENDR0 = 0x0280
+GICR_ISACTIVER0 = 0x0300
+GICR_ICACTIVER0 = 0x0380
+GICR_IPRIORITYR0 = 0x0400
+GICR_ICFGR0 = 0x0C00
+GICR_IGRPMODR0 = 0x0D00
+GICR_NSACR = 0x0E00
+
+GICR_SGI_REGIONS: tuple[Region, ...] = (
+    Region("GICR_IGROUPR0", GICR_IGROUPR0, 4, W32, "group", 1, 0),
+    Region("GICR_ISENABLER0", GICR_ISENABLER0, 4, W32, "senable", 1, 0),
+    Region("GICR_ICENABLER0", GICR_ICENABLER0, 4, W32, "cenable", 1, 0),
+    Region("GICR_ISPENDR0", GICR_ISPENDR0, 4, W32, "spending", 1, 0),
+    Region("GICR_ICPENDR0", GICR_ICPENDR0, 4, W32, "cpending", 1, 0),
+    Region("GICR_ISACTIVER0", GICR_ISACTIVER0, 4, W32, "sactive", 1, 0),
+    Region("GICR_ICACTIVER0", GICR_ICACTIVER0, 4, W32, "cactive", 1, 0),
+    Region("GICR_IPRIORITYR0", GICR_IPRIORITYR0, 32, W32 | W8, "priority", 8, 0),
+    # The config handler ignores writes to private INTIDs, which makes
+    # ICFGR0/1 read-only exactly as KVM's shared handler does.
+    Region("GICR_ICFGR0", GICR_ICFGR0, 8, W32, "config", 2, 0),
+    Region("GICR_IGRPMODR0", GICR_IGRPMODR0, 4, W32, "raz_wi"),
+    Region("GICR_NSACR", GICR_NSACR, 4, W32, "raz_wi"),
+)
+
+FRAMES: tuple[tuple[Region, ...], ...] = (GICD_REGIONS, GICR_RD_REGIONS, GICR_SGI_REGIONS)
+
+# Every ops name a table may use; the core and the twin each bind all of them.
+OPS_NAMES: tuple[str, ...] = (
+    "raz_wi", "rao_wi", "idregs",
+    "v3_misc", "group", "senable", "cenable", "spending", "cpending",
+    "sactive", "cactive", "priority", "config", "irouter",
+    "v3r_ctlr", "v3r_iidr", "v3r_typer", "propbase", "pendbase",
+)
+
+# ---------------------------------------------------------------- field values
+GICD_CTLR_ENABLE_G1 = 1 << 1      # EnableGrp1 (DS=1 view): dist->enabled
+GICD_CTLR_ARE = 1 << 4            # affinity routing, always on
+GICD_CTLR_DS = 1 << 6             # single security state, always on
+GICD_TYPER_LPIS = 1 << 17
+GICD_TYPER_IDBITS_SHIFT = 19
+PRODUCT_ID_KVM = 0x4B             # 'K'
+IMPLEMENTER_ARM = 0x43B
+IIDR_REVISION_SHIFT = 12
+IIDR_REVISION_MASK = 0xF << IIDR_REVISION_SHIFT
+KVM_VGIC_IMP_REV_2 = 2
+KVM_VGIC_IMP_REV_3 = 3
+KVM_VGIC_IMP_REV_LATEST = KVM_VGIC_IMP_REV_3
+PIDR2_GICV3 = 0x3B                # ArchRev 3 in [7:4]
+GICR_CTLR_CES = 1 << 1
+GICR_CTLR_IR = 1 << 2
+GICR_TYPER_PLPIS = 1 << 0
+GICR_TYPER_LAST = 1 << 4
+GICR_TYPER_PROCNUM_SHIFT = 8
+GICR_TYPER_AFFINITY_SHIFT = 32
+PRIORITY_MASK = 0xF8              # VGIC_PRI_BITS = 5: GENMASK(7, 3)
+IROUTER_AFF_MASK = 0xFFFFFF       # Aff2.Aff1.Aff0 kept, IRM and Aff3 dropped
+INITIAL_PENDBASER = 0x580         # RaWb inner, SameAsInner outer, Inner-shareable
+# GICR_PROPBASER / GICR_PENDBASER field layout (IHI 0069 §12.11.29, §12.11.31)
+BASER_INNER_CACHE_SHIFT = 7
+BASER_SHAREABILITY_SHIFT = 10
+BASER_OUTER_CACHE_SHIFT = 56
+PROPBASER_RES0 = (0x1F << 59) | (0xF << 52) | (0x3 << 5)
+PENDBASER_RES0 = (1 << 63) | (0x7 << 59) | (0xF << 52) | (0xF << 12) | 0x7F
+PENDBASER_PTZ = 1 << 62
