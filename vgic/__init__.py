@@ -1,0 +1,23 @@
+"""vgic: a register-level model of the KVM/arm64 GICv3 world switch.
+
+>>> import vgic
+>>> vm = vgic.VM(nr_vcpus=4, nr_irqs=256)
+>>> hex(vm.mmio_read(vm.dist_base + 0x4, 4))     # GICD_TYPER
+'0x480007'
+
+The hot paths run in the Cython core (``vgic._core``); setting the environment
+variable ``VGIC_PUREPYTHON=1`` before import selects the pure-Python twin
+(``vgic._pure``) everywhere.
+"""
+from vgic import regmap, uapi
+from vgic._backend import NAME as BACKEND
+from vgic.errors import KvmError, UnmappedAccess, VgicError
+from vgic.trace import MMIO_ACCESS
+from vgic.vm import VCPU, VM, IrqState, default_mpidr
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "UnmappedAccess", "VCPU", "VM",
+    "VgicError", "default_mpidr", "regmap", "uapi", "__version__",
+]

@@ -1,0 +1,1 @@
+"""pure-Python twins of vgic._core modules."""

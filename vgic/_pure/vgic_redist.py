@@ -1,0 +1,178 @@
+"""Redistributor RD_base handlers: GICR_CTLR, IIDR, TYPER, PROPBASER, PENDBASER.
+
+The twin of the redistributor part of Linux ``vgic-mmio-v3.c``; handler
+shapes are described in :mod:`.vgic_irq_ops`.  ``vcpu`` is always the
+redistributor's owner.  The SGI_base frame reuses the generic per-IRQ
+handlers of :mod:`.vgic_irq_ops`.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from ..regmap import (
+    BASER_INNER_CACHE_SHIFT,
+    BASER_OUTER_CACHE_SHIFT,
+    BASER_SHAREABILITY_SHIFT,
+    GICR_CTLR_CES,
+    GICR_CTLR_IR,
+    GICR_TYPER_AFFINITY_SHIFT,
+    GICR_TYPER_LAST,
+    GICR_TYPER_PROCNUM_SHIFT,
+    IMPLEMENTER_ARM,
+    KVM_VGIC_IMP_REV_3,
+    PENDBASER_PTZ,
+    PENDBASER_RES0,
+    PRODUCT_ID_KVM,
+    PROPBASER_RES0,
+)
+
+if TYPE_CHECKING:
+    from .mmio import Gic
+
+GICR_CTLR_ENABLE_LPIS = 1 << 0      # IHI 0069 §12.11.2
+IIDR_PRODUCT_ID_SHIFT = 24
+
+# MPIDR_EL1 affinity fields Aff2.Aff1.Aff0 (bits [23:0]).
+MPIDR_AFF210_MASK = 0xFFFFFF
+
+# Cacheability / shareability encodings of the BASER fields
+# (IHI 0069 §12.11.29; Linux arm-gic-v3.h GIC_BASER_*).
+GIC_BASER_NON_SHAREABLE = 0
+GIC_BASER_INNER_SHAREABLE = 1
+GIC_BASER_OUTER_SHAREABLE = 2
+GIC_BASER_CACHE_NCNB = 0            # inner field: Device-nGnRnE
+GIC_BASER_CACHE_SAME_AS_INNER = 0   # outer field: same as inner
+GIC_BASER_CACHE_NC = 1
+GIC_BASER_CACHE_RAWB = 3
+_SHAREABILITY_MASK = 0x3
+_CACHE_MASK = 0x7
+
+
+def _read_half_or_whole(value: int, offset: int, size: int) -> int:
+    """KVM's ``extract_bytes(value, addr & 7, len)``: a 64-bit register read
+    whole or as the 32-bit half that offset bit 2 selects."""
+    return (value >> (8 * (offset & 7))) & ((1 << (8 * size)) - 1)
+
+
+def _update_half_or_whole(reg: int, offset: int, size: int, value: int) -> int:
+    """KVM's ``update_64bit_reg``: replace the half (or the whole) written."""
+    lower = 8 * (offset & 4)
+    field = ((1 << (8 * size)) - 1) << lower
+    return (reg & ~field) | ((value << lower) & field)
+
+
+def _lpis_enabled(gic: Gic, vcpu: int) -> bool:
+    """KVM's ``vgic_lpis_enabled``: GICR_CTLR is exactly EnableLPIs (no RWP)."""
+    return gic._gicr_ctlr[vcpu] == GICR_CTLR_ENABLE_LPIS
+
+
+# --------------------------------------------------------------- GICR_CTLR
+def read_v3r_ctlr(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
+    """The stored EnableLPIs/RWP state plus CES|IR from revision 3 on (kvm-facts §1.5)."""
+    value = gic._gicr_ctlr[vcpu]
+    if gic._implementation_rev >= KVM_VGIC_IMP_REV_3:
+        value |= GICR_CTLR_IR | GICR_CTLR_CES
+    return value
+
+
+def write_v3r_ctlr(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
+    """KVM ignores GICR_CTLR writes when the VM has no ITS (kvm-facts §1.5),
+    and this model has none, so EnableLPIs can never be set."""
+
+
+# --------------------------------------------------------------- GICR_IIDR
+def read_v3r_iidr(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
+    """ProductID 'K', Implementer Arm, no revision field (kvm-facts §1.5)."""
+    return (PRODUCT_ID_KVM << IIDR_PRODUCT_ID_SHIFT) | IMPLEMENTER_ARM
+
+
+# -------------------------------------------------------------- GICR_TYPER
+def gicr_typer_affinity(mpidr: int) -> int:
+    """GICR_TYPER.Affinity of a vCPU: KVM reports ``mpidr & GENMASK(23, 0)``,
+    i.e. Aff2.Aff1.Aff0 with Aff3 (bits [63:56] of TYPER) always 0
+    (kvm-facts §1.5 table; Linux ``vgic_mmio_read_v3r_typer``)."""
+    return mpidr & MPIDR_AFF210_MASK
+
+
+def gicr_typer(gic: Gic, vcpu: int) -> int:
+    """The 64-bit GICR_TYPER of ``vcpu``'s redistributor (kvm-facts §1.5).
+
+    Redistributors sit in one contiguous region in vCPU order, so the last
+    vCPU's is the one with Last set.  PLPIS is 0: no ITS.
+    """
+    value = gicr_typer_affinity(gic._mpidrs[vcpu]) << GICR_TYPER_AFFINITY_SHIFT
+    value |= (vcpu & 0xFFFF) << GICR_TYPER_PROCNUM_SHIFT
+    if vcpu == gic.nr_vcpus - 1:
+        value |= GICR_TYPER_LAST
+    return value
+
+
+def read_v3r_typer(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
+    """GICR_TYPER, whole or by halves; writes (guest and userspace) are ignored."""
+    return _read_half_or_whole(gicr_typer(gic, vcpu), offset, size)
+
+
+# ------------------------------------------------ GICR_PROPBASER/PENDBASER
+def _sanitise_shareability(field: int) -> int:
+    """Outer-shareable is downgraded to inner-shareable."""
+    return GIC_BASER_INNER_SHAREABLE if field == GIC_BASER_OUTER_SHAREABLE else field
+
+
+def _sanitise_inner_cacheability(field: int) -> int:
+    """No inner non-cacheable mapping: nCnB and nC become RaWb."""
+    if field in (GIC_BASER_CACHE_NCNB, GIC_BASER_CACHE_NC):
+        return GIC_BASER_CACHE_RAWB
+    return field
+
+
+def _sanitise_outer_cacheability(field: int) -> int:
+    """Outer may only be same-as-inner or non-cacheable."""
+    if field in (GIC_BASER_CACHE_SAME_AS_INNER, GIC_BASER_CACHE_NC):
+        return field
+    return GIC_BASER_CACHE_SAME_AS_INNER
+
+
+def _sanitise_field(reg: int, shift: int, mask: int, sanitise: Callable[[int], int]) -> int:
+    """KVM's ``vgic_sanitise_field``: pass one field through ``sanitise``."""
+    field = (reg >> shift) & mask
+    return (reg & ~(mask << shift)) | (sanitise(field) << shift)
+
+
+def sanitise_baser(reg: int, res0: int) -> int:
+    """KVM's ``vgic_sanitise_propbaser``/``pendbaser``: fix up shareability and
+    cacheability, then clear the RES0 bits (kvm-facts §5.6, same rules as
+    the ITS BASERs in §5.1)."""
+    reg = _sanitise_field(reg, BASER_SHAREABILITY_SHIFT, _SHAREABILITY_MASK,
+                          _sanitise_shareability)
+    reg = _sanitise_field(reg, BASER_INNER_CACHE_SHIFT, _CACHE_MASK,
+                          _sanitise_inner_cacheability)
+    reg = _sanitise_field(reg, BASER_OUTER_CACHE_SHIFT, _CACHE_MASK,
+                          _sanitise_outer_cacheability)
+    return reg & ~res0
+
+
+def read_propbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
+    """GICR_PROPBASER: one value shared by every redistributor of the VM."""
+    return _read_half_or_whole(gic._propbaser, offset, size)
+
+
+def write_propbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
+    """Ignored while the owner's LPIs are enabled (UNPREDICTABLE per IHI 0069;
+    KVM drops it), else merge the written half and sanitise (kvm-facts §5.6)."""
+    if _lpis_enabled(gic, vcpu):
+        return
+    reg = _update_half_or_whole(gic._propbaser, offset, size, value)
+    gic._propbaser = sanitise_baser(reg, PROPBASER_RES0)
+
+
+def read_pendbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
+    """GICR_PENDBASER of the owner; PTZ is stored but always reads 0 (kvm-facts §5.6)."""
+    return _read_half_or_whole(gic._pendbaser[vcpu] & ~PENDBASER_PTZ, offset, size)
+
+
+def write_pendbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
+    """As GICR_PROPBASER, but per vCPU."""
+    if _lpis_enabled(gic, vcpu):
+        return
+    reg = _update_half_or_whole(gic._pendbaser[vcpu], offset, size, value)
+    gic._pendbaser[vcpu] = sanitise_baser(reg, PENDBASER_RES0)

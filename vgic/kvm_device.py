@@ -1,0 +1,165 @@
+"""KVM's userspace device-attribute API of the vGICv3 device.
+
+``get_attr``/``set_attr``/``has_attr`` behave as KVM_GET/SET/HAS_DEVICE_ATTR
+on a KVM_DEV_TYPE_ARM_VGIC_V3 device that has been initialised
+(KVM_DEV_ARM_VGIC_CTRL_INIT done, addresses set), with KVM's attribute
+encodings and errnos (raised as :class:`vgic.KvmError`).  Register accesses go
+through the same region tables as guest MMIO, using each region's userspace
+handlers where KVM's differ from a guest's (kvm-facts §2, §6;
+Documentation/virt/kvm/devices/arm-vgic-v3.rst).
+
+Not modelled: running vCPUs (-EBUSY), an uninitialised device (-EBUSY) and
+CPU_SYSREGS (arrives with the CPU interface).
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING
+
+from vgic import regmap, uapi
+from vgic.errors import KvmError
+
+if TYPE_CHECKING:
+    from vgic.vm import VM
+
+U32 = 0xFFFFFFFF
+U64 = (1 << 64) - 1
+
+
+def _check_u(name: str, value: int, limit: int) -> int:
+    if isinstance(value, bool) or not hasattr(value, "__index__"):
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
+    value = value.__index__()
+    if not 0 <= value <= limit:
+        raise ValueError(f"{name} {value:#x} does not fit in {limit.bit_length()} bits")
+    return value
+
+
+def _vcpu_from_attr(vm: "VM", attr: int) -> int:
+    # KVM: kvm_mpidr_to_vcpu(VGIC_TO_MPIDR(attr[63:32])), -EINVAL if none.
+    vcpu = vm.vcpu_by_mpidr(uapi.attr_to_mpidr(attr))
+    if vcpu is None:
+        raise KvmError(errno.EINVAL, f"no vCPU has the affinity in attr {attr:#x}")
+    return vcpu.id
+
+
+def _redist_frame(offset: int) -> tuple[int, int]:
+    # REDIST_REGS offsets span RD_base and SGI_base (0..0x1FFFF).
+    if offset >= regmap.SGI_BASE_OFFSET:
+        return regmap.FRAME_GICR_SGI, offset - regmap.SGI_BASE_OFFSET
+    return regmap.FRAME_GICR_RD, offset
+
+
+def _regs_target(vm: "VM", group: int, attr: int) -> tuple[int, int, int]:
+    """(frame, vcpu, offset) of a DIST_REGS / REDIST_REGS attribute."""
+    offset = attr & uapi.KVM_DEV_ARM_VGIC_OFFSET_MASK
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS:
+        # The MPIDR field is ignored for the distributor: KVM uses vCPU 0.
+        return regmap.FRAME_GICD, 0, offset
+    frame, offset = _redist_frame(offset)
+    return frame, _vcpu_from_attr(vm, attr), offset
+
+
+def _level_info(vm: "VM", attr: int) -> tuple[int, int]:
+    vcpu = _vcpu_from_attr(vm, attr)
+    info = (attr & uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_MASK) >> uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT
+    if info != uapi.VGIC_LEVEL_INFO_LINE_LEVEL:
+        raise KvmError(errno.EINVAL, f"LEVEL_INFO type {info} is not VGIC_LEVEL_INFO_LINE_LEVEL")
+    intid = attr & uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INTID_MASK
+    if intid % 32:
+        raise KvmError(errno.EINVAL, f"LEVEL_INFO vINTID {intid} is not a multiple of 32")
+    return vcpu, intid
+
+
+def _addr_value(vm: "VM", attr: int) -> int:
+    if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_DIST:
+        return vm.dist_base
+    if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST:
+        return vm.redist_base
+    if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION:
+        # The VM's redistributors form KVM's legacy region, which KVM keeps
+        # as region 0 with a count of 0.
+        return vm.redist_base
+    raise KvmError(errno.ENXIO, f"address type {attr} is not a vGICv3 address type")
+
+
+def get_attr(vm: "VM", group: int, attr: int) -> int:
+    """KVM_GET_DEVICE_ATTR."""
+    group = _check_u("group", group, U32)
+    attr = _check_u("attr", attr, U64)
+    gic = vm._gic
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
+        return _addr_value(vm, attr)
+    if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
+        frame, vcpu, offset = _regs_target(vm, group, attr)
+        return gic.uaccess_read(frame, vcpu, offset)
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
+        return vm.nr_irqs
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
+        vcpu, intid = _level_info(vm, attr)
+        return gic.line_level_read(vcpu, intid)
+    raise KvmError(errno.ENXIO, f"group {group} cannot be read on the vGICv3 device")
+
+
+def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
+    """KVM_SET_DEVICE_ATTR."""
+    group = _check_u("group", group, U32)
+    attr = _check_u("attr", attr, U64)
+    gic = vm._gic
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
+        value = _check_u("value", value, U64)
+        if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION:
+            # Mixing the legacy REDIST address with regions is refused.
+            raise KvmError(errno.EINVAL, "the redistributors already form a legacy region")
+        _addr_value(vm, attr)
+        raise KvmError(errno.EEXIST, f"address type {attr} is already set")
+    if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
+        value = _check_u("value", value, U32)
+        frame, vcpu, offset = _regs_target(vm, group, attr)
+        ret = gic.uaccess_write(frame, vcpu, offset, value)
+        if ret:
+            raise KvmError(-ret, f"{regmap.FRAME_NAMES[frame]} offset {offset:#x} refuses {value:#x}")
+        return
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
+        value = _check_u("value", value, U32)
+        if value < 64 or value > uapi.VGIC_MAX_RESERVED or value % 32:
+            raise KvmError(errno.EINVAL, f"nr_irqs {value} is not a multiple of 32 in 64..992")
+        raise KvmError(errno.EBUSY, "the number of IRQs is already set")
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CTRL:
+        if attr == uapi.KVM_DEV_ARM_VGIC_CTRL_INIT:
+            return  # already initialised: KVM's vgic_init() returns 0
+        if attr == uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES:
+            return  # no LPIs exist without an ITS: nothing to write
+        raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
+        value = _check_u("value", value, U32)
+        vcpu, intid = _level_info(vm, attr)
+        gic.line_level_write(vcpu, intid, value)
+        return
+    raise KvmError(errno.ENXIO, f"group {group} cannot be written on the vGICv3 device")
+
+
+def has_attr(vm: "VM", group: int, attr: int) -> bool:
+    """KVM_HAS_DEVICE_ATTR: True where KVM returns 0, False where -ENXIO."""
+    group = _check_u("group", group, U32)
+    attr = _check_u("attr", attr, U64)
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
+        return attr in (uapi.KVM_VGIC_V3_ADDR_TYPE_DIST, uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST,
+                        uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION)
+    if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
+        offset = attr & uapi.KVM_DEV_ARM_VGIC_OFFSET_MASK
+        if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS:
+            frame = regmap.FRAME_GICD
+        else:
+            if offset >= regmap.REDIST_STRIDE:
+                return False
+            frame, offset = _redist_frame(offset)
+        return offset < regmap.FRAME_SIZE and vm._gic.has_region(frame, offset)
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
+        return True
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CTRL:
+        return attr in (uapi.KVM_DEV_ARM_VGIC_CTRL_INIT, uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES)
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
+        info = (attr & uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_MASK) >> uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT
+        return info == uapi.VGIC_LEVEL_INFO_LINE_LEVEL
+    return False
