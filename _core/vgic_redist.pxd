@@ -40,8 +40,8 @@ cdef inline uint64_t read_v3r_iidr(GicState *g, int vcpu, uint32_t off, uint32_t
     return GICR_IIDR_VALUE
 
 cdef inline uint64_t gicr_typer(const GicState *g, int vcpu) noexcept nogil:
-    cdef uint64_t mpidr = g.mpidr[vcpu]
-    cdef uint64_t aff = (((mpidr >> 32) & 0xFF) << 24) | (mpidr & 0xFFFFFF)
+    # Affinity holds Aff2.Aff1.Aff0 only: KVM reports Aff3 as 0.
+    cdef uint64_t aff = g.mpidr[vcpu] & 0xFFFFFF
     # Redistributors sit in vCPU creation order in one region: the last
     # vCPU's is the last one (KVM's Last-bit rule for a single region).
     cdef uint64_t last = GICR_TYPER_LAST if <uint32_t>vcpu == g.nr_vcpus - 1 else 0

@@ -222,7 +222,7 @@ _INVALID = -1
 def _check(region: Region, offset: int, size: int, nr_irqs: int) -> int:
     """KVM's ``check_region``: the access's first INTID (0 for a plain
     register) if the access is valid, else ``_INVALID`` (kvm-facts §2)."""
-    if not region.widths & _WIDTH_FLAG.get(size, 0) or offset % size:
+    if not (region.widths & _WIDTH_FLAG.get(size, 0)) or offset % size:
         return _INVALID
     if not region.bpi:
         return 0
