@@ -5,9 +5,9 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from libc.string cimport memcpy
 
 cdef inline uint64_t size_mask(int size) noexcept nogil:
-    if size >= 8:
-        return 0xFFFFFFFFFFFFFFFFULL
-    return (1ULL << (size * 8)) - 1
+    # All-ones in the low `size` bytes for size 1..8, without a branch (the
+    # shift count is kept in 0..63 so no size makes it undefined).
+    return 0xFFFFFFFFFFFFFFFFULL >> ((64 - 8 * size) & 63)
 
 cdef inline uint64_t extract_bytes(uint64_t data, uint32_t byte_off, int size) noexcept nogil:
     # The bytes of a wider register that an access of `size` at `byte_off` sees
@@ -47,16 +47,19 @@ cdef inline uint32_t edge_from_icfgr(uint32_t icfgr) noexcept nogil:
     return compact16(icfgr >> 1)
 
 cdef inline uint64_t read_bytes(const uint8_t *src, int size) noexcept nogil:
-    # Little-endian load of `size` bytes (hosts are little-endian: checked at import).
-    cdef uint64_t v = 0
-    memcpy(&v, src, size)
-    return v
+    # Little-endian load of `size` bytes (hosts are little-endian: checked at
+    # import).  One fixed 8-byte load and a mask, no size-dependent branch:
+    # the array behind `src` is padded by 8 bytes.
+    cdef uint64_t v
+    memcpy(&v, src, 8)
+    return v & size_mask(size)
 
 cdef inline void write_priority(uint8_t *dst, int size, uint64_t val, uint8_t mask) noexcept nogil:
-    # Each byte keeps only the implemented priority bits (KVM: VGIC_PRI_BITS = 5).
-    cdef uint64_t m = mask
-    m |= m << 8
-    m |= m << 16
-    m |= m << 32
-    val &= m
-    memcpy(dst, &val, size)
+    # Each byte keeps only the implemented priority bits (KVM: VGIC_PRI_BITS
+    # = 5); read-modify-write of 8 padded bytes, as read_bytes.
+    cdef uint64_t lanes = 0x0101010101010101ULL * mask
+    cdef uint64_t m = size_mask(size)
+    cdef uint64_t old
+    memcpy(&old, dst, 8)
+    old = (old & ~m) | (val & lanes & m)
+    memcpy(dst, &old, 8)

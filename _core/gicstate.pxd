@@ -46,7 +46,7 @@ cdef struct GicState:
     uint32_t implementation_rev # GICD_IIDR.Revision (KVM_VGIC_IMP_REV_*)
     uint64_t propbaser          # GICR_PROPBASER, shared by every redistributor
     uint32_t *bm[NR_BITMAPS]    # row pointers, nr_banks words each
-    uint8_t *priority           # nr_banks * 32
+    uint8_t *priority           # nr_banks * 32, plus 8 bytes of padding
     uint32_t *route             # INTID_SPACE: GICD_IROUTER Aff2.Aff1.Aff0
     int32_t *target             # INTID_SPACE: routed vCPU, -1 for none
     uint64_t *mpidr             # nr_vcpus
@@ -54,8 +54,10 @@ cdef struct GicState:
     uint64_t *pendbaser         # nr_vcpus
     uint32_t *gicr_ctlr         # nr_vcpus
 
-ctypedef uint64_t (*read_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil
-ctypedef void (*write_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil
+# One signature for every guest handler, read or write (a read ignores `val`,
+# a write returns 0), so dispatch is a single indirect call indexed by the
+# access direction instead of a data-dependent branch and a call.
+ctypedef uint64_t (*access_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil
 ctypedef int (*uwrite_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil
 
 cdef struct Region:
@@ -65,9 +67,8 @@ cdef struct Region:
     uint8_t widths              # ACC_* flags
     uint8_t bpi                 # bits per IRQ, 0 for a plain register
     uint8_t bpi_shift           # log2(bpi)
-    read_fn read
-    write_fn write
-    read_fn uread               # userspace read (KVM's uaccess_read)
+    access_fn guest[2]          # [0] guest read, [1] guest write
+    access_fn uread             # userspace read (KVM's uaccess_read)
     uwrite_fn uwrite            # userspace write, returns 0 or -errno
 
 cdef inline uint32_t bank_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:

@@ -25,7 +25,7 @@ cdef enum:
 cdef inline uint32_t gicd_iidr(const GicState *g) noexcept nogil:
     return (PRODUCT_ID_KVM << 24) | (g.implementation_rev << IIDR_REV_SHIFT) | IMPLEMENTER_ARM
 
-cdef inline uint64_t read_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef uint32_t reg = off & 0xC
     if reg == 0x0:      # GICD_CTLR: ARE and DS read as one, RWP as zero
         return GICD_CTLR_ARE | GICD_CTLR_DS | (GICD_CTLR_ENABLE_G1 if g.dist_enabled else 0)
@@ -35,10 +35,11 @@ cdef inline uint64_t read_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t 
         return gicd_iidr(g)
     return 0            # GICD_TYPER2: no nASSGIcap without GICv4.1
 
-cdef inline void write_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Only GICD_CTLR.EnableGrp1 is guest-writable; nASSGIreq needs GICv4.1.
     if (off & 0xC) == 0x0:
         g.dist_enabled = 1 if (val & GICD_CTLR_ENABLE_G1) else 0
+    return 0
 
 cdef inline int uwrite_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef uint32_t reg = off & 0xC
@@ -55,23 +56,24 @@ cdef inline int uwrite_v3_misc(GicState *g, int vcpu, uint32_t off, uint32_t int
         return 0
     if reg == 0xC:
         # GICD_TYPER2 is fixed for this host model: only its value is accepted.
-        if <uint32_t>val != read_v3_misc(g, vcpu, off, intid, size):
+        if <uint32_t>val != read_v3_misc(g, vcpu, off, intid, size, 0):
             return -EINVAL
         return 0
     write_v3_misc(g, vcpu, off, intid, size, val)
     return 0
 
-cdef inline uint64_t read_irouter(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_irouter(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Aff3 (upper word) is not implemented, so an access there reads zero.
     return extract_bytes(g.route[intid], off & 7, size)
 
-cdef inline void write_irouter(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_irouter(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     if off & 4:
-        return
+        return 0
     # IRM (1-of-N) is not supported: only Aff2.Aff1.Aff0 are kept.
     g.route[intid] = <uint32_t>(val & IROUTER_AFF_MASK)
     g.target[intid] = mpidr_to_vcpu(g, g.route[intid])
+    return 0
 
-cdef inline uint64_t read_idregs(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_idregs(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # PIDR2.ArchRev = 3 reports a GICv3; every other ID register reads 0.
     return PIDR2_GICV3 if off == PIDR2_OFFSET else 0

@@ -12,50 +12,55 @@ from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
 cdef enum:
     PRIORITY_MASK = 0xF8    # VGIC_PRI_BITS = 5: a write keeps bits [7:3]
 
-cdef inline uint64_t raz(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t raz(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return 0
 
-cdef inline uint64_t rao(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t rao(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return size_mask(size)
 
-cdef inline void wi(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    pass
+cdef inline uint64_t wi(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    return 0
 
 cdef inline int uwi(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return 0
 
 # ---- IGROUPR: 1 = Group 1 (KVM keeps groups guest-configurable, IIDR rev >= 2)
-cdef inline uint64_t read_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return g.bm[BM_GROUP][bank_of(g, vcpu, intid)]
 
-cdef inline void write_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_GROUP][bank_of(g, vcpu, intid)] = <uint32_t>val
+    return 0
 
 # ---- ISENABLER / ICENABLER: read the enable bits, write 1 to set / clear
-cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
 
-cdef inline void write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_ENABLED][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    return 0
 
-cdef inline void write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_ENABLED][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    return 0
 
 # ---- ISPENDR / ICPENDR
-cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # A guest sees pending = latch for edge, latch OR line level for level
     # (KVM irq_is_pending()).
     cdef uint32_t b = bank_of(g, vcpu, intid)
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
-cdef inline void write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    return 0
 
-cdef inline void write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Clears the latch only: a level interrupt whose line is high stays pending.
     g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    return 0
 
-cdef inline uint64_t uread_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t uread_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Userspace saves the latch alone; the line level travels via LEVEL_INFO.
     return g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)]
 
@@ -66,31 +71,35 @@ cdef inline int uwrite_spending(GicState *g, int vcpu, uint32_t off, uint32_t in
     return 0
 
 # ---- ISACTIVER / ICACTIVER
-cdef inline uint64_t read_active(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_active(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)]
 
-cdef inline void write_sactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_sactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    return 0
 
-cdef inline void write_cactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    return 0
 
 # ---- IPRIORITYR: one byte per INTID, byte or word access
-cdef inline uint64_t read_priority(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_priority(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return read_bytes(&g.priority[prio_index(g, vcpu, intid)], size)
 
-cdef inline void write_prio(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_prio(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     write_priority(&g.priority[prio_index(g, vcpu, intid)], size, val, PRIORITY_MASK)
+    return 0
 
 # ---- ICFGR: two bits per INTID, 16 INTIDs per word
-cdef inline uint64_t read_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return icfgr_from_edge(g.bm[BM_EDGE][bank_of(g, vcpu, intid)] >> (intid & 16))
 
-cdef inline void write_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # SGIs are always edge and KVM keeps PPIs as configured by the kernel,
     # so private INTIDs ignore the write: GICR_ICFGR0/1 are read-only.
     if intid < NR_PRIVATE:
-        return
+        return 0
     cdef uint32_t b = bank_of(g, vcpu, intid)
     cdef uint32_t shift = intid & 16
     g.bm[BM_EDGE][b] = (g.bm[BM_EDGE][b] & ~(<uint32_t>0xFFFF << shift)) | (edge_from_icfgr(<uint32_t>val) << shift)
+    return 0

@@ -31,12 +31,12 @@ cdef inline uint64_t pendbaser_res0() noexcept nogil:
 cdef inline uint64_t pendbaser_ptz() noexcept nogil:
     return 1ULL << 62
 
-cdef inline uint64_t read_v3r_ctlr(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_v3r_ctlr(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Revision 3 advertises that LPIs can be disabled (CES) and that
     # invalidation registers exist (IR).
     return g.gicr_ctlr[vcpu] | ((GICR_CTLR_CES | GICR_CTLR_IR) if g.implementation_rev >= 3 else 0)
 
-cdef inline uint64_t read_v3r_iidr(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_v3r_iidr(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return GICR_IIDR_VALUE
 
 cdef inline uint64_t gicr_typer(const GicState *g, int vcpu) noexcept nogil:
@@ -47,7 +47,7 @@ cdef inline uint64_t gicr_typer(const GicState *g, int vcpu) noexcept nogil:
     cdef uint64_t last = GICR_TYPER_LAST if <uint32_t>vcpu == g.nr_vcpus - 1 else 0
     return (aff << 32) | ((<uint64_t>vcpu & 0xFFFF) << 8) | last
 
-cdef inline uint64_t read_v3r_typer(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_v3r_typer(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return extract_bytes(gicr_typer(g, vcpu), off & 4, size)
 
 cdef inline uint64_t sanitise_field(uint64_t reg, int shift, uint64_t fmask, uint64_t field) noexcept nogil:
@@ -73,20 +73,22 @@ cdef inline uint64_t sanitise_baser(uint64_t reg, uint64_t res0) noexcept nogil:
 cdef inline bint lpis_enabled(const GicState *g, int vcpu) noexcept nogil:
     return g.gicr_ctlr[vcpu] == 1
 
-cdef inline uint64_t read_propbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_propbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return extract_bytes(g.propbaser, off & 4, size)
 
-cdef inline void write_propbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_propbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Changing the table with LPIs enabled is UNPREDICTABLE; KVM ignores it.
     if lpis_enabled(g, vcpu):
-        return
+        return 0
     g.propbaser = sanitise_baser(update_64bit_reg(g.propbaser, off, size, val), propbaser_res0())
+    return 0
 
-cdef inline uint64_t read_pendbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size) noexcept nogil:
+cdef inline uint64_t read_pendbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # PTZ is write-only in effect: it is consumed when LPIs are enabled.
     return extract_bytes(g.pendbaser[vcpu] & ~pendbaser_ptz(), off & 4, size)
 
-cdef inline void write_pendbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_pendbase(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     if lpis_enabled(g, vcpu):
-        return
+        return 0
     g.pendbaser[vcpu] = sanitise_baser(update_64bit_reg(g.pendbaser[vcpu], off, size, val), pendbaser_res0())
+    return 0
