@@ -1,0 +1,191 @@
+"""``vgic-bench``: throughput of the Cython core against the pure-Python twin.
+
+With no arguments it runs the default workload on a 4-vCPU, 256-IRQ VM and
+prints operations per second for both implementations and their ratio:
+
+* ``mmio_read_vgic``: a guest read of GICD_IIDR from Python, one call per access
+  (named after kvm-unit-tests' micro-bench test of the same access);
+* ``mmio_write_isenabler``: a guest write of GICD_ISENABLER1 from Python, with
+  the cost of a no-op extension-type method taking the same arguments;
+* ``mmio_replay``: :meth:`vgic.VM.mmio_replay` of the mixed trace of
+  :func:`vgic.trace.mixed_trace` at 10^4, 10^5 and 10^6 accesses (the twin at
+  2x10^4), which shows whether replay is linear in trace length;
+* ``lookup``: the same 10^6-access replay with binary-search region lookup
+  instead of the direct index.
+
+Timings are the best of several repeats of ``time.perf_counter`` around a
+batch, so they are a per-operation minimum, as pytest-benchmark's ``min``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from vgic import regmap
+from vgic.trace import mixed_trace
+from vgic.vm import DEFAULT_DIST_BASE, DEFAULT_REDIST_BASE, default_mpidr
+
+NR_VCPUS = 4
+NR_IRQS = 256
+
+
+def _modules() -> tuple[Any, Any]:
+    from vgic._pure import mmio as pure
+    try:
+        from vgic._core import mmio as core
+    except ImportError:  # pragma: no cover - only without a compiled build
+        core = None
+    return core, pure
+
+
+def make_gic(mod: Any) -> Any:
+    """A ``Gic`` of ``mod`` (the core or the twin) shaped as the default workload's VM."""
+    mpidrs = np.array([default_mpidr(i) for i in range(NR_VCPUS)], dtype=np.uint64)
+    return mod.Gic(NR_VCPUS, NR_IRQS, DEFAULT_DIST_BASE, DEFAULT_REDIST_BASE, mpidrs)
+
+
+def best_time(fn: Callable[[], Any], repeat: int) -> float:
+    """The smallest wall time of ``repeat`` runs of ``fn``."""
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def per_call(method: Callable[..., Any], args: tuple, calls: int, repeat: int) -> float:
+    """Seconds per call of ``method(*args)`` from a Python loop, with the
+    cost of the empty loop itself taken out."""
+    def loop() -> None:
+        for _ in range(calls):
+            method(*args)
+
+    def empty() -> None:
+        for _ in range(calls):
+            pass
+
+    return max(best_time(loop, repeat) - best_time(empty, repeat), 1e-12) / calls
+
+
+def per_access(gic: Any, trace: np.ndarray, repeat: int) -> float:
+    """Seconds per access of replaying ``trace`` on ``gic``."""
+    return best_time(lambda: gic.mmio_replay(trace), repeat) / len(trace)
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Run the default workload; returns rows and the headline ratios."""
+    core, pure = _modules()
+    calls, twin_calls = (20_000, 2_000) if quick else (200_000, 20_000)
+    repeat = 3 if quick else 7
+    sizes = (10_000, 100_000) if quick else (10_000, 100_000, 1_000_000)
+    twin_trace_len = 2_000 if quick else 20_000
+    iidr = DEFAULT_DIST_BASE + regmap.GICD_IIDR
+    isenabler1 = DEFAULT_DIST_BASE + regmap.GICD_ISENABLER + 4
+
+    rows: list[dict[str, Any]] = []
+
+    def row(name: str, core_s: float | None, twin_s: float | None, unit: str) -> None:
+        rows.append({
+            "workload": name, "unit": unit,
+            "core_per_s": None if core_s is None else 1.0 / core_s,
+            "twin_per_s": None if twin_s is None else 1.0 / twin_s,
+            "ratio": None if core_s is None or twin_s is None else twin_s / core_s,
+        })
+
+    tg = make_gic(pure)
+    cg = make_gic(core) if core else None
+    twin_read = per_call(tg.mmio_read, (iidr, 4, 0), twin_calls, repeat)
+    twin_write = per_call(tg.mmio_write, (isenabler1, 4, 0xFFFF, 0), twin_calls, repeat)
+    core_read = per_call(cg.mmio_read, (iidr, 4, 0), calls, repeat) if cg else None
+    core_write = per_call(cg.mmio_write, (isenabler1, 4, 0xFFFF, 0), calls, repeat) if cg else None
+    row("mmio_read_vgic (GICD_IIDR, per call)", core_read, twin_read, "calls")
+    row("mmio_write_isenabler (per call)", core_write, twin_write, "calls")
+    noop = None
+    if core:
+        noop = per_call(core.Noop().mmio_write, (isenabler1, 4, 0xFFFF, 0), calls, repeat)
+        row("no-op extension method (baseline)", noop, None, "calls")
+
+    twin_trace = mixed_trace(twin_trace_len, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS)
+    twin_acc = per_access(make_gic(pure), twin_trace, max(1, repeat // 2))
+    core_acc: dict[int, float] = {}
+    for n in sizes:
+        trace = mixed_trace(n, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=n)
+        if core:
+            core_acc[n] = per_access(make_gic(core), trace, repeat)
+        row(f"mmio_replay {n:,} accesses", core_acc.get(n), twin_acc, "accesses")
+    bsearch = None
+    if core:
+        trace = mixed_trace(sizes[-1], nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=sizes[-1])
+        core.set_lookup("bsearch")
+        try:
+            bsearch = per_access(make_gic(core), trace, repeat)
+        finally:
+            core.set_lookup("direct")
+        row(f"mmio_replay {sizes[-1]:,}, bsearch lookup", bsearch, twin_acc, "accesses")
+
+    summary: dict[str, Any] = {}
+    if core:
+        summary = {
+            "mmio_write_over_noop": core_write / noop,
+            "replay_accesses_per_s": 1.0 / core_acc[sizes[-1]],
+            "replay_over_twin": twin_acc / core_acc[sizes[-1]],
+            "replay_ns_per_access": {n: core_acc[n] * 1e9 for n in sizes},
+            "direct_over_bsearch": bsearch / core_acc[sizes[-1]],
+        }
+    return {"vcpus": NR_VCPUS, "irqs": NR_IRQS, "rows": rows, "summary": summary}
+
+
+def _fmt_rate(v: float | None) -> str:
+    if v is None:
+        return "-"
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if v >= scale:
+            return f"{v / scale:7.2f} {suffix}"
+    return f"{v:7.1f}  "
+
+
+def format_report(result: dict[str, Any]) -> str:
+    """The human-readable table ``vgic-bench`` prints."""
+    lines = [f"vgic-bench: Cython core vs pure-Python twin, {result['vcpus']} vCPUs, "
+             f"{result['irqs']} IRQs (ops/s, best of repeats)", ""]
+    lines.append(f"{'workload':44} {'core ops/s':>12} {'twin ops/s':>12} {'core/twin':>10}")
+    for r in result["rows"]:
+        ratio = "-" if r["ratio"] is None else f"{r['ratio']:9.0f}x"
+        lines.append(f"{r['workload']:44} {_fmt_rate(r['core_per_s']):>12} "
+                     f"{_fmt_rate(r['twin_per_s']):>12} {ratio:>10}")
+    s = result["summary"]
+    if s:
+        lines += [
+            "",
+            f"mmio_write / no-op method call:   {s['mmio_write_over_noop']:.2f}x   (target <= 2x)",
+            f"replay throughput:                {s['replay_accesses_per_s'] / 1e6:.1f} M accesses/s "
+            f"(target >= 30 M), {s['replay_over_twin']:.0f}x the twin (target >= 100x)",
+            "replay ns/access by trace length: " + ", ".join(
+                f"{n:,}: {ns:.1f}" for n, ns in s["replay_ns_per_access"].items()),
+            f"direct index vs binary search:    {s['direct_over_bsearch']:.2f}x faster",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``vgic-bench`` console script."""
+    parser = argparse.ArgumentParser(prog="vgic-bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller batches (a smoke run)")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args(argv)
+    result = run(quick=args.quick)
+    print(format_report(result))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(result, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
