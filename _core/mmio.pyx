@@ -238,6 +238,7 @@ cdef extern from "Python.h":
     unsigned long long PyLong_AsUnsignedLongLong(object o)
     void *PyErr_Occurred()
     void PyErr_Clear()
+    object PyNumber_Index(object o)
 
 cdef inline int as_u64(object v, uint64_t *out) except -1:
     # 1 when v is an integer outside 0..2**64-1; TypeError for non-integers.
@@ -252,7 +253,8 @@ cdef inline int as_u64(object v, uint64_t *out) except -1:
         out[0] = x
         return 0
     try:
-        out[0] = v              # bool, numpy integers, __index__ types
+        # bool, numpy integers, other __index__ types; floats are TypeError.
+        out[0] = PyNumber_Index(v)
     except OverflowError:
         return 1
     return 0

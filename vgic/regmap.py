@@ -108,10 +108,12 @@ GICD_REGIONS: tuple[Region, ...] = (
     *_shared("GICD_ISACTIVER", GICD_ISACTIVER, 1, W32, "sactive"),
     *_shared("GICD_ICACTIVER", GICD_ICACTIVER, 1, W32, "cactive"),
     *_shared("GICD_IPRIORITYR", GICD_IPRIORITYR, 8, W32 | W8, "priority"),
-    # ITARGETSR is meaningless with ARE=1: the whole range is RAZ/WI.
-    Region("GICD_ITARGETSR", GICD_ITARGETSR, 8 * MAX_INTID_SPACE // 8, W32 | W8, "raz_wi"),
+    # ITARGETSR is meaningless with ARE=1 and IGRPMODR with one security
+    # state: RAZ/WI, but still per-IRQ regions (KVM registers them with the
+    # ..._SHARED macro), so an unallocated INTID there does not resolve.
+    *_shared("GICD_ITARGETSR", GICD_ITARGETSR, 8, W32 | W8, "raz_wi"),
     *_shared("GICD_ICFGR", GICD_ICFGR, 2, W32, "config"),
-    Region("GICD_IGRPMODR", GICD_IGRPMODR, MAX_INTID_SPACE // 8, W32, "raz_wi"),
+    *_shared("GICD_IGRPMODR", GICD_IGRPMODR, 1, W32, "raz_wi"),
     *_shared("GICD_IROUTER", GICD_IROUTER, 64, W64 | W32, "irouter"),
     Region("GICD_IDREGS", GICD_IDREGS, 0x30, W32, "idregs"),
 )

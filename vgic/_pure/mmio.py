@@ -517,10 +517,10 @@ class Gic:
     def has_region(self, frame: int, offset: int) -> bool:
         """True if a 32-bit access at ``offset`` of ``frame`` hits a region.
 
-        KVM's ``vgic_v3_has_attr_regs``: 4-byte aligned and inside a region.
+        KVM's ``vgic_v3_has_attr_regs``: 4-byte aligned, and the region
+        lookup with its full check (width, alignment, allocated INTID) hits.
         """
-        frame = _frame_index(frame)
-        return offset % 4 == 0 and _find(frame, offset) is not None
+        return offset % 4 == 0 and self._uaccess_region(frame, offset) is not None
 
     def uaccess_read(self, frame: int, vcpu: int, offset: int) -> int:
         """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
