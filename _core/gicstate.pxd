@@ -91,10 +91,11 @@ cdef inline int32_t mpidr_to_vcpu(const GicState *g, uint64_t aff) noexcept nogi
     # bijection of the vCPU id, so with default MPIDRs its inverse decides.
     cdef uint64_t guess = (aff & 0xF) | (((aff >> 8) & 0xFF) << 4) | (((aff >> 16) & 0xFF) << 12)
     cdef uint32_t i
-    if guess < g.nr_vcpus and (g.mpidr[guess] & 0xFF00FFFFFFULL) == aff:
-        return <int32_t>guess
     if g.mpidrs_default:
+        if guess < g.nr_vcpus and (aff & 0xF0) == 0 and (aff >> 24) == 0 and (g.mpidr[guess] & 0xFF00FFFFFFULL) == aff:
+            return <int32_t>guess
         return -1
+    # Otherwise the lowest matching vCPU index, as KVM's linear search.
     for i in range(g.nr_vcpus):
         if (g.mpidr[i] & 0xFF00FFFFFFULL) == aff:
             return <int32_t>i

@@ -185,7 +185,7 @@ cdef inline const Region *find_region(int frame, uint32_t off) noexcept nogil:
 cdef inline uint8_t width_flag(int size) noexcept nogil:
     # ACC_8 for 1 byte, ACC_32 for 4, ACC_64 for 8, nothing for 2 (the GIC
     # has no halfword registers): one nibble per size, looked up branch-free.
-    return (0x400020010ULL >> (size * 4)) & 0xF
+    return (0x400020010ULL >> ((size & 15) * 4)) & 0xF
 
 
 cdef inline const Region *check_region(const GicState *g, int frame, uint32_t off,
@@ -325,10 +325,17 @@ cdef class Gic:
         cdef uint64_t[::1] mp, pend
         cdef uint32_t[::1] ctlr
         cdef int r, v
+        if self.st.nr_vcpus:
+            raise TypeError("a Gic is initialised once")
         if not 1 <= nr_vcpus <= regmap.MAX_VCPUS:
             raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{regmap.MAX_VCPUS}")
-        if nr_irqs % 32 or not 64 <= nr_irqs <= INTID_SPACE:
-            raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..{INTID_SPACE}")
+        if nr_irqs % 32 or not 64 <= nr_irqs <= 992:
+            # KVM: at most VGIC_MAX_RESERVED (1023) INTIDs, in units of 32.
+            raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..992")
+        if dist_base > <uint64_t>0 - FRAME_SIZE:
+            raise ValueError(f"dist_base {dist_base:#x} leaves the 64-bit address space")
+        if redist_base > <uint64_t>0 - (<uint64_t>nr_vcpus << REDIST_SHIFT):
+            raise ValueError(f"redist_base {redist_base:#x} leaves the 64-bit address space")
         mpidr_arr = np.array(mpidrs, dtype=np.uint64).reshape(-1)
         if mpidr_arr.shape[0] != nr_vcpus:
             raise ValueError(f"{mpidr_arr.shape[0]} MPIDRs given for {nr_vcpus} vCPUs")
@@ -443,12 +450,12 @@ cdef class Gic:
         cdef const MmioAccess *acc = <const MmioAccess *> &raw[0]
         cdef int kind = BAD_NONE
         cdef Py_ssize_t bad
-        with nogil:
-            bad = self._validate(acc, n, &kind)
+        # Validation and the run both hold the GIL, so no Python thread can
+        # change the trace between the check and its use.
+        bad = self._validate(acc, n, &kind)
         if bad >= 0:
             self._raise_bad(arr[bad], bad, kind)
-        with nogil:
-            self._run(acc, n, &res[0])
+        self._run(acc, n, &res[0])
         return out
 
     cdef Py_ssize_t _validate(self, const MmioAccess *acc, Py_ssize_t n, int *kind) noexcept nogil:
@@ -491,9 +498,13 @@ cdef class Gic:
         cdef int frame, owner
         cdef uint32_t off
         for i in range(n):
-            decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner)
-            res[i] = guest_access(&self.st, frame, off, owner, acc[i].size,
-                                  acc[i].write != 0, acc[i].value)
+            # Validated already; the checks stay so that no record can ever
+            # index outside the tables.
+            if decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner) and valid_size(acc[i].size):
+                res[i] = guest_access(&self.st, frame, off, owner, acc[i].size,
+                                      acc[i].write != 0, acc[i].value)
+            else:
+                res[i] = 0
 
     cdef _raise_bad(self, rec, Py_ssize_t i, int kind):
         addr, size, value, vcpu = int(rec["addr"]), int(rec["size"]), int(rec["value"]), int(rec["vcpu"])

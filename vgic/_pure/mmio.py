@@ -48,6 +48,7 @@ from ..regmap import (
     FRAME_GICR_SGI,
     FRAME_NAMES,
     FRAME_SIZE,
+    MAX_VCPUS,
     FRAMES,
     INITIAL_PENDBASER,
     KVM_VGIC_IMP_REV_LATEST,
@@ -232,6 +233,30 @@ def _check(region: Region, offset: int, size: int, nr_irqs: int) -> int:
 
 
 # ===================================================== argument validation
+def _check_geometry(nr_vcpus: int, nr_irqs: int, dist_base: int, redist_base: int,
+                    nr_mpidrs: int) -> None:
+    """The constructor checks shared with the core (kvm-facts §1.1, §6)."""
+    if not 1 <= nr_vcpus <= MAX_VCPUS:
+        raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{MAX_VCPUS}")
+    if nr_irqs % 32 or not 64 <= nr_irqs <= 992:
+        raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..992")
+    if nr_mpidrs != nr_vcpus:
+        raise ValueError(f"{nr_mpidrs} MPIDRs given for {nr_vcpus} vCPUs")
+    if not 0 <= dist_base <= (1 << 64) - FRAME_SIZE:
+        raise ValueError(f"dist_base {dist_base:#x} leaves the 64-bit address space")
+    if not 0 <= redist_base <= (1 << 64) - nr_vcpus * REDIST_STRIDE:
+        raise ValueError(f"redist_base {redist_base:#x} leaves the 64-bit address space")
+
+
+def _check_u(value: Any, bits: int, name: str) -> int:
+    """An unsigned C-typed argument: OverflowError outside 0..2**bits-1, as
+    Cython's conversion raises in the core."""
+    value = _as_int(value, name)
+    if value < 0 or value >> bits:
+        raise OverflowError(f"{name} {value} does not fit in {bits} unsigned bits")
+    return value
+
+
 def _as_int(value: Any, name: str) -> int:
     """Any integer (bool and numpy integers included) as a Python int."""
     try:
@@ -304,7 +329,9 @@ class Gic:
         self._nr_irqs = int(nr_irqs)
         self._dist_base = int(dist_base)
         self._redist_base = int(redist_base)
-        self._mpidrs: tuple[int, ...] = tuple(int(m) for m in mpidrs)
+        self._mpidrs: tuple[int, ...] = tuple(int(m) for m in np.asarray(mpidrs).reshape(-1))
+        _check_geometry(self._nr_vcpus, self._nr_irqs, self._dist_base,
+                        self._redist_base, len(self._mpidrs))
         # IROUTER resolution (KVM's kvm_mpidr_to_vcpu): affinity -> vCPU.
         # With duplicate affinities the lowest vCPU index wins.
         self._affinity_to_vcpu: dict[int, int] = {}
@@ -393,6 +420,19 @@ class Gic:
             return FRAME_GICR_SGI, offset - SGI_BASE_OFFSET, owner
         return None
 
+    def _check_line_args(self, vcpu: int, intid: int) -> None:
+        self._check_vcpu(vcpu)
+        if _check_u(intid, 32, "intid") % 32:
+            raise ValueError(f"intid {intid} is not a multiple of 32")
+
+    def _checked_irq(self, vcpu: int, intid: int) -> VgicIrq:
+        intid = _check_u(intid, 32, "intid")
+        if intid >= self._nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self._nr_irqs}")
+        if intid < NR_PRIVATE_IRQS:
+            self._check_vcpu(vcpu)
+        return self._irq(vcpu, intid)
+
     def _check_vcpu(self, vcpu: int, where: str = "") -> None:
         if not 0 <= vcpu < self._nr_vcpus:
             raise ValueError(
@@ -431,11 +471,13 @@ class Gic:
         address or a vCPU index out of range, and :class:`vgic.UnmappedAccess`
         for an address outside every GIC frame.  RAZ/WI cases read 0.
         """
-        addr = _as_int(addr, "addr")
+        # Each argument is converted and checked in turn: size, addr, vcpu
+        # (the core's order, so both raise the same error for the same call).
         size = _as_int(size, "size")
-        vcpu = _as_int(vcpu, "vcpu")
         _check_size(size)
+        addr = _as_int(addr, "addr")
         _check_addr(addr)
+        vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
         return self._read(frame, offset, vcpu if owner < 0 else owner, size)
@@ -443,13 +485,13 @@ class Gic:
     def mmio_write(self, addr: int, size: int, value: int, vcpu: int = 0) -> None:
         """A guest store; as :meth:`mmio_read`, and ``ValueError`` when
         ``value`` does not fit in ``size`` bytes or is negative."""
-        addr = _as_int(addr, "addr")
         size = _as_int(size, "size")
-        value = _as_int(value, "value")
-        vcpu = _as_int(vcpu, "vcpu")
         _check_size(size)
+        addr = _as_int(addr, "addr")
         _check_addr(addr)
+        value = _as_int(value, "value")
         _check_value(value, size)
+        vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
         self._write(frame, offset, vcpu if owner < 0 else owner, size, value)
@@ -503,10 +545,15 @@ class Gic:
         return np.array(out, dtype=np.uint64)
 
     # ---- userspace (KVM device attribute) access ---------------------------
-    def _uaccess_region(self, frame: int, offset: int) -> tuple[_Bound, int] | None:
+    def _uaccess_region(self, frame: int, offset: int, vcpu: int = 0) -> tuple[_Bound, int] | None:
         """Region and INTID of a 32-bit userspace access, or None (KVM's
         ``vgic_get_mmio_region`` with ``len = 4``)."""
-        bound = _find(_frame_index(frame), offset)
+        frame = _frame_index(frame)
+        self._check_vcpu(vcpu)
+        offset = _check_u(offset, 64, "offset")
+        if offset >= FRAME_SIZE:
+            return None
+        bound = _find(frame, offset)
         if bound is None:
             return None
         intid = _check(bound.region, offset, 4, self._nr_irqs)
@@ -520,11 +567,12 @@ class Gic:
         KVM's ``vgic_v3_has_attr_regs``: 4-byte aligned, and the region
         lookup with its full check (width, alignment, allocated INTID) hits.
         """
+        offset = _check_u(offset, 64, "offset")
         return offset % 4 == 0 and self._uaccess_region(frame, offset) is not None
 
     def uaccess_read(self, frame: int, vcpu: int, offset: int) -> int:
         """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
-        found = self._uaccess_region(frame, offset)
+        found = self._uaccess_region(frame, offset, vcpu)
         if found is None:
             return 0
         bound, intid = found
@@ -536,11 +584,12 @@ class Gic:
         With no region (or a failed check) the write is ignored and reports
         success, as KVM's ``vgic_uaccess_write`` does (kvm-facts §2).
         """
-        found = self._uaccess_region(frame, offset)
+        value = _check_u(value, 32, "value")
+        found = self._uaccess_region(frame, offset, vcpu)
         if found is None:
             return 0
         bound, intid = found
-        return bound.ops.uaccess_write(self, vcpu, offset, intid, 4, value & 0xFFFFFFFF)
+        return bound.ops.uaccess_write(self, vcpu, offset, intid, 4, value)
 
     def line_level_read(self, vcpu: int, intid: int) -> int:
         """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO read of INTIDs ``intid..intid+31``.
@@ -548,6 +597,7 @@ class Gic:
         A bit is set only for a level-triggered INTID whose line is high;
         SGIs (no line) and INTIDs ``>= nr_irqs`` read 0 (kvm-facts §6).
         """
+        self._check_line_args(vcpu, intid)
         value = 0
         for i in range(32):
             n = intid + i
@@ -564,6 +614,8 @@ class Gic:
         Sets ``line_level`` whatever the trigger mode, so a restore does not
         depend on ICFGR being restored first (kvm-facts §6).
         """
+        self._check_line_args(vcpu, intid)
+        value = _check_u(value, 32, "value")
         for i in range(32):
             n = intid + i
             if n < NR_SGIS or n >= self._nr_irqs:
@@ -577,7 +629,7 @@ class Gic:
         A level-triggered line follows ``level``; an edge-triggered one
         latches pending on a rising report and ignores 0 (kvm-facts §3.3).
         """
-        irq = self._irq(vcpu, intid)
+        irq = self._checked_irq(vcpu, intid)
         if irq.config_edge:
             if level:
                 irq.pending_latch = True
@@ -589,7 +641,7 @@ class Gic:
         """``(enabled, pending_latch, line_level, active, group, edge, priority,
         route, target)`` of one INTID; ``route``/``target`` are 0/-1 for
         private interrupts."""
-        irq = self._irq(vcpu, intid)
+        irq = self._checked_irq(vcpu, intid)
         private = intid < NR_PRIVATE_IRQS
         return (
             int(irq.enabled), int(irq.pending_latch), int(irq.line_level),
