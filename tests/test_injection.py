@@ -232,3 +232,12 @@ def test_ppi_unknown_vcpu(vm, vcpu):
         vm.set_irq_level(20, True, vcpu=vcpu)
     assert ei.value.errno == errno.EINVAL
     assert all(not vm.irq(20, vcpu=c).pending for c in range(4))
+
+
+def test_spi_ignores_vcpu_argument(vm):
+    """KVM_IRQ_LINE passes no vCPU for an SPI (kvm_vgic_inject_irq(kvm, NULL,
+    ...), kvm-facts §3.3): a vcpu given with an SPI, even one that does not
+    exist, is ignored and the SPI is injected."""
+    vm.set_irq_level(40, True, vcpu=9)
+    assert vm.irq(40).pending_latch is True
+

@@ -669,3 +669,17 @@ def test_save_restore_round_trip():
     for off in (regmap.GICD_CTLR, regmap.GICD_ISENABLER + 4, regmap.GICD_ISPENDR + 4,
                 regmap.GICD_ICFGR + 16, regmap.GICD_IROUTER + 8 * 33, regmap.GICD_IPRIORITYR + 100):
         assert src.mmio_read(src.dist_base + off, 4) == dst.mmio_read(dst.dist_base + off, 4)
+
+
+def test_has_attr_redist_unknown_mpidr_is_einval(vm):
+    """vgic_v3_has_attr_regs parses the attribute first: an MPIDR no vCPU
+    has is -EINVAL, not -ENXIO (kvm-facts §6, vgic_v3_parse_attr)."""
+    import errno
+    import pytest
+    import vgic
+    from vgic import uapi
+    with pytest.raises(vgic.KvmError) as exc:
+        vm.has_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, (0x77 << 32) | 0x10100)
+    assert exc.value.errno == errno.EINVAL
+    attr = uapi.mpidr_to_attr(vm.vcpus[1].mpidr) | 0x10100
+    assert vm.has_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS, attr) is True

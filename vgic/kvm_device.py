@@ -140,7 +140,8 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
 
 
 def has_attr(vm: "VM", group: int, attr: int) -> bool:
-    """KVM_HAS_DEVICE_ATTR: True where KVM returns 0, False where -ENXIO."""
+    """KVM_HAS_DEVICE_ATTR: True where KVM returns 0, False where -ENXIO;
+    other errnos (an unknown MPIDR: EINVAL) raise :class:`vgic.KvmError`."""
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
@@ -151,6 +152,9 @@ def has_attr(vm: "VM", group: int, attr: int) -> bool:
         if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS:
             frame = regmap.FRAME_GICD
         else:
+            # KVM parses the attribute first: an unknown MPIDR is -EINVAL,
+            # not "no such register".
+            _vcpu_from_attr(vm, attr)
             if offset >= regmap.REDIST_STRIDE:
                 return False
             frame, offset = _redist_frame(offset)

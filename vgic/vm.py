@@ -194,7 +194,8 @@ class VM:
         """Drive an interrupt line, as KVM_IRQ_LINE / kvm_vgic_inject_irq.
 
         An SPI (``32 <= intid < nr_irqs``) needs no ``vcpu``; a PPI
-        (``16 <= intid < 32``) needs one.  For a level-triggered interrupt the
+        (``16 <= intid < 32``) needs one; for an SPI ``vcpu`` is ignored, as
+        KVM_IRQ_LINE ignores its vCPU field for SPIs.  For a level-triggered interrupt the
         line level follows ``level``; for an edge-triggered one a rising level
         latches it pending and a falling one does nothing.  Anything KVM would
         refuse (an SGI, an INTID outside the VM, a PPI without a vCPU, an
@@ -203,14 +204,13 @@ class VM:
         if isinstance(intid, bool) or not isinstance(intid, (int, np.integer)):
             raise TypeError(f"intid must be an integer, not {type(intid).__name__}")
         intid = int(intid)
-        if vcpu is not None:
-            if isinstance(vcpu, bool) or not isinstance(vcpu, (int, np.integer)):
-                raise TypeError(f"vcpu must be an integer or None, not {type(vcpu).__name__}")
-            if not 0 <= vcpu < self.nr_vcpus:
-                raise KvmError(errno.EINVAL, f"vcpu {vcpu} does not exist (the VM has {self.nr_vcpus})")
+        if vcpu is not None and (isinstance(vcpu, bool) or not isinstance(vcpu, (int, np.integer))):
+            raise TypeError(f"vcpu must be an integer or None, not {type(vcpu).__name__}")
         if regmap.NR_SGIS <= intid < regmap.NR_PRIVATE_IRQS:
             if vcpu is None:
                 raise KvmError(errno.EINVAL, f"PPI {intid} needs a vcpu")
+            if not 0 <= vcpu < self.nr_vcpus:
+                raise KvmError(errno.EINVAL, f"vcpu {vcpu} does not exist (the VM has {self.nr_vcpus})")
             self._gic.set_irq_level(int(vcpu), intid, bool(level))
         elif regmap.NR_PRIVATE_IRQS <= intid < self.nr_irqs:
             self._gic.set_irq_level(0, intid, bool(level))
