@@ -14,7 +14,7 @@ import sys
 import numpy as np
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
-from libc.string cimport memset
+from libc.string cimport memcpy, memset
 
 from vgic._core.gicstate cimport (GicState, Region, access_fn, uwrite_fn,
     bank_of, prio_index, default_mpidr, NR_SGIS, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
@@ -44,6 +44,7 @@ cdef enum:
     MAX_REGIONS = 64
     NO_REGION = 0xFF
     MAX_OPS = 32
+    FUSED_MIN_RECORDS = 16384   # from here replay checks while it runs (96 KiB of trace)
     REDIST_SHIFT = 17           # 0x20000 bytes of redistributor per vCPU
 
 # ------------------------------------------------------------ handler families
@@ -280,6 +281,20 @@ cdef object vcpu_error(object vcpu, uint32_t nr_vcpus):
     return ValueError(f"vcpu {vcpu} out of range: the VM has {nr_vcpus} vCPUs")
 
 
+# Per record size (a uint8): 1 if not an access size, and the value bits a
+# write of that size may not set.  Tables keep the validation pass branch-free.
+cdef uint8_t SIZE_BAD[256]
+cdef uint64_t VALUE_EXCESS[256]
+
+cdef void init_size_tables() noexcept:
+    cdef int sz
+    for sz in range(256):
+        SIZE_BAD[sz] = 0 if valid_size(sz) else 1
+        VALUE_EXCESS[sz] = ~size_mask(sz) if valid_size(sz) else 0
+
+init_size_tables()
+
+
 cdef packed struct MmioAccess:
     # vgic.trace.MMIO_ACCESS, field for field (24 bytes).
     uint64_t addr
@@ -315,6 +330,12 @@ cdef class Gic:
     """
     cdef GicState st
     cdef object _bits, _priority, _route, _target, _mpidr, _pendbaser, _gicr_ctlr
+    # Every mutable array lives in one buffer, so the whole state can be
+    # saved and restored with one memcpy (replay rollback, later snapshots).
+    cdef object _state, _scratch
+    cdef uint8_t *state_ptr
+    cdef uint8_t *scratch_ptr
+    cdef Py_ssize_t state_len
 
     def __init__(self, int nr_vcpus, int nr_irqs, uint64_t dist_base,
                  uint64_t redist_base, mpidrs):
@@ -346,13 +367,33 @@ cdef class Gic:
         self.st.nr_vcpus = nr_vcpus
         self.st.nr_banks = SPI_BANKS + nr_vcpus
         self.st.implementation_rev = regmap.KVM_VGIC_IMP_REV_LATEST
-        self._bits = np.zeros((NR_BITMAPS, self.st.nr_banks), dtype=np.uint32)
-        self._priority = np.zeros(self.st.nr_banks * 32 + 8, dtype=np.uint8)
-        self._route = np.zeros(INTID_SPACE, dtype=np.uint32)
-        self._target = np.full(INTID_SPACE, -1, dtype=np.int32)
+        nb = self.st.nr_banks
+        layout = [("bits", np.uint32, NR_BITMAPS * nb), ("priority", np.uint8, nb * 32 + 8),
+                  ("route", np.uint32, INTID_SPACE), ("target", np.int32, INTID_SPACE),
+                  ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus)]
+        total = sum(-(-np.dtype(dt).itemsize * count // 8) * 8 for _, dt, count in layout)
+        self._state = np.zeros(total, dtype=np.uint8)
+        self._scratch = np.zeros(total, dtype=np.uint8)
+        views = {}
+        start = 0
+        for name, dt, count in layout:
+            nbytes = np.dtype(dt).itemsize * count
+            views[name] = self._state[start:start + nbytes].view(dt)
+            start += -(-nbytes // 8) * 8
+        self._bits = views["bits"].reshape(NR_BITMAPS, nb)
+        self._priority = views["priority"]
+        self._route = views["route"]
+        self._target = views["target"]
+        self._target[:] = -1
+        self._pendbaser = views["pendbaser"]
+        self._pendbaser[:] = regmap.INITIAL_PENDBASER
+        self._gicr_ctlr = views["gicr_ctlr"]
         self._mpidr = mpidr_arr.copy()
-        self._pendbaser = np.full(nr_vcpus, regmap.INITIAL_PENDBASER, dtype=np.uint64)
-        self._gicr_ctlr = np.zeros(nr_vcpus, dtype=np.uint32)
+        cdef uint8_t[::1] state_view = self._state
+        cdef uint8_t[::1] scratch_view = self._scratch
+        self.state_ptr = &state_view[0]
+        self.scratch_ptr = &scratch_view[0]
+        self.state_len = total
         bits = self._bits
         prio = self._priority
         route = self._route
@@ -450,12 +491,28 @@ cdef class Gic:
         cdef const MmioAccess *acc = <const MmioAccess *> &raw[0]
         cdef int kind = BAD_NONE
         cdef Py_ssize_t bad
-        # Validation and the run both hold the GIL, so no Python thread can
-        # change the trace between the check and its use.
-        bad = self._validate(acc, n, &kind)
+        cdef GicState saved
+        # The GIL is held throughout, so no Python thread can change the
+        # trace between a record's check and its use.
+        if n < FUSED_MIN_RECORDS:
+            # A short trace sits in cache: check it all, then run it.
+            bad = self._validate(acc, n, &kind)
+            if bad >= 0:
+                self._raise_bad(arr[bad], bad, kind)
+            self._run(acc, n, &res[0])
+            return out
+        # A long trace is read once: each record is checked as it runs, and
+        # a bad one rolls the whole state back to before the trace.
+        memcpy(self.scratch_ptr, self.state_ptr, self.state_len)
+        saved = self.st
+        bad = self._run_checked(acc, n, &res[0])
         if bad >= 0:
+            memcpy(self.state_ptr, self.scratch_ptr, self.state_len)
+            self.st.dist_enabled = saved.dist_enabled
+            self.st.implementation_rev = saved.implementation_rev
+            self.st.propbaser = saved.propbaser
+            self._first_bad(acc + bad, 1, &kind)
             self._raise_bad(arr[bad], bad, kind)
-        self._run(acc, n, &res[0])
         return out
 
     cdef Py_ssize_t _validate(self, const MmioAccess *acc, Py_ssize_t n, int *kind) noexcept nogil:
@@ -466,10 +523,13 @@ cdef class Gic:
         cdef uint64_t bad = 0
         cdef uint64_t dist = self.st.dist_base, rd = self.st.redist_base
         cdef uint64_t rd_size = <uint64_t>self.st.nr_vcpus << REDIST_SHIFT
+        cdef uint32_t nr_vcpus = self.st.nr_vcpus
+        cdef const MmioAccess *a
         for i in range(n):
-            bad |= (not valid_size(acc[i].size)) | (acc[i].vcpu >= self.st.nr_vcpus)
-            bad |= (acc[i].write != 0) & ((acc[i].value & ~size_mask(acc[i].size)) != 0)
-            bad |= ((acc[i].addr - dist) >= FRAME_SIZE) & ((acc[i].addr - rd) >= rd_size)
+            a = &acc[i]
+            bad |= SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
+            bad |= (a.write != 0) & ((a.value & VALUE_EXCESS[a.size]) != 0)
+            bad |= ((a.addr - dist) >= FRAME_SIZE) & ((a.addr - rd) >= rd_size)
         if not bad:
             return -1
         return self._first_bad(acc, n, kind)
@@ -491,6 +551,24 @@ cdef class Gic:
             if not decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner):
                 kind[0] = BAD_ADDR
                 return i
+        return -1
+
+    cdef Py_ssize_t _run_checked(self, const MmioAccess *acc, Py_ssize_t n, uint64_t *res) noexcept nogil:
+        # One pass: the validation of _validate and the work of _run; returns
+        # the index of the first bad record (the caller rolls back) or -1.
+        cdef Py_ssize_t i
+        cdef int frame, owner
+        cdef uint32_t off
+        cdef uint32_t nr_vcpus = self.st.nr_vcpus
+        cdef const MmioAccess *a
+        for i in range(n):
+            a = &acc[i]
+            if (SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
+                    | ((a.write != 0) & ((a.value & VALUE_EXCESS[a.size]) != 0))):
+                return i
+            if not decode(&self.st, a.addr, a.vcpu, &frame, &off, &owner):
+                return i
+            res[i] = guest_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
         return -1
 
     cdef void _run(self, const MmioAccess *acc, Py_ssize_t n, uint64_t *res) noexcept nogil:

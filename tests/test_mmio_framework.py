@@ -801,3 +801,32 @@ def test_replay_random_garbage_never_crashes():
         ran += 1
     # GICD_TYPER is read-only and still reads the same.
     assert vm.mmio_read(d + regmap.GICD_TYPER, 4) == 0x00480007
+
+
+@pytest.mark.parametrize("bad_at", [0, 20_000, 39_999])
+@pytest.mark.parametrize("kind", ["size", "unmapped", "value", "vcpu"])
+def test_long_trace_rejected_whole(vm, bad_at, kind):
+    """A long trace (checked while it runs, then rolled back) is as
+    all-or-nothing as a short one: a bad record anywhere raises, names its
+    index, and leaves every piece of state as it was before the trace
+    (API.md: "a rejected restore leaves the previous state untouched";
+    mmio.pyi: "in either case no access is performed")."""
+    import vgic
+    from vgic.trace import mixed_trace
+    trace = mixed_trace(40_000, nr_vcpus=4, nr_irqs=256, seed=7)
+    trace["write"] = 1          # every good record changes state
+    if kind == "size":
+        trace[bad_at]["size"] = 3
+    elif kind == "unmapped":
+        trace[bad_at]["addr"] = 0
+    elif kind == "value":
+        trace[bad_at]["size"] = 1
+        trace[bad_at]["value"] = 0x1FF
+    else:
+        trace[bad_at]["vcpu"] = 4
+    before = vm._gic.dump()
+    with pytest.raises((ValueError, vgic.UnmappedAccess), match=rf"trace\[{bad_at}\]"):
+        vm.mmio_replay(trace)
+    after = vm._gic.dump()
+    for key in before:
+        assert np.array_equal(np.asarray(before[key]), np.asarray(after[key])), key
