@@ -1,0 +1,34 @@
+"""Type stubs for ``vgic._core.lr`` (twin: ``vgic._pure.lr``)."""
+import numpy as np
+import numpy.typing as npt
+
+class HypIf:
+    """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records."""
+
+    nr_lrs: int
+    nr_aprs: int
+    reverse: bool
+    records: npt.NDArray[np.void]
+
+    def __init__(self, records: npt.NDArray[np.void], nr_lrs: int, pre_bits: int, reverse: bool) -> None: ...
+    def slot(self, n: int) -> int:
+        """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
+    def save_state(self, i: int) -> None:
+        """__vgic_v3_save_state for vCPU ``i`` (every exit)."""
+    def restore_state(self, i: int) -> None:
+        """__vgic_v3_restore_state for vCPU ``i`` (every entry)."""
+    def save_aprs(self, i: int) -> None:
+        """vcpu_put: save the active-priority registers the PREbits imply."""
+    def restore_vmcr_aprs(self, i: int) -> None:
+        """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
+    def elrsr(self, i: int) -> int:
+        """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
+    def eisr(self, i: int) -> int:
+        """ICH_EISR_EL2 of vCPU ``i``'s modelled hardware."""
+    def save_state_batch(self, idx: npt.ArrayLike | None = None) -> None:
+        """save_state for every vCPU, or for the vCPU indices in ``idx``."""
+    def restore_state_batch(self, idx: npt.ArrayLike | None = None) -> None:
+        """restore_state for every vCPU, or for the vCPU indices in ``idx``."""
+
+def copy_records(dst: npt.NDArray[np.void], src: npt.NDArray[np.void]) -> None:
+    """memcpy of one record array into another: the benchmarks' baseline."""

@@ -1,0 +1,238 @@
+# cython: language_level=3
+"""Hyp save/restore of the GICv3 virtual CPU interface, in both LR storage orders.
+
+The kernels of ``__vgic_v3_save_state`` / ``__vgic_v3_restore_state`` and of
+the APR save/restore at vcpu_put/vcpu_load (Linux arch/arm64/kvm/hyp/
+vgic-v3-sr.c, v6.19; kvm-facts §4.3) over an array of :data:`vgic.ich.VCPU_IF`
+records, one per vCPU.  ``reverse`` selects the v4.5-era storage order in
+which KVM's saved slot 15 - n holds ICH_LR<n>_EL2; the default (direct) is
+today's, slot n holds LR n.  Guest-visible behaviour is the same in both.
+"""
+import numpy as np
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.string cimport memcpy
+
+from vgic import ich
+
+cdef enum:
+    MAX_LRS = 16
+    MAX_APRS = 4
+
+cdef struct VcpuIf:
+    # vgic.ich.VCPU_IF, field for field (360 bytes).
+    uint64_t ich_lr[MAX_LRS]
+    uint64_t ich_hcr
+    uint64_t ich_vmcr
+    uint32_t ich_ap0r[MAX_APRS]
+    uint32_t ich_ap1r[MAX_APRS]
+    uint64_t vgic_lr[MAX_LRS]
+    uint64_t vgic_hcr
+    uint64_t vgic_vmcr
+    uint32_t vgic_ap0r[MAX_APRS]
+    uint32_t vgic_ap1r[MAX_APRS]
+    uint32_t used_lrs
+    uint32_t pad
+
+cdef uint64_t LR_STATE = (<uint64_t>1 << 63) | (<uint64_t>1 << 62)
+cdef uint64_t LR_HW = <uint64_t>1 << 61
+cdef uint64_t LR_EOI = <uint64_t>1 << 41
+cdef uint64_t HCR_LRENPIE = 1 << 2
+cdef uint64_t HCR_EOICOUNT = <uint64_t>0x1F << 27
+
+assert sizeof(VcpuIf) == ich.VCPU_IF.itemsize
+
+
+cdef inline uint32_t lr_elrsr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogil:
+    # ICH_ELRSR_EL2: LR n is empty when its State is 00 and it is not waiting
+    # for an EOI maintenance interrupt (IHI 0069 §12.4.7).
+    cdef uint32_t n, m = 0
+    for n in range(nr_lrs):
+        if (lr[n] & LR_STATE) == 0 and ((lr[n] & LR_HW) or not (lr[n] & LR_EOI)):
+            m |= 1u << n
+    return m
+
+
+cdef inline uint32_t lr_eisr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogil:
+    # ICH_EISR_EL2: State 00, HW 0 and EOI 1: an EOI maintenance request.
+    cdef uint32_t n, m = 0
+    for n in range(nr_lrs):
+        if (lr[n] & (LR_STATE | LR_HW | LR_EOI)) == LR_EOI:
+            m |= 1u << n
+    return m
+
+
+cdef inline void save_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept nogil:
+    # __vgic_v3_save_state: only the used LRs are touched; an LR the
+    # hardware reports empty keeps KVM's cached value with its State cleared
+    # instead of being read back; every used LR is then zeroed.
+    cdef uint32_t i, slot, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
+    cdef uint32_t elrsr
+    if used:
+        elrsr = lr_elrsr(r.ich_lr, nr_lrs)
+        for i in range(used):
+            slot = (MAX_LRS - 1 - i) if reverse else i
+            if elrsr & (1u << i):
+                r.vgic_lr[slot] &= ~LR_STATE
+            else:
+                r.vgic_lr[slot] = r.ich_lr[i]
+            r.ich_lr[i] = 0
+    r.vgic_vmcr = r.ich_vmcr                     # eager since 6.19
+    if r.vgic_hcr & HCR_LRENPIE:                 # EOIs of IRQs outside the LRs
+        r.vgic_hcr = (r.vgic_hcr & ~HCR_EOICOUNT) | (r.ich_hcr & HCR_EOICOUNT)
+    r.ich_hcr = 0                                # traps off, including TDIR
+
+
+cdef inline void restore_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept nogil:
+    # __vgic_v3_restore_state: ICH_HCR_EL2 always, then the used LRs.
+    cdef uint32_t i, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
+    r.ich_hcr = r.vgic_hcr
+    if reverse:
+        for i in range(used):
+            r.ich_lr[i] = r.vgic_lr[MAX_LRS - 1 - i]
+    else:
+        memcpy(r.ich_lr, r.vgic_lr, used * sizeof(uint64_t))
+
+
+cdef class HypIf:
+    """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records.
+
+    ``records`` is a 1-D numpy array of :data:`vgic.ich.VCPU_IF` that this
+    object works on in place (it is kept alive and cannot be resized).
+    """
+    cdef VcpuIf *rec
+    cdef Py_ssize_t n
+    cdef uint32_t _nr_lrs, _nr_aprs
+    cdef bint _reverse
+    cdef object _records
+    cdef object _view
+
+    def __init__(self, records, int nr_lrs, int pre_bits, bint reverse):
+        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
+                or not records.flags.c_contiguous or not records.flags.writeable:
+            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        if records.shape[0] == 0:
+            raise ValueError("records must hold at least one vCPU")
+        if not 1 <= nr_lrs <= MAX_LRS:
+            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
+        if not 5 <= pre_bits <= 7:
+            raise ValueError(f"pre_bits {pre_bits} is not in 5..7")
+        cdef uint8_t[::1] raw = records.view(np.uint8)
+        self._records = records
+        self._view = raw
+        self.rec = <VcpuIf *> &raw[0]
+        self.n = records.shape[0]
+        self._nr_lrs = nr_lrs
+        self._nr_aprs = 1u << (pre_bits - 5)
+        self._reverse = reverse
+
+    @property
+    def nr_lrs(self):
+        return self._nr_lrs
+
+    @property
+    def nr_aprs(self):
+        return self._nr_aprs
+
+    @property
+    def reverse(self):
+        return self._reverse
+
+    @property
+    def records(self):
+        return self._records
+
+    cdef inline VcpuIf *_at(self, Py_ssize_t i) except NULL:
+        if not 0 <= i < self.n:
+            raise ValueError(f"vcpu {i} out of range: {self.n} vCPUs")
+        return &self.rec[i]
+
+    def slot(self, int n):
+        """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
+        if not 0 <= n < MAX_LRS:
+            raise ValueError(f"LR {n} is not in 0..15")
+        return MAX_LRS - 1 - n if self._reverse else n
+
+    # ---- one vCPU ------------------------------------------------------------
+    def save_state(self, Py_ssize_t i):
+        """__vgic_v3_save_state for vCPU ``i`` (every exit)."""
+        save_one(self._at(i), self._nr_lrs, self._reverse)
+
+    def restore_state(self, Py_ssize_t i):
+        """__vgic_v3_restore_state for vCPU ``i`` (every entry)."""
+        restore_one(self._at(i), self._nr_lrs, self._reverse)
+
+    def save_aprs(self, Py_ssize_t i):
+        """vcpu_put: save the active-priority registers the PREbits imply."""
+        cdef VcpuIf *r = self._at(i)
+        cdef uint32_t k
+        for k in range(self._nr_aprs):
+            r.vgic_ap0r[k] = r.ich_ap0r[k]
+            r.vgic_ap1r[k] = r.ich_ap1r[k]
+
+    def restore_vmcr_aprs(self, Py_ssize_t i):
+        """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
+        cdef VcpuIf *r = self._at(i)
+        cdef uint32_t k
+        r.ich_vmcr = r.vgic_vmcr
+        for k in range(self._nr_aprs):
+            r.ich_ap0r[k] = r.vgic_ap0r[k]
+            r.ich_ap1r[k] = r.vgic_ap1r[k]
+
+    def elrsr(self, Py_ssize_t i):
+        """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
+        return lr_elrsr(self._at(i).ich_lr, self._nr_lrs)
+
+    def eisr(self, Py_ssize_t i):
+        """ICH_EISR_EL2 of vCPU ``i``'s modelled hardware."""
+        return lr_eisr(self._at(i).ich_lr, self._nr_lrs)
+
+    # ---- many vCPUs ----------------------------------------------------------
+    def save_state_batch(self, idx=None):
+        """save_state for every vCPU, or for the vCPU indices in ``idx``
+        (an integer numpy array, validated whole before anything runs)."""
+        self._batch(idx, True)
+
+    def restore_state_batch(self, idx=None):
+        """restore_state for every vCPU, or for the indices in ``idx``."""
+        self._batch(idx, False)
+
+    cdef _batch(self, idx, bint save):
+        cdef Py_ssize_t i, k, m
+        cdef const int64_t[::1] ix
+        if idx is None:
+            with nogil:
+                for i in range(self.n):
+                    if save:
+                        save_one(&self.rec[i], self._nr_lrs, self._reverse)
+                    else:
+                        restore_one(&self.rec[i], self._nr_lrs, self._reverse)
+            return
+        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError("idx must be one-dimensional")
+        m = arr.shape[0]
+        if m == 0:
+            return
+        ix = arr
+        for k in range(m):
+            if not 0 <= ix[k] < self.n:
+                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
+        with nogil:
+            for k in range(m):
+                if save:
+                    save_one(&self.rec[ix[k]], self._nr_lrs, self._reverse)
+                else:
+                    restore_one(&self.rec[ix[k]], self._nr_lrs, self._reverse)
+
+
+def copy_records(dst, src):
+    """memcpy of one record array into another of the same shape: the
+    baseline that the batch save/restore benchmarks compare against."""
+    cdef uint8_t[::1] d = dst.view(np.uint8)
+    cdef const uint8_t[::1] s = src.view(np.uint8)
+    if d.shape[0] != s.shape[0]:
+        raise ValueError("dst and src differ in size")
+    if d.shape[0]:
+        with nogil:
+            memcpy(&d[0], &s[0], d.shape[0])

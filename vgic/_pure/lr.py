@@ -1,0 +1,147 @@
+"""Pure-Python twin of ``vgic._core.lr``: the hyp save/restore of the GICv3
+virtual CPU interface in both LR storage orders (kvm-facts §4.3; Linux
+arch/arm64/kvm/hyp/vgic-v3-sr.c, v6.19)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vgic import ich
+
+MAX_LRS = ich.MAX_LRS
+
+
+def _elrsr(lrs: Any, nr_lrs: int) -> int:
+    # An LR is empty when State is 00 and no EOI maintenance is pending.
+    mask = 0
+    for n in range(nr_lrs):
+        lr = int(lrs[n])
+        if not lr & ich.LR_STATE_MASK and (lr & ich.LR_HW or not lr & ich.LR_EOI):
+            mask |= 1 << n
+    return mask
+
+
+def _eisr(lrs: Any, nr_lrs: int) -> int:
+    mask = 0
+    for n in range(nr_lrs):
+        if int(lrs[n]) & (ich.LR_STATE_MASK | ich.LR_HW | ich.LR_EOI) == ich.LR_EOI:
+            mask |= 1 << n
+    return mask
+
+
+class HypIf:
+    """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records."""
+
+    def __init__(self, records: np.ndarray, nr_lrs: int, pre_bits: int, reverse: bool) -> None:
+        if (not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1
+                or not records.flags.c_contiguous or not records.flags.writeable):
+            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        if records.shape[0] == 0:
+            raise ValueError("records must hold at least one vCPU")
+        if not 1 <= nr_lrs <= MAX_LRS:
+            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
+        if not 5 <= pre_bits <= 7:
+            raise ValueError(f"pre_bits {pre_bits} is not in 5..7")
+        self._records = records
+        self._nr_lrs = int(nr_lrs)
+        self._nr_aprs = ich.nr_aprs(pre_bits)
+        self._reverse = bool(reverse)
+
+    nr_lrs = property(lambda self: self._nr_lrs)
+    nr_aprs = property(lambda self: self._nr_aprs)
+    reverse = property(lambda self: self._reverse)
+    records = property(lambda self: self._records)
+
+    def _at(self, i: int) -> Any:
+        if not 0 <= i < self._records.shape[0]:
+            raise ValueError(f"vcpu {i} out of range: {self._records.shape[0]} vCPUs")
+        return self._records[i]
+
+    def slot(self, n: int) -> int:
+        """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
+        if not 0 <= n < MAX_LRS:
+            raise ValueError(f"LR {n} is not in 0..15")
+        return MAX_LRS - 1 - n if self._reverse else n
+
+    def _used(self, r: Any) -> int:
+        return min(int(r["used_lrs"]), self._nr_lrs)
+
+    def save_state(self, i: int) -> None:
+        """__vgic_v3_save_state for vCPU ``i`` (every exit)."""
+        r = self._at(i)
+        used = self._used(r)
+        if used:
+            elrsr = _elrsr(r["ich_lr"], self._nr_lrs)
+            for n in range(used):
+                slot = self.slot(n)
+                if elrsr & (1 << n):
+                    # Empty in hardware: keep KVM's copy, minus its State.
+                    r["vgic_lr"][slot] = int(r["vgic_lr"][slot]) & ~ich.LR_STATE_MASK
+                else:
+                    r["vgic_lr"][slot] = r["ich_lr"][n]
+                r["ich_lr"][n] = 0
+        r["vgic_vmcr"] = r["ich_vmcr"]
+        hcr = int(r["vgic_hcr"])
+        if hcr & ich.HCR_LRENPIE:
+            r["vgic_hcr"] = (hcr & ~ich.HCR_EOICOUNT_MASK) | (int(r["ich_hcr"]) & ich.HCR_EOICOUNT_MASK)
+        r["ich_hcr"] = 0
+
+    def restore_state(self, i: int) -> None:
+        """__vgic_v3_restore_state for vCPU ``i`` (every entry)."""
+        r = self._at(i)
+        r["ich_hcr"] = r["vgic_hcr"]
+        for n in range(self._used(r)):
+            r["ich_lr"][n] = r["vgic_lr"][self.slot(n)]
+
+    def save_aprs(self, i: int) -> None:
+        """vcpu_put: save the active-priority registers the PREbits imply."""
+        r = self._at(i)
+        for k in range(self._nr_aprs):
+            r["vgic_ap0r"][k] = r["ich_ap0r"][k]
+            r["vgic_ap1r"][k] = r["ich_ap1r"][k]
+
+    def restore_vmcr_aprs(self, i: int) -> None:
+        """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
+        r = self._at(i)
+        r["ich_vmcr"] = r["vgic_vmcr"]
+        for k in range(self._nr_aprs):
+            r["ich_ap0r"][k] = r["vgic_ap0r"][k]
+            r["ich_ap1r"][k] = r["vgic_ap1r"][k]
+
+    def elrsr(self, i: int) -> int:
+        """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
+        return _elrsr(self._at(i)["ich_lr"], self._nr_lrs)
+
+    def eisr(self, i: int) -> int:
+        """ICH_EISR_EL2 of vCPU ``i``'s modelled hardware."""
+        return _eisr(self._at(i)["ich_lr"], self._nr_lrs)
+
+    def _indices(self, idx: Any) -> list[int]:
+        if idx is None:
+            return list(range(self._records.shape[0]))
+        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError("idx must be one-dimensional")
+        for k, i in enumerate(arr.tolist()):
+            if not 0 <= i < self._records.shape[0]:
+                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{self._records.shape[0] - 1})")
+        return arr.tolist()
+
+    def save_state_batch(self, idx: Any = None) -> None:
+        """save_state for every vCPU, or for the vCPU indices in ``idx``."""
+        for i in self._indices(idx):
+            self.save_state(i)
+
+    def restore_state_batch(self, idx: Any = None) -> None:
+        """restore_state for every vCPU, or for the indices in ``idx``."""
+        for i in self._indices(idx):
+            self.restore_state(i)
+
+
+def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
+    """Copy one record array into another of the same size (the benchmarks' baseline)."""
+    d, s = dst.view(np.uint8), src.view(np.uint8)
+    if d.shape[0] != s.shape[0]:
+        raise ValueError("dst and src differ in size")
+    d[:] = s
