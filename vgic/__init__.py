@@ -11,13 +11,13 @@ variable ``VGIC_PUREPYTHON=1`` before import selects the pure-Python twin
 """
 from vgic import regmap, uapi
 from vgic._backend import NAME as BACKEND
-from vgic.errors import KvmError, UnmappedAccess, VgicError
+from vgic.errors import KvmError, UndefinedInstruction, UnmappedAccess, VgicError
 from vgic.trace import MMIO_ACCESS
 from vgic.vm import VCPU, VM, IrqState, default_mpidr
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "UnmappedAccess", "VCPU", "VM",
+    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "UndefinedInstruction", "UnmappedAccess", "VCPU", "VM",
     "VgicError", "default_mpidr", "regmap", "uapi", "__version__",
 ]

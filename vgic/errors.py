@@ -39,5 +39,16 @@ class KvmError(VgicError, OSError):
         return f"[{name}] {self.strerror}"
 
 
-__all__ = ["VgicError", "UnmappedAccess", "KvmError"]
+class UndefinedInstruction(VgicError):
+    """A system-register access the modelled CPU would UNDEF: an unknown
+    register, a read of a write-only one (or the reverse), or a register
+    the configured hardware does not implement (an ICH_LR<n>_EL2 beyond
+    ICH_VTR_EL2.ListRegs, an APR beyond what the preemption bits imply)."""
+
+    def __init__(self, reg: object, message: str | None = None) -> None:
+        self.reg = reg
+        super().__init__(message or f"{reg!r} is UNDEFINED here")
+
+
+__all__ = ["VgicError", "UnmappedAccess", "KvmError", "UndefinedInstruction"]
 del _os
