@@ -29,6 +29,14 @@ class HypIf:
         """save_state for every vCPU, or for the vCPU indices in ``idx``."""
     def restore_state_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """restore_state for every vCPU, or for the vCPU indices in ``idx``."""
+    def save_restore_batch(self, idx: npt.ArrayLike | None = None) -> None:
+        """save_state then restore_state of each vCPU in one pass."""
 
 def copy_records(dst: npt.NDArray[np.void], src: npt.NDArray[np.void]) -> None:
     """memcpy of one record array into another: the benchmarks' baseline."""
+
+class Noop:
+    """A do-nothing extension type: the per-call baseline of the benchmarks."""
+
+    def save_state(self, i: int) -> None: ...
+    def restore_state(self, i: int) -> None: ...

@@ -62,20 +62,26 @@ cdef inline uint32_t lr_eisr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogil
     return m
 
 
+cdef inline uint64_t saved_lr(uint64_t hw, uint64_t cached) noexcept nogil:
+    # One LR of __vgic_v3_save_state: an LR the hardware reports empty in
+    # ICH_ELRSR_EL2 keeps KVM's cached value with its State cleared instead
+    # of being read back (written branch-free so the loop vectorises).
+    cdef uint64_t empty = ((hw & LR_STATE) == 0) & (((hw & LR_HW) != 0) | ((hw & LR_EOI) == 0))
+    cdef uint64_t keep = <uint64_t>0 - empty          # all ones if empty
+    return (keep & (cached & ~LR_STATE)) | (~keep & hw)
+
+
 cdef inline void save_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept nogil:
-    # __vgic_v3_save_state: only the used LRs are touched; an LR the
-    # hardware reports empty keeps KVM's cached value with its State cleared
-    # instead of being read back; every used LR is then zeroed.
-    cdef uint32_t i, slot, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
-    cdef uint32_t elrsr
-    if used:
-        elrsr = lr_elrsr(r.ich_lr, nr_lrs)
+    # __vgic_v3_save_state: only the used LRs are touched, each is read back
+    # (or kept, if empty) and then zeroed in the hardware.
+    cdef uint32_t i, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
+    if reverse:
         for i in range(used):
-            slot = (MAX_LRS - 1 - i) if reverse else i
-            if elrsr & (1u << i):
-                r.vgic_lr[slot] &= ~LR_STATE
-            else:
-                r.vgic_lr[slot] = r.ich_lr[i]
+            r.vgic_lr[MAX_LRS - 1 - i] = saved_lr(r.ich_lr[i], r.vgic_lr[MAX_LRS - 1 - i])
+            r.ich_lr[i] = 0
+    else:
+        for i in range(used):
+            r.vgic_lr[i] = saved_lr(r.ich_lr[i], r.vgic_lr[i])
             r.ich_lr[i] = 0
     r.vgic_vmcr = r.ich_vmcr                     # eager since 6.19
     if r.vgic_hcr & HCR_LRENPIE:                 # EOIs of IRQs outside the LRs
@@ -92,6 +98,14 @@ cdef inline void restore_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept 
             r.ich_lr[i] = r.vgic_lr[MAX_LRS - 1 - i]
     else:
         memcpy(r.ich_lr, r.vgic_lr, used * sizeof(uint64_t))
+
+
+cdef inline void apply_one(VcpuIf *r, uint32_t nr_lrs, bint reverse, int what) noexcept nogil:
+    # what: 1 save, 0 restore, 2 save then restore.
+    if what:
+        save_one(r, nr_lrs, reverse)
+    if what != 1:
+        restore_one(r, nr_lrs, reverse)
 
 
 cdef class HypIf:
@@ -197,16 +211,19 @@ cdef class HypIf:
         """restore_state for every vCPU, or for the indices in ``idx``."""
         self._batch(idx, False)
 
-    cdef _batch(self, idx, bint save):
+    def save_restore_batch(self, idx=None):
+        """save_state then restore_state of each vCPU (every vCPU, or the
+        indices in ``idx``) in one pass: one exit and re-entry per vCPU,
+        touching each record once."""
+        self._batch(idx, 2)
+
+    cdef _batch(self, idx, int save):
         cdef Py_ssize_t i, k, m
         cdef const int64_t[::1] ix
         if idx is None:
             with nogil:
                 for i in range(self.n):
-                    if save:
-                        save_one(&self.rec[i], self._nr_lrs, self._reverse)
-                    else:
-                        restore_one(&self.rec[i], self._nr_lrs, self._reverse)
+                    apply_one(&self.rec[i], self._nr_lrs, self._reverse, save)
             return
         arr = np.ascontiguousarray(idx, dtype=np.int64)
         if arr.ndim != 1:
@@ -220,10 +237,7 @@ cdef class HypIf:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         with nogil:
             for k in range(m):
-                if save:
-                    save_one(&self.rec[ix[k]], self._nr_lrs, self._reverse)
-                else:
-                    restore_one(&self.rec[ix[k]], self._nr_lrs, self._reverse)
+                apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save)
 
 
 def copy_records(dst, src):
@@ -236,3 +250,14 @@ def copy_records(dst, src):
     if d.shape[0]:
         with nogil:
             memcpy(&d[0], &s[0], d.shape[0])
+
+
+cdef class Noop:
+    """A do-nothing extension type with the per-vCPU methods' signatures:
+    the baseline of the per-call save/restore benchmark."""
+
+    def save_state(self, Py_ssize_t i):
+        pass
+
+    def restore_state(self, Py_ssize_t i):
+        pass

@@ -234,6 +234,9 @@ cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu
 
 
 # ------------------------------------------------------- argument validation
+cdef extern from *:
+    int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
+
 cdef extern from "Python.h":
     bint PyLong_CheckExact(object o)
     unsigned long long PyLong_AsUnsignedLongLong(object o)
@@ -681,6 +684,42 @@ cdef class Gic:
             self.st.bm[BM_LINE_LEVEL][b] |= bit
         else:
             self.st.bm[BM_LINE_LEVEL][b] &= ~bit
+
+    # ------------------------------------------------ the KVM side's access
+    def set_irq_bit(self, int vcpu, uint32_t intid, int field, bint value):
+        """Set one single-bit field of an INTID's state: ``field`` 0 enabled,
+        1 pending_latch, 2 line_level, 3 active, 4 group, 5 edge (the order
+        of :meth:`irq_state`).  Used by the list-register flush and fold."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        cdef uint32_t bit = 1u << (intid & 31)
+        if not 0 <= field < NR_BITMAPS:
+            raise ValueError(f"field {field} is not one of 0..{NR_BITMAPS - 1}")
+        if value:
+            self.st.bm[field][b] |= bit
+        else:
+            self.st.bm[field][b] &= ~bit
+
+    def irq_scan(self, int vcpu):
+        """INTIDs that may need a list register: vCPU ``vcpu``'s private
+        INTIDs, then every SPI, that are active or enabled and pending
+        (pending as a guest reads it), in INTID order."""
+        cdef uint32_t b, w, bits
+        cdef list out = []
+        if not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        for w in range(self.st.nr_irqs >> 5):
+            b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
+            bits = self.st.bm[BM_ACTIVE][b] | (self.st.bm[BM_ENABLED][b] & (
+                self.st.bm[BM_PENDING_LATCH][b] | (self.st.bm[BM_LINE_LEVEL][b] & ~self.st.bm[BM_EDGE][b])))
+            while bits:
+                out.append((w << 5) | count_trailing_zeros(bits))
+                bits &= bits - 1
+        return out
+
+    @property
+    def dist_enabled(self):
+        """GICD_CTLR.EnableGrp1: KVM's dist->enabled."""
+        return bool(self.st.dist_enabled)
 
     # ---------------------------------------------------------- introspection
     def irq_state(self, int vcpu, uint32_t intid):

@@ -25,9 +25,10 @@ LR_HW = 1 << 61
 LR_PENDING = 1 << 62
 LR_ACTIVE = 1 << 63
 LR_STATE_MASK = LR_PENDING | LR_ACTIVE
-# RES0 bits with HW = 0 ([40:32], [47:42]) and with HW = 1 ([47:42]).
-LR_RES0_SW = (0x1FF << 32) | (0x3F << 42)
-LR_RES0_HW = 0x3F << 42
+# RES0 bits with HW = 0 ([40:32], [47:42], [59:56]) and with HW = 1
+# ([47:42], [59:56]); bit 59 is NMI only with FEAT_GICv3_NMI, not modelled.
+LR_RES0_SW = (0x1FF << 32) | (0x3F << 42) | (0xF << 56)
+LR_RES0_HW = (0x3F << 42) | (0xF << 56)
 
 # ---- ICH_HCR_EL2
 HCR_EN = 1 << 0

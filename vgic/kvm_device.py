@@ -8,15 +8,14 @@ through the same region tables as guest MMIO, using each region's userspace
 handlers where KVM's differ from a guest's (kvm-facts §2, §6;
 Documentation/virt/kvm/devices/arm-vgic-v3.rst).
 
-Not modelled: running vCPUs (-EBUSY), an uninitialised device (-EBUSY) and
-CPU_SYSREGS (arrives with the CPU interface).
+Not modelled: running vCPUs (-EBUSY) and an uninitialised device (-EBUSY).
 """
 from __future__ import annotations
 
 import errno
 from typing import TYPE_CHECKING
 
-from vgic import regmap, uapi
+from vgic import cpu_sysregs, regmap, uapi
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
@@ -95,6 +94,9 @@ def get_attr(vm: "VM", group: int, attr: int) -> int:
         return gic.uaccess_read(frame, vcpu, offset)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return vm.nr_irqs
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
+        vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        return cpu_sysregs.get(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         vcpu, intid = _level_info(vm, attr)
         return gic.line_level_read(vcpu, intid)
@@ -131,6 +133,11 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
         if attr == uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES:
             return  # no LPIs exist without an ITS: nothing to write
         raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
+        value = _check_u("value", value, U64)
+        vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        cpu_sysregs.set(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
+        return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         value = _check_u("value", value, U32)
         vcpu, intid = _level_info(vm, attr)
@@ -161,6 +168,9 @@ def has_attr(vm: "VM", group: int, attr: int) -> bool:
         return offset < regmap.FRAME_SIZE and vm._gic.has_region(frame, offset)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return True
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
+        _vcpu_from_attr(vm, attr)
+        return cpu_sysregs.has(attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CTRL:
         return attr in (uapi.KVM_DEV_ARM_VGIC_CTRL_INIT, uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:

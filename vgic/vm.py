@@ -6,8 +6,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, kvm_device, regmap
-from vgic.errors import KvmError
+from vgic import _backend, ich, kvm_device, regmap
+from vgic.errors import KvmError, VgicError
 
 # QEMU `virt` board layout, so traces recorded from real guests replay unchanged.
 DEFAULT_DIST_BASE = 0x0800_0000
@@ -46,15 +46,127 @@ def default_mpidr(vcpu_id: int) -> int:
     return (1 << 31) | (vcpu_id & 0xF) | (((vcpu_id >> 4) & 0xFF) << 8) | (((vcpu_id >> 12) & 0xFF) << 16)
 
 
+class CpuIf:
+    """KVM's saved CPU-interface state of one vCPU (``struct vgic_v3_cpu_if``),
+    as live views of the VM's record array."""
+
+    def __init__(self, record: Any, nr_lrs: int, nr_aprs: int) -> None:
+        self._rec = record
+        #: List registers the modelled hardware has (ICH_VTR_EL2.ListRegs + 1).
+        self.nr_lrs = nr_lrs
+        #: Active-priority registers per group that the preemption bits imply.
+        self.nr_aprs = nr_aprs
+
+    vmcr = property(lambda self: int(self._rec["vgic_vmcr"]), doc="Saved ICH_VMCR_EL2.")
+    hcr = property(lambda self: int(self._rec["vgic_hcr"]), doc="ICH_HCR_EL2 KVM restores on entry.")
+    used_lrs = property(lambda self: int(self._rec["used_lrs"]), doc="LRs in use (vgic_v3_cpu_if.used_lrs).")
+
+    @property
+    def lr(self) -> np.ndarray:
+        """The 16 saved LR slots in storage order (a view): slot i holds LR i
+        (``lr_order="direct"``) or LR 15 - i (``"reverse"``)."""
+        return self._rec["vgic_lr"]
+
+    @property
+    def ap0r(self) -> np.ndarray:
+        """Saved ICH_AP0R<n>_EL2 (a view; the first ``nr_aprs`` are used)."""
+        return self._rec["vgic_ap0r"]
+
+    @property
+    def ap1r(self) -> np.ndarray:
+        """Saved ICH_AP1R<n>_EL2 (a view; the first ``nr_aprs`` are used)."""
+        return self._rec["vgic_ap1r"]
+
+
+class _Hooks:
+    """What the guest's CPU interface hands to KVM: trapped SGI generation
+    and DIR, and deactivations of HW-mapped interrupts."""
+
+    def __init__(self, vcpu: "VCPU") -> None:
+        self.vcpu = vcpu
+
+    def sgi(self, name: str, value: int) -> None:
+        self.vcpu.vm._vgic.dispatch_sgi(self.vcpu.id, name, value)
+
+    def dir_trap(self, intid: int) -> None:
+        self.vcpu.vm._vgic.deactivate_trap(self.vcpu.id, intid)
+
+    def deactivate_physical(self, pintid: int) -> None:
+        self.vcpu.vm._vgic.physical_deactivations.append(pintid)
+
+
 class VCPU:
-    """One vCPU of a :class:`VM`."""
+    """One vCPU of a :class:`VM`: its identity and its world switch."""
 
     def __init__(self, vm: "VM", vcpu_id: int) -> None:
+        from vgic.cpuif import GuestCpuIf, HypRegs
+
         self.vm = vm
         #: vCPU index (KVM's vcpu_id; vCPUs are created in index order).
         self.id = vcpu_id
         #: MPIDR_EL1 as KVM resets it.
         self.mpidr = default_mpidr(vcpu_id)
+        #: True between load() and put() (KVM's vcpu_load / vcpu_put).
+        self.loaded = False
+        #: True between enter() and exit(): the guest runs.
+        self.running = False
+        geo = (vm._cpu_if_records, vcpu_id, vm.nr_lrs, vm.pri_bits, vm.pre_bits)
+        #: The modelled hardware ICH_*_EL2 registers, by name.
+        self.hyp = HypRegs(*geo)
+        #: KVM's saved CPU-interface state.
+        self.cpu_if = CpuIf(vm._cpu_if_records[vcpu_id], vm.nr_lrs, ich.nr_aprs(vm.pre_bits))
+        self._guest = GuestCpuIf(*geo, _Hooks(self))
+        #: ICC_CTLR_EL1.PRIbits + 1 as userspace may lower it (CPU_SYSREGS).
+        self.num_pri_bits = vm.pri_bits
+
+    # ------------------------------------------------------------ world switch
+    def load(self) -> None:
+        """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
+        if not self.loaded:
+            self.vm._hyp_if.restore_vmcr_aprs(self.id)
+            self.loaded = True
+
+    def put(self) -> None:
+        """vcpu_put: save the active-priority registers."""
+        if self.running:
+            raise VgicError(f"vCPU {self.id} is running: exit() before put()")
+        if self.loaded:
+            self.vm._hyp_if.save_aprs(self.id)
+            self.loaded = False
+
+    def enter(self) -> None:
+        """One guest entry: flush the ap_list into LRs (vgic_flush_lr_state)
+        and restore them into the hardware (__vgic_v3_restore_state).  Loads
+        the vCPU first if needed, as KVM_RUN does."""
+        if self.running:
+            raise VgicError(f"vCPU {self.id} is already running")
+        self.load()
+        self.vm._vgic.flush(self.id)
+        self.vm._hyp_if.restore_state(self.id)
+        self.running = True
+
+    def exit(self) -> None:
+        """One guest exit: save the hardware (__vgic_v3_save_state) and fold
+        the LRs back into the interrupts' state (vgic_fold_lr_state)."""
+        if not self.running:
+            raise VgicError(f"vCPU {self.id} is not running")
+        self.vm._hyp_if.save_state(self.id)
+        self.vm._vgic.fold(self.id)
+        self.running = False
+
+    # ------------------------------------------------------- the guest's view
+    def sysreg_read(self, reg: Any) -> int:
+        """A guest MRS of an ICC_*_EL1 register (name or (op0, op1, CRn, CRm,
+        op2)), served by the virtual CPU interface while the vCPU runs."""
+        if not self.running:
+            raise VgicError(f"vCPU {self.id} is not running: enter() it first")
+        return self._guest.read(reg)
+
+    def sysreg_write(self, reg: Any, value: int) -> None:
+        """A guest MSR of an ICC_*_EL1 register while the vCPU runs."""
+        if not self.running:
+            raise VgicError(f"vCPU {self.id} is not running: enter() it first")
+        self._guest.write(reg, value)
 
     @property
     def rd_base(self) -> int:
@@ -105,6 +217,10 @@ class VM:
         ram_base: int = DEFAULT_RAM_BASE,
         ram_size: int | None = None,
         memory: Any = None,
+        nr_lrs: int = 4,
+        pri_bits: int = 5,
+        pre_bits: int = 5,
+        lr_order: str = "direct",
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
         nr_irqs = _check_int("nr_irqs", nr_irqs, 0, 1 << 32)
@@ -117,9 +233,25 @@ class VM:
         self.ram_base = _check_int("ram_base", ram_base, 0, MAX_IPA)
         self.memory = self._make_memory(memory, ram_size)
         self._check_layout()
-        self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
-        mpidrs = np.array([v.mpidr for v in self.vcpus], dtype=np.uint64)
+        # The modelled CPU interface: ICH_VTR_EL2.ListRegs + 1, PRIbits + 1,
+        # PREbits + 1 (PREbits <= PRIbits, IHI 0069 §12.4.8) and KVM's LR
+        # storage order.
+        self.nr_lrs = _check_int("nr_lrs", nr_lrs, 1, ich.MAX_LRS)
+        self.pri_bits = _check_int("pri_bits", pri_bits, 5, 7)
+        self.pre_bits = _check_int("pre_bits", pre_bits, 5, 7)
+        if self.pre_bits > self.pri_bits:
+            raise ValueError(f"pre_bits {pre_bits} exceeds pri_bits {pri_bits}")
+        if lr_order not in ("direct", "reverse"):
+            raise ValueError(f"lr_order {lr_order!r} is not 'direct' or 'reverse'")
+        self.lr_order = lr_order
+        self._cpu_if_records = np.zeros(nr_vcpus, dtype=ich.VCPU_IF)
+        self._hyp_if = _backend.lr.HypIf(self._cpu_if_records, self.nr_lrs, self.pre_bits,
+                                         lr_order == "reverse")
+        mpidrs = np.array([default_mpidr(i) for i in range(nr_vcpus)], dtype=np.uint64)
         self._gic = _backend.mmio.Gic(nr_vcpus, nr_irqs, self.dist_base, self.redist_base, mpidrs)
+        self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
+        from vgic.vgic_v3 import VgicV3
+        self._vgic = VgicV3(self, self._hyp_if, self._cpu_if_records)
         # The hot entry points are the backend's own methods, bound once, so a
         # call costs one method call and no Python frame of ours.
         self.mmio_read = self._gic.mmio_read

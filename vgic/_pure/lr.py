@@ -138,6 +138,12 @@ class HypIf:
         for i in self._indices(idx):
             self.restore_state(i)
 
+    def save_restore_batch(self, idx: Any = None) -> None:
+        """save_state then restore_state of each vCPU in one pass."""
+        for i in self._indices(idx):
+            self.save_state(i)
+            self.restore_state(i)
+
 
 def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
     """Copy one record array into another of the same size (the benchmarks' baseline)."""
@@ -145,3 +151,13 @@ def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
     if d.shape[0] != s.shape[0]:
         raise ValueError("dst and src differ in size")
     d[:] = s
+
+
+class Noop:
+    """A do-nothing class with the per-vCPU methods' signatures."""
+
+    def save_state(self, i: int) -> None:
+        pass
+
+    def restore_state(self, i: int) -> None:
+        pass

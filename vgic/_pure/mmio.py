@@ -636,6 +636,30 @@ class Gic:
         elif irq.line_level != bool(level):
             irq.line_level = bool(level)
 
+    # ---- the KVM side's access -------------------------------------------------
+    _FIELDS = ("enabled", "pending_latch", "line_level", "active", "group", "config_edge")
+
+    def set_irq_bit(self, vcpu: int, intid: int, field: int, value: bool) -> None:
+        """Set one single-bit field of an INTID's state: ``field`` 0 enabled,
+        1 pending_latch, 2 line_level, 3 active, 4 group, 5 edge (the order
+        of :meth:`irq_state`).  Used by the list-register flush and fold."""
+        irq = self._checked_irq(vcpu, intid)
+        if not 0 <= field < len(self._FIELDS):
+            raise ValueError(f"field {field} is not one of 0..{len(self._FIELDS) - 1}")
+        setattr(irq, self._FIELDS[field], int(bool(value)) if field == 4 else bool(value))
+
+    def irq_scan(self, vcpu: int) -> list[int]:
+        """INTIDs that may need a list register: vCPU ``vcpu``'s private
+        INTIDs, then every SPI, that are active or enabled and pending."""
+        self._check_vcpu(vcpu)
+        irqs = self._private[vcpu] + self._spis
+        return [irq.intid for irq in irqs if irq.active or (irq.enabled and irq.pending())]
+
+    @property
+    def dist_enabled(self) -> bool:
+        """GICD_CTLR.EnableGrp1: KVM's dist->enabled."""
+        return bool(self._dist_enabled)
+
     # ---- introspection ------------------------------------------------------
     def irq_state(self, vcpu: int, intid: int) -> tuple[int, int, int, int, int, int, int, int, int]:
         """``(enabled, pending_latch, line_level, active, group, edge, priority,

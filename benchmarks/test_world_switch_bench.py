@@ -1,0 +1,162 @@
+"""World-switch benchmarks: hyp save/restore of list registers (per call and
+batched over many vCPUs, both storage orders), and whole guest cycles.
+
+Group names follow kvm-unit-tests arm/micro-bench.c where they overlap
+(`eoi`, `ipi`).  The targets of issue #3 are asserted as ratios measured in
+the same run.
+"""
+import numpy as np
+import pytest
+
+import vgic
+from vgic import ich
+from vgic import regmap as R
+from vgic.bench import best_time, per_call
+
+N_BATCH = 100_000
+
+
+def records(n, used):
+    """n VCPU_IF records with `used` LRs in use and nothing empty in hardware,
+    so every used LR is read back on save (the most work)."""
+    r = np.zeros(n, ich.VCPU_IF)
+    r["used_lrs"] = used
+    r["ich_lr"] = ich.lr_value(40, 0xA0, pending=True)
+    r["vgic_lr"] = ich.lr_value(41, 0xA0, pending=True)
+    return r
+
+
+@pytest.fixture(scope="module")
+def lr_core():
+    return pytest.importorskip("vgic._core.lr")
+
+
+@pytest.fixture(scope="module")
+def lr_pure():
+    from vgic._pure import lr
+    return lr
+
+
+@pytest.mark.parametrize("impl", ["core", "twin"])
+@pytest.mark.benchmark(group="lr_save_restore")
+def test_lr_save_restore_per_call(benchmark, impl, lr_core, lr_pure):
+    """Save + restore of one vCPU with 16 used LRs from Python, 1000 rounds."""
+    mod = lr_core if impl == "core" else lr_pure
+    h = mod.HypIf(records(4, 16), 16, 5, False)
+
+    def run():
+        for _ in range(1000):
+            h.save_state(1)
+            h.restore_state(1)
+    benchmark(run)
+
+
+@pytest.mark.benchmark(group="lr_save_restore")
+def test_lr_noop_baseline(benchmark, lr_core):
+    """The baseline: two no-op extension-method calls with the same arguments."""
+    h = lr_core.Noop()
+
+    def run():
+        for _ in range(1000):
+            h.save_state(1)
+            h.restore_state(1)
+    benchmark(run)
+
+
+@pytest.mark.parametrize("order", ["direct", "reverse"])
+@pytest.mark.parametrize("used", [0, 1, 4, 16])
+@pytest.mark.benchmark(group="lr_batch")
+def test_lr_batch(benchmark, lr_core, used, order):
+    """save_restore_batch over 100,000 vCPUs, by used LRs and storage order."""
+    h = lr_core.HypIf(records(N_BATCH, used), 16, 5, order == "reverse")
+    benchmark(h.save_restore_batch)
+
+
+@pytest.mark.benchmark(group="lr_batch")
+def test_lr_batch_memcpy_baseline(benchmark, lr_core):
+    """The baseline: one memcpy of the same 100,000 records."""
+    src, dst = records(N_BATCH, 16), records(N_BATCH, 16)
+    benchmark(lr_core.copy_records, dst, src)
+
+
+def _running_vm(**kw):
+    vm = vgic.VM(nr_vcpus=2, nr_irqs=64, **kw)
+    vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, R.GICD_CTLR_ENABLE_G1)
+    vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
+    for v in vm.vcpus:
+        v.enter()
+        v.sysreg_write("ICC_PMR_EL1", 0xFF)
+        v.sysreg_write("ICC_IGRPEN1_EL1", 1)
+        v.exit()
+    return vm
+
+
+@pytest.mark.benchmark(group="world_switch_cycle")
+def test_world_switch_cycle(benchmark):
+    """enter, guest IAR1, guest EOIR1, exit with one pending SPI (backend of this run)."""
+    vm = _running_vm()
+    v = vm.vcpus[0]
+
+    def cycle():
+        vm.set_irq_level(40, True)
+        v.enter()
+        v.sysreg_write("ICC_EOIR1_EL1", v.sysreg_read("ICC_IAR1_EL1"))
+        v.exit()
+    benchmark(cycle)
+
+
+@pytest.mark.benchmark(group="eoi")
+def test_eoi(benchmark):
+    """kvm-unit-tests micro-bench `eoi`: a guest EOI of the spurious INTID."""
+    vm = _running_vm()
+    v = vm.vcpus[0]
+    v.enter()
+    benchmark(v.sysreg_write, "ICC_EOIR1_EL1", 1023)
+    v.exit()
+
+
+@pytest.mark.benchmark(group="ipi")
+def test_ipi(benchmark):
+    """kvm-unit-tests micro-bench `ipi`: vCPU 0 sends SGI 1 to vCPU 1, which
+    takes and completes it."""
+    vm = _running_vm()
+    v0, v1 = vm.vcpus
+    v0.enter()
+
+    def ipi():
+        v0.sysreg_write("ICC_SGI1R_EL1", (1 << 24) | 0b10)
+        v1.enter()
+        v1.sysreg_write("ICC_EOIR1_EL1", v1.sysreg_read("ICC_IAR1_EL1"))
+        v1.exit()
+    benchmark(ipi)
+    v0.exit()
+
+
+# ---------------------------------------------------------------- the targets
+
+def test_target_save_restore_vs_noop(lr_core):
+    """Issue #3: save + restore of one vCPU with 16 used LRs from Python costs
+    at most 2x no-op extension-method calls with the same arguments."""
+    h = lr_core.HypIf(records(4, 16), 16, 5, False)
+    nop = lr_core.Noop()
+
+    def pair(obj):
+        def run():
+            obj.save_state(1)
+            obj.restore_state(1)
+        return run
+    ratio = min(per_call(pair(h), (), 100_000, 5) / per_call(pair(nop), (), 100_000, 5) for _ in range(3))
+    assert ratio <= 2.0, f"save+restore is {ratio:.2f}x two no-op calls"
+
+
+@pytest.mark.parametrize("order", ["direct", "reverse"])
+@pytest.mark.parametrize("used", [0, 1, 4, 16])
+def test_target_batch_vs_memcpy(lr_core, used, order):
+    """Issue #3: batch save + restore over 100,000 vCPUs within 1.5x of one
+    memcpy of the same records, for both orders and used LRs 0, 1, 4, 16."""
+    r = records(N_BATCH, used)
+    h = lr_core.HypIf(r, 16, 5, order == "reverse")
+    dst = records(N_BATCH, used)
+    ratio = min(best_time(h.save_restore_batch, 5) / best_time(lambda: lr_core.copy_records(dst, r), 5)
+                for _ in range(3))
+    assert ratio <= 1.5, f"{order} used={used}: {ratio:.2f}x memcpy"
