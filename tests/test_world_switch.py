@@ -193,8 +193,6 @@ def test_priority_order_31_levels_and_lowest_masked(nr_lrs, lr_order):
     v.enter()
     assert v.sysreg_read("ICC_PMR_EL1") == 0xF8
     assert ack(v) == SPURIOUS
-    # Lowering the mask to 0 still leaves it masked; with 7 priority bits the
-    # same guest would see it (next test).
     v.exit()
 
 
@@ -913,7 +911,8 @@ def test_spi_routed_by_irouter():
 # =================================================== save/restore and LR order
 def _scenario(lr_order):
     """One guest scenario; returns everything guest-visible plus KVM's saved
-    LR slots at the interesting moments."""
+    LR slots at the interesting moments.  SPIs 40 (0x30), 41 (0x10), 42
+    (0x50) edge and 44 (0x20) level, injected in that order; 4 LRs."""
     vm = make_vm(nr_lrs=4, lr_order=lr_order)
     v = vm.vcpus[0]
     make_level(vm, 44)
@@ -921,31 +920,33 @@ def _scenario(lr_order):
         enable_spi(vm, intid, prio)
         vm.set_irq_level(intid, 1)
     out = {}
+    seen = []
+
+    def look(intid):
+        seen.append((intid, rpr(v), v.sysreg_read("ICC_HPPIR1_EL1"), v.hyp.read("ICH_AP1R0_EL2")))
+
     v.enter()
     guest_open(v)
     out["slots_entry"] = [int(x) for x in v.cpu_if.lr]
     out["hyp_entry"] = hyp_lrs(v, 4)
     out["used"] = v.cpu_if.used_lrs
     out["hcr"] = v.cpu_if.hcr
-    seen = []
-    a = ack(v)
-    seen.append((a, rpr(v), v.sysreg_read("ICC_HPPIR1_EL1"), v.hyp.read("ICH_AP1R0_EL2")))
-    b = ack(v)
-    seen.append((b, rpr(v), v.sysreg_read("ICC_HPPIR1_EL1"), v.hyp.read("ICH_AP1R0_EL2")))
-    eoi(v, b)
+    look(ack(v))
+    eoi(v, 41)
+    look(ack(v))
     out["hyp_before_exit"] = hyp_lrs(v, 4)
     v.exit()
     out["slots_exit"] = [int(x) for x in v.cpu_if.lr]
-    out["dist"] = (dist_rd(vm, R.GICD_ISPENDR + 4), dist_rd(vm, R.GICD_ISACTIVER + 4))
-    v.enter()
-    while True:
-        c = ack(v)
-        seen.append((c, rpr(v)))
-        if c == SPURIOUS:
-            break
-    for intid in (42, 40, 44, a):
-        eoi(v, intid)
+    out["dist_exit"] = (dist_rd(vm, R.GICD_ISPENDR + 4), dist_rd(vm, R.GICD_ISACTIVER + 4))
     vm.set_irq_level(44, 0)
+    v.enter()
+    look(ack(v))
+    eoi(v, 44)
+    for _ in range(3):
+        intid = ack(v)
+        look(intid)
+        if intid != SPURIOUS:
+            eoi(v, intid)
     v.exit()
     out["seen"] = seen
     out["final"] = [vm.irq(i) for i in (40, 41, 42, 44)]
@@ -965,14 +966,29 @@ def test_lr_storage_order_and_round_trip():
     # Guest-visible results are identical.
     assert d["seen"] == r["seen"]
     assert d["final"] == r["final"]
-    assert d["dist"] == r["dist"]
+    assert d["dist_exit"] == r["dist_exit"]
     assert d["hyp_entry"] == r["hyp_entry"] and d["hyp_before_exit"] == r["hyp_before_exit"]
     assert d["hcr"] == r["hcr"] and d["vmcr"] == r["vmcr"] and d["used"] == r["used"] == 4
-    # Concrete values of the scenario (IHI 0069 §4.8 ordering, §12.3 RPR/HPPIR,
-    # §12.4.1 AP1R0 bit = prio >> 3): 41 (0x10) then 44 (0x20) preempts? no --
-    # 44 has lower priority than running 0x10, so the second IAR is spurious.
-    assert d["seen"][0] == (41, 0x10, 44, 1 << 2)
-    assert d["seen"][1] == (SPURIOUS, 0x10, 44, 1 << 2)
+    # Concrete values (IHI 0069 §4.8 priority order and preemption; §12.3
+    # ICV_RPR_EL1 / ICV_HPPIR1_EL1, which ignores the running priority;
+    # §12.4.1 AP1R0 bit = priority >> 3 with 5 preemption bits).
+    assert d["seen"] == [
+        (41, 0x10, 44, 1 << 2),         # run 1: highest first
+        (44, 0x20, 40, 1 << 4),         # after EOI 41
+        (SPURIOUS, 0x20, 40, 1 << 4),   # run 2: 40 (0x30) cannot preempt 44 (0x20)
+        (40, 0x30, 42, 1 << 6),         # after EOI 44
+        (42, 0x50, SPURIOUS, 1 << 10),
+        (SPURIOUS, 0xFF, SPURIOUS, 0),
+    ]
+    # Entry LRs: ap_list order = injection order, no sort with 4 <= 4 LRs
+    # (kvm-facts §3.3, §4.6 steps 2-3); pending, Group 1, priority in
+    # [55:48], the level one with the EOI maintenance bit (§4.4).
+    assert d["hyp_entry"] == [
+        LR_PENDING | LR_GROUP | (0x30 << 48) | 40,
+        LR_PENDING | LR_GROUP | (0x10 << 48) | 41,
+        LR_PENDING | LR_GROUP | (0x50 << 48) | 42,
+        LR_PENDING | LR_GROUP | LR_EOI | (0x20 << 48) | 44,
+    ]
     # Storage order: LR n at slot n (direct) or 15-n (reverse).
     for n in range(4):
         assert d["slots_entry"][n] == d["hyp_entry"][n]
@@ -981,27 +997,22 @@ def test_lr_storage_order_and_round_trip():
     assert r["slots_entry"][:12] == [0] * 12
     assert d["slots_entry"] == r["slots_entry"][::-1]
     assert d["slots_exit"] == r["slots_exit"][::-1]
-    # Save copied the hardware LRs bit for bit (nothing was emptied).
+    # Save copied the hardware LRs bit for bit.
     for n in range(4):
         assert d["slots_exit"][n] == d["hyp_before_exit"][n]
         assert r["slots_exit"][15 - n] == r["hyp_before_exit"][n]
-    # Entry LRs: the four interrupts, pending, Group 1, with their priorities;
-    # the level one (44) with the EOI maintenance bit (§4.4).
-    want = {40: LR_PENDING | LR_GROUP | (0x30 << 48) | 40,
-            41: LR_PENDING | LR_GROUP | (0x10 << 48) | 41,
-            42: LR_PENDING | LR_GROUP | (0x50 << 48) | 42,
-            44: LR_PENDING | LR_GROUP | LR_EOI | (0x20 << 48) | 44}
-    assert sorted(d["hyp_entry"]) == sorted(want.values())
+    # ...which were: 40 and 42 still pending, 41 done, 44 active (a level
+    # interrupt's LR is not pending while active, §4.4).
+    assert [x >> 62 for x in d["hyp_before_exit"]] == [1, 0, 1, 2]
+    # Distributor after run 1: pending 40, 42 and 44 (level, line high:
+    # §3.2), active 44.
+    assert d["dist_exit"] == ((1 << 8) | (1 << 10) | (1 << 12), 1 << 12)
     # After exit: the hardware is clean (kvm-facts §4.3 save steps 2, 5).
     for v in (v_d, v_r):
         assert_hw_clean_after_exit(v, 4)
         assert v.cpu_if.used_lrs == 0
-    # Everything was handled: 44's line dropped before its EOI.
     for st in d["final"]:
         assert not st.active and not st.pending
-    # Second run ack order: 44 (0x20), 40 (0x30), 42 (0x50) nested with 41 still active?
-    # 41 was left active with running priority 0x10, so nothing preempts it.
-    assert [s[0] for s in d["seen"][2:]] == [SPURIOUS]
 
 
 def test_enter_exit_without_guest_action_is_a_bit_identical_round_trip():
