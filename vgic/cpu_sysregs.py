@@ -75,11 +75,11 @@ def _ctlr_read(vcpu: "VCPU") -> int:
 
 
 def _ctlr_write(vcpu: "VCPU", value: int) -> None:
-    # The host must be able to provide what the saved state claims: no more
-    # priority or ID bits than it has, and the same SEIS and A3V.
+    # No more priority or ID bits than the vCPU currently has (a restore may
+    # lower them, never raise them again), and the host's SEIS and A3V.
     pri = ((value >> CTLR_PRIBITS_SHIFT) & 7) + 1
     idb = (value >> CTLR_IDBITS_SHIFT) & 7
-    if pri > vcpu.vm.pri_bits or idb > ID_BITS or bool(value & CTLR_SEIS) or not value & CTLR_A3V:
+    if pri > vcpu.num_pri_bits or idb > ID_BITS or bool(value & CTLR_SEIS) or not value & CTLR_A3V:
         raise KvmError(errno.EINVAL, f"ICC_CTLR_EL1 {value:#x} does not match the host")
     vcpu.num_pri_bits = pri
     v = _Vmcr(vcpu)
