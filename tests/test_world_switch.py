@@ -1377,3 +1377,228 @@ def test_cpu_sysregs_igrpen1_enables_delivery():
     assert ack(v) == 33
     eoi(v, 33)
     v.exit()
+
+
+def test_cpu_sysregs_ctlr_pribits_cannot_be_raised_again():
+    """kvm-facts §6: an ICC_CTLR_EL1 write needs PRIbits+1 <= the vCPU's
+    *current* number of priority bits, which the write then updates
+    (vgic-sys-reg-v3.c set_gic_ctlr compares against
+    vgic_cpu->num_pri_bits).  So after lowering 7 -> 5 bits, writing 7 back
+    is EINVAL; and the APnR index limit follows (5 bits: only AP1R0)."""
+    vm = make_vm(pri_bits=7, pre_bits=5)
+    v = vm.vcpus[0]
+    ctlr = sysreg_attr(v, 0xC664)
+    assert vm.get_device_attr(GRP_SYSREGS, ctlr) == (1 << 15) | (6 << 8)
+    assert vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v, 0xC649)) == 0    # AP1R1 ok at 7 bits
+    vm.set_device_attr(GRP_SYSREGS, ctlr, (1 << 15) | (4 << 8))             # lower to 5 bits
+    assert vm.get_device_attr(GRP_SYSREGS, ctlr) == (1 << 15) | (4 << 8)
+    with pytest.raises(vgic.KvmError) as ei:
+        vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v, 0xC649))
+    assert ei.value.errno == errno.EINVAL
+    with pytest.raises(vgic.KvmError) as ei:
+        vm.set_device_attr(GRP_SYSREGS, ctlr, (1 << 15) | (6 << 8))         # 7 > current 5
+    assert ei.value.errno == errno.EINVAL
+    assert vm.get_device_attr(GRP_SYSREGS, ctlr) == (1 << 15) | (4 << 8)
+
+
+# ============================================================ more EOImode 1
+def test_eoimode1_ppi_dir_without_tdir():
+    """kvm-facts §4.6 step 4: with no SPI in flight and nothing active
+    outside the LRs TDIR is clear, so ICC_DIR_EL1 is handled by the virtual
+    interface on the LR (IHI 0069 §12.3 ICV_DIR_EL1)."""
+    vm = make_vm(nr_vcpus=1)
+    sgi_frame_wr(vm, 0, R.GICR_ISENABLER0, 1 << 23)
+    set_private_prio(vm, 0, 23, 0x40)
+    vm.set_irq_level(23, 1, vcpu=0)
+    v = vm.vcpus[0]
+    v.enter()
+    assert not v.cpu_if.hcr & TDIR
+    guest_open(v)
+    v.sysreg_write("ICC_CTLR_EL1", 2)
+    assert ack(v) == 23
+    vm.set_irq_level(23, 0, vcpu=0)
+    eoi(v, 23)
+    v.exit()
+    assert vm.irq(23, 0).active
+    assert (sgi_frame_rd(vm, 0, R.GICR_ISACTIVER0) >> 23) & 1 == 1
+    v.enter()
+    assert not v.cpu_if.hcr & TDIR
+    v.sysreg_write("ICC_DIR_EL1", 23)
+    assert v.hyp.read("ICH_LR0_EL2") >> 62 == 0
+    v.exit()
+    assert not vm.irq(23, 0).active and not vm.irq(23, 0).pending
+
+
+def test_eoimode1_dir_of_interrupt_outside_the_lrs():
+    """kvm-facts §4.5 (EOImode=1) and §4.6: with 1 LR, an active SPI that
+    lost its LR to a pending one sets TDIR; the guest's DIR of it traps and
+    KVM deactivates it by synthesising an LR without Active; the DIR of the
+    one in the LR is handled on the LR.  Both end inactive."""
+    vm = make_vm(nr_lrs=1)
+    enable_spi(vm, 40, 0x40)
+    enable_spi(vm, 41, 0x20)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    v.sysreg_write("ICC_CTLR_EL1", 2)
+    assert ack(v) == 40
+    eoi(v, 40)                                 # priority drop only
+    v.exit()
+    vm.set_irq_level(41, 1)
+    v.enter()
+    assert v.cpu_if.hcr & TDIR
+    assert v.hyp.read("ICH_LR0_EL2") & 0xFFFFFFFF == 41
+    assert ack(v) == 41
+    eoi(v, 41)
+    v.sysreg_write("ICC_DIR_EL1", 40)
+    v.sysreg_write("ICC_DIR_EL1", 41)
+    v.exit()
+    assert not vm.irq(40).active and not vm.irq(41).active
+    assert dist_rd(vm, R.GICD_ISACTIVER + 4) == 0
+
+
+def test_eoimode1_dir_from_another_vcpu_owner_not_running():
+    """kvm-facts §4.5: DIR (trapped: an SPI is in flight) of an SPI that is
+    active and queued on another vCPU that is not running -- KVM
+    synthesises an LR without Active, folds it and asks the owner to prune."""
+    vm = make_vm(nr_vcpus=2)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v0, v1 = vm.vcpus
+    v0.enter()
+    guest_open(v0)
+    v0.sysreg_write("ICC_CTLR_EL1", 2)
+    assert ack(v0) == 40
+    eoi(v0, 40)
+    v0.exit()
+    assert vm.irq(40).active
+    v1.enter()
+    assert v1.cpu_if.hcr & TDIR
+    v1.sysreg_write("ICC_CTLR_EL1", 2)
+    v1.sysreg_write("ICC_DIR_EL1", 40)
+    v1.exit()
+    assert not vm.irq(40).active
+    v0.enter()
+    assert ack(v0) == SPURIOUS
+    v0.exit()
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: KVM halts all vCPUs and folds their LRs around active-state changes of an interrupt in a running vCPU's LR; vgic_v3.py does not yet (issue #3 note)")
+def test_eoimode1_dir_from_another_vcpu_while_owner_runs():
+    """kvm-facts §4.5: DIR of an SPI that is in an LR of another (running)
+    vCPU is "treated as a GICD_ICACTIVER write (halts all vCPUs)": the owner
+    is forced out, its LR folded, and the interrupt deactivated.  So after
+    both vCPUs exit the SPI is inactive."""
+    vm = make_vm(nr_vcpus=2)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v0, v1 = vm.vcpus
+    v0.enter()
+    guest_open(v0)
+    v0.sysreg_write("ICC_CTLR_EL1", 2)
+    assert ack(v0) == 40
+    eoi(v0, 40)                                # vCPU 0 keeps running
+    v1.enter()
+    assert v1.cpu_if.hcr & TDIR                # an SPI is in flight VM-wide
+    v1.sysreg_write("ICC_CTLR_EL1", 2)
+    v1.sysreg_write("ICC_DIR_EL1", 40)
+    v1.exit()
+    v0.exit()
+    assert not vm.irq(40).active
+    assert dist_bit(vm, R.GICD_ISACTIVER, 40) == 0
+
+
+@pytest.mark.xfail(strict=True, reason="known gap: KVM halts all vCPUs and folds their LRs around active-state changes of an interrupt in a running vCPU's LR; vgic_v3.py does not yet (issue #3 note)")
+def test_active_state_access_while_owner_runs():
+    """kvm-facts §4.5 / KVM's active-state MMIO accessors
+    (vgic_access_active_prepare halts all vCPUs for GICv3): active-state
+    accesses observe and change interrupts held in a running vCPU's LRs.
+    vCPU 1 reads GICD_ISACTIVER while vCPU 0 has SPI 40 acknowledged in an
+    LR (reads 1), then clears it with GICD_ICACTIVER; after vCPU 0 exits it
+    is inactive."""
+    vm = make_vm(nr_vcpus=2)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v0 = vm.vcpus[0]
+    v0.enter()
+    guest_open(v0)
+    assert ack(v0) == 40
+    isactive = vm.mmio_read(vm.dist_base + R.GICD_ISACTIVER + 4, 4, 1)
+    vm.mmio_write(vm.dist_base + R.GICD_ICACTIVER + 4, 4, 1 << 8, 1)
+    v0.exit()
+    assert (isactive >> 8) & 1 == 1
+    assert not vm.irq(40).active
+
+
+# ====================================================== routing and enables
+def test_disabled_interrupt_not_delivered_until_enabled():
+    """kvm-facts §3.3 oracle: only enabled && pending interrupts are queued;
+    GICD_ISPENDR still reads pending while disabled (§3.2)."""
+    vm = make_vm()
+    enable_spi(vm, 40, 0x40)
+    vm.mmio_write(vm.dist_base + R.GICD_ICENABLER + 4, 4, 1 << 8)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert v.cpu_if.used_lrs == 0
+    assert ack(v) == SPURIOUS
+    v.exit()
+    assert dist_bit(vm, R.GICD_ISPENDR, 40) == 1
+    vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 1 << 8)
+    v.enter()
+    assert ack(v) == 40
+    eoi(v, 40)
+    v.exit()
+
+
+def test_distributor_disabled_blocks_pending_not_active():
+    """kvm-facts §3.3 oracle: a pending SPI has no target while the
+    distributor is disabled; an active one stays on its vCPU, so the guest
+    can still complete it."""
+    vm = make_vm()
+    enable_spi(vm, 40, 0x40)
+    enable_spi(vm, 41, 0x40)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert ack(v) == 40
+    v.exit()
+    vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, 0)
+    vm.set_irq_level(41, 1)
+    v.enter()
+    assert [lr & 0xFFFFFFFF for lr in hyp_lrs(v, 4) if lr >> 62] == [40]
+    eoi(v, 40)
+    assert ack(v) == SPURIOUS
+    v.exit()
+    assert not vm.irq(40).active
+    assert vm.irq(41).pending
+
+
+def test_spi_migrates_at_the_old_targets_prune():
+    """kvm-facts §3.3 prune: an SPI queued on vCPU 0 whose GICD_IROUTER now
+    names vCPU 1 is moved to vCPU 1's ap_list when vCPU 0 next exits (the
+    IROUTER write itself does not requeue, §1.4)."""
+    vm = make_vm(nr_vcpus=2)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v0, v1 = vm.vcpus
+    v0.enter()
+    guest_open(v0, pmr=0x40)                   # masked: stays pending in its LR
+    assert ack(v0) == SPURIOUS
+    v0.exit()
+    vm.mmio_write(vm.dist_base + R.GICD_IROUTER + 8 * 40, 8, vm.vcpus[1].mpidr & 0xFFFFFF)
+    assert vm.irq(40).target_vcpu == 1
+    v1.enter()
+    guest_open(v1)
+    assert ack(v1) == SPURIOUS                 # still on vCPU 0's ap_list
+    v1.exit()
+    v0.enter()
+    assert v0.cpu_if.used_lrs == 0             # not for vCPU 0 any more
+    v0.exit()                                  # prune migrates it
+    v1.enter()
+    assert ack(v1) == 40
+    eoi(v1, 40)
+    v1.exit()
