@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.string cimport memcpy, memset
 
 from vgic._core.gicstate cimport (GicState, Region, access_fn, uwrite_fn,
-    bank_of, prio_index, default_mpidr, NR_SGIS, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
+    bank_of, prio_index, default_mpidr, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS, FRAME_GICD, FRAME_GICR_RD, FRAME_GICR_SGI, NR_FRAMES,
     ACC_8, ACC_32, ACC_64)

@@ -13,25 +13,27 @@ import errno
 from typing import TYPE_CHECKING, Callable
 
 from vgic import ich
+from vgic.cpuif import SYSREGS
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
     from vgic.vm import VCPU
 
 
-def _enc(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
-    return (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2
+def _attr(name: str) -> int:
+    # The attribute encoding of an ICC register, from the one sysreg table.
+    return SYSREGS[name].attr
 
 
-ICC_PMR_EL1 = _enc(3, 0, 4, 6, 0)          # 0xC230
-ICC_BPR0_EL1 = _enc(3, 0, 12, 8, 3)        # 0xC643
-ICC_AP0R_EL1 = [_enc(3, 0, 12, 8, 4 + n) for n in range(4)]   # 0xC644..7
-ICC_AP1R_EL1 = [_enc(3, 0, 12, 9, n) for n in range(4)]       # 0xC648..B
-ICC_BPR1_EL1 = _enc(3, 0, 12, 12, 3)       # 0xC663
-ICC_CTLR_EL1 = _enc(3, 0, 12, 12, 4)       # 0xC664
-ICC_SRE_EL1 = _enc(3, 0, 12, 12, 5)        # 0xC665
-ICC_IGRPEN0_EL1 = _enc(3, 0, 12, 12, 6)    # 0xC666
-ICC_IGRPEN1_EL1 = _enc(3, 0, 12, 12, 7)    # 0xC667
+ICC_PMR_EL1 = _attr("ICC_PMR_EL1")          # 0xC230
+ICC_BPR0_EL1 = _attr("ICC_BPR0_EL1")        # 0xC643
+ICC_AP0R_EL1 = [_attr(f"ICC_AP0R{n}_EL1") for n in range(4)]   # 0xC644..7
+ICC_AP1R_EL1 = [_attr(f"ICC_AP1R{n}_EL1") for n in range(4)]   # 0xC648..B
+ICC_BPR1_EL1 = _attr("ICC_BPR1_EL1")        # 0xC663
+ICC_CTLR_EL1 = _attr("ICC_CTLR_EL1")        # 0xC664
+ICC_SRE_EL1 = _attr("ICC_SRE_EL1")          # 0xC665
+ICC_IGRPEN0_EL1 = _attr("ICC_IGRPEN0_EL1")  # 0xC666
+ICC_IGRPEN1_EL1 = _attr("ICC_IGRPEN1_EL1")  # 0xC667
 
 CTLR_CBPR = 1 << 0
 CTLR_EOIMODE = 1 << 1
