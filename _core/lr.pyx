@@ -15,30 +15,8 @@ from libc.string cimport memcpy
 
 from vgic import ich
 
-cdef enum:
-    MAX_LRS = 16
-    MAX_APRS = 4
-
-cdef struct VcpuIf:
-    # vgic.ich.VCPU_IF, field for field (360 bytes).
-    uint64_t ich_lr[MAX_LRS]
-    uint64_t ich_hcr
-    uint64_t ich_vmcr
-    uint32_t ich_ap0r[MAX_APRS]
-    uint32_t ich_ap1r[MAX_APRS]
-    uint64_t vgic_lr[MAX_LRS]
-    uint64_t vgic_hcr
-    uint64_t vgic_vmcr
-    uint32_t vgic_ap0r[MAX_APRS]
-    uint32_t vgic_ap1r[MAX_APRS]
-    uint32_t used_lrs
-    uint32_t pad
-
-cdef uint64_t LR_STATE = (<uint64_t>1 << 63) | (<uint64_t>1 << 62)
-cdef uint64_t LR_HW = <uint64_t>1 << 61
-cdef uint64_t LR_EOI = <uint64_t>1 << 41
-cdef uint64_t HCR_LRENPIE = 1 << 2
-cdef uint64_t HCR_EOICOUNT = <uint64_t>0x1F << 27
+from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, MAX_APRS, LR_STATE, LR_HW, LR_EOI,
+    HCR_LRENPIE, HCR_EOICOUNT)
 
 assert sizeof(VcpuIf) == ich.VCPU_IF.itemsize
 

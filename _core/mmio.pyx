@@ -15,6 +15,7 @@ import numpy as np
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.string cimport memcpy, memset
+from cpython.pycapsule cimport PyCapsule_New
 
 from vgic._core.gicstate cimport (GicState, Region, access_fn, uwrite_fn,
     bank_of, prio_index, default_mpidr, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
@@ -428,6 +429,12 @@ cdef class Gic:
             self.st.bm[BM_EDGE][b] = 0x0000FFFF      # SGIs edge, PPIs level
         for b in range(NR_PRIVATE, self.st.nr_irqs):
             self.st.target[b] = 0                    # vCPU 0 (MPIDR affinity 0)
+
+    def state_capsule(self):
+        """A PyCapsule (name ``"vgic._core.GicState"``) holding the address of
+        this Gic's C state, for the other kernels of ``vgic._core``; the
+        holder must keep this Gic alive."""
+        return PyCapsule_New(&self.st, "vgic._core.GicState", NULL)
 
     # ------------------------------------------------------------ attributes
     @property

@@ -1484,7 +1484,6 @@ def test_eoimode1_dir_from_another_vcpu_owner_not_running():
     v0.exit()
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: KVM halts all vCPUs and folds their LRs around active-state changes of an interrupt in a running vCPU's LR; vgic_v3.py does not yet (issue #3 note)")
 def test_eoimode1_dir_from_another_vcpu_while_owner_runs():
     """kvm-facts §4.5: DIR of an SPI that is in an LR of another (running)
     vCPU is "treated as a GICD_ICACTIVER write (halts all vCPUs)": the owner

@@ -7,10 +7,10 @@ import os
 PURE = os.environ.get("VGIC_PUREPYTHON", "") not in ("", "0")
 
 if PURE:
-    from vgic._pure import lr, mmio
+    from vgic._pure import aplist, lr, mmio
 else:
     try:
-        from vgic._core import lr, mmio
+        from vgic._core import aplist, lr, mmio
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "vgic's compiled core (vgic._core) is not importable: install the package "
@@ -21,4 +21,4 @@ else:
 #: "core" or "pure": the implementation this process uses.
 NAME = "pure" if PURE else "core"
 
-__all__ = ["lr", "mmio", "NAME", "PURE"]
+__all__ = ["aplist", "lr", "mmio", "NAME", "PURE"]

@@ -1,7 +1,9 @@
 """The per-interrupt state record: the twin of KVM's ``struct vgic_irq``.
 
 Only the fields this model needs are kept (kvm-facts §3.1): no LPI refcount,
-no hardware mapping, no ap_list linkage, no GICv2 source bits.
+no hardware mapping, no GICv2 source bits.  The ap_list linkage is
+``ap_vcpu`` (KVM's ``irq->vcpu``) plus ``in_lr``, kept by
+:mod:`vgic._pure.aplist`.
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ class VgicIrq:
         "priority",
         "mpidr",
         "target_vcpu",
+        "ap_vcpu",
+        "in_lr",
     )
 
     def __init__(self, intid: int, *, enabled: bool = False, config_edge: bool = True,
@@ -42,6 +46,8 @@ class VgicIrq:
         self.priority = priority
         self.mpidr = mpidr
         self.target_vcpu = target_vcpu
+        self.ap_vcpu = -1           # the vCPU whose ap_list holds it (irq->vcpu)
+        self.in_lr = False          # held in a list register between flush and fold
 
     def pending(self) -> bool:
         """KVM's ``irq_is_pending``: the latch, or the input line of a

@@ -1,0 +1,444 @@
+# cython: language_level=3
+"""KVM's per-vCPU ap_lists and the list-register flush and fold, in C.
+
+The kernels of ``vgic_flush_lr_state`` (queue, sort with KVM 6.19's
+comparator when there are more interrupts than list registers, populate,
+ICH_HCR_EL2) and ``vgic_fold_lr_state`` (fold, EOIcount replay, prune) over
+the distributor/redistributor state of a :class:`vgic._core.mmio.Gic` and the
+:data:`vgic.ich.VCPU_IF` records of the hyp save/restore (kvm-facts §4.4-§4.6,
+Linux v6.19).  ``vgic._pure.aplist`` is the pure-Python twin.
+
+State: each vCPU's ap_list is a row of INTIDs (a private INTID on row v is
+vCPU v's own; an SPI is on at most one row), ``queued_on`` maps every
+(bank, bit) of the Gic's bitmaps to the vCPU whose row holds it (KVM's
+``irq->vcpu``), and ``in_lr`` marks what the current LRs hold.
+
+One documented simplification (see :mod:`vgic.vgic_v3`): an interrupt is
+appended to its target's ap_list when that vCPU next enters, in INTID order,
+rather than at the moment it became pending.
+"""
+import numpy as np
+
+from cpython.pycapsule cimport PyCapsule_GetPointer
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdlib cimport qsort
+
+from vgic._core.gicstate cimport (GicState, bank_of, NR_PRIVATE, SPI_BANKS,
+    BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
+from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, lr_slot, lr_encode,
+    LR_VINTID_MASK, LR_EOI, LR_PENDING, LR_ACTIVE, LR_STATE, HCR_EN, HCR_UIE,
+    HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE,
+    HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT, HCR_EOICOUNT_SHIFT,
+    VMCR_ENG0, VMCR_ENG1, VMCR_EOIM)
+
+from vgic import ich
+
+cdef extern from *:
+    int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
+
+
+# ------------------------------------------------------------ per-IRQ view
+cdef inline uint32_t irq_index(uint32_t bank, uint32_t intid) noexcept nogil:
+    # Index of an INTID's (bank, bit) in queued_on / in_lr.
+    return (bank << 5) | (intid & 31)
+
+
+cdef inline bint is_pending(const GicState *g, uint32_t b, uint32_t bit) noexcept nogil:
+    # irq_is_pending(): the latch, or the line of a level interrupt.
+    return ((g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])) & bit) != 0
+
+
+cdef inline int32_t target_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    # irq->target_vcpu: the owner of a private INTID, the IROUTER target of an SPI.
+    return vcpu if intid < NR_PRIVATE else g.target[intid]
+
+
+cdef inline int32_t oracle(const GicState *g, const int32_t *queued_on, int vcpu,
+                           uint32_t intid) noexcept nogil:
+    # vgic_target_oracle(): an active interrupt stays where it is queued; a
+    # pending and enabled one goes to its target while the distributor is
+    # enabled; anything else belongs nowhere (-1).
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t bit = 1u << (intid & 31)
+    cdef int32_t q
+    if g.bm[BM_ACTIVE][b] & bit:
+        q = queued_on[irq_index(b, intid)]
+        return q if q >= 0 else target_of(g, vcpu, intid)
+    if (g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit):
+        return target_of(g, vcpu, intid) if g.dist_enabled else -1
+    return -1
+
+
+cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
+    cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
+    return (x > y) - (x < y)
+
+
+cdef struct Lists:
+    GicState *g
+    VcpuIf *rec
+    int32_t *ap             # nr_vcpus rows of `cap` INTIDs
+    int32_t *ap_len         # nr_vcpus
+    int32_t *queued_on      # nr_banks * 32: vCPU holding the IRQ, -1 for none
+    uint8_t *in_lr          # nr_banks * 32: 1 while the IRQ is in an LR
+    uint64_t *keys          # cap sort keys (scratch)
+    uint32_t cap
+    uint32_t nr_lrs
+    uint32_t spis_queued    # SPIs on any ap_list (KVM: TDIR while any is in flight)
+    bint reverse
+
+
+# ----------------------------------------------------------------- ap_list
+cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
+    # Append to the row what is deliverable to this vCPU and queued nowhere,
+    # scanning its private bank and then the SPI banks in INTID order.
+    cdef GicState *g = s.g
+    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
+    cdef uint32_t w, b, bits, intid, idx
+    for w in range(g.nr_irqs >> 5):
+        b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
+        bits = g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
+            g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])))
+        while bits:
+            intid = (w << 5) | <uint32_t>count_trailing_zeros(bits)
+            bits &= bits - 1
+            idx = irq_index(b, intid)
+            if s.queued_on[idx] < 0 and oracle(g, s.queued_on, vcpu, intid) == vcpu \
+                    and <uint32_t>s.ap_len[vcpu] < s.cap:
+                row[s.ap_len[vcpu]] = <int32_t>intid
+                s.ap_len[vcpu] += 1
+                s.queued_on[idx] = vcpu
+                if intid >= NR_PRIVATE:
+                    s.spis_queued += 1
+
+
+cdef void prune(Lists *s, int vcpu) noexcept nogil:
+    # vgic_prune_ap_list(): keep what still belongs to this vCPU; what belongs
+    # elsewhere leaves the row and is queued by its new target at entry.
+    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
+    cdef int32_t i, n = 0
+    cdef uint32_t intid
+    for i in range(s.ap_len[vcpu]):
+        intid = <uint32_t>row[i]
+        if oracle(s.g, s.queued_on, vcpu, intid) == vcpu:
+            row[n] = row[i]
+            n += 1
+        else:
+            s.queued_on[irq_index(bank_of(s.g, vcpu, intid), intid)] = -1
+            if intid >= NR_PRIVATE:
+                s.spis_queued -= 1
+    s.ap_len[vcpu] = n
+
+
+cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
+    # KVM 6.19's ap_list comparator (kvm-facts §4.6), as one 64-bit key per
+    # entry: deliverable here first, then enabled group, then enabled and
+    # pending and not active, then priority, then HW before SW.  The row
+    # position in the low bits makes qsort stable, as KVM's list_sort is.
+    cdef GicState *g = s.g
+    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
+    cdef int32_t i, n = s.ap_len[vcpu]
+    cdef uint32_t intid, b, bit
+    cdef uint64_t group_off, not_ready, k
+    for i in range(n):
+        intid = <uint32_t>row[i]
+        b = bank_of(g, vcpu, intid)
+        bit = 1u << (intid & 31)
+        if g.bm[BM_GROUP][b] & bit:
+            group_off = (vmcr & VMCR_ENG1) == 0
+        else:
+            group_off = (vmcr & VMCR_ENG0) == 0
+        not_ready = not ((g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit)
+                         and not (g.bm[BM_ACTIVE][b] & bit))
+        k = (<uint64_t>(oracle(g, s.queued_on, vcpu, intid) != vcpu) << 63) | (group_off << 62) \
+            | (not_ready << 61) | (<uint64_t>g.priority[(b << 5) | (intid & 31)] << 52) \
+            | (<uint64_t>1 << 51) | (<uint64_t>i << 16) | intid     # SW: no HW mapping yet
+        s.keys[i] = k
+    qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
+    for i in range(n):
+        row[i] = <int32_t>(s.keys[i] & 0xFFFF)
+
+
+# ------------------------------------------------------------------- flush
+cdef uint64_t populate_lr(Lists *s, int vcpu, uint32_t intid) noexcept nogil:
+    # vgic_v3_populate_lr(): the LR of one interrupt; an edge interrupt's
+    # latch is consumed when the LR carries its pending state; a level
+    # interrupt asks for an EOI maintenance interrupt so its line is
+    # resampled, and is not also pending while active.
+    cdef GicState *g = s.g
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t bit = 1u << (intid & 31)
+    cdef bint active = (g.bm[BM_ACTIVE][b] & bit) != 0
+    cdef bint edge = (g.bm[BM_EDGE][b] & bit) != 0
+    cdef bint pending = is_pending(g, b, bit)
+    cdef uint64_t lr = lr_encode(intid, g.priority[(b << 5) | (intid & 31)],
+                                 (g.bm[BM_GROUP][b] & bit) != 0, False, active, False, 0, not edge)
+    if not edge:
+        if pending and not active:
+            lr |= LR_PENDING
+    elif pending:
+        lr |= LR_PENDING
+        g.bm[BM_PENDING_LATCH][b] &= ~bit
+    return lr
+
+
+cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
+    # vgic_flush_lr_state() for one vCPU, before its hyp restore.
+    cdef GicState *g = s.g
+    cdef VcpuIf *r = &s.rec[vcpu]
+    cdef int32_t *row
+    cdef uint64_t vmcr = r.vgic_vmcr, hcr
+    cdef uint32_t i, intid, b, bit, nr_pend = 0, nr_act = 0, nr_sgi = 0, total, used = 0
+    cdef bint left_active = False
+    queue_new(s, vcpu)
+    row = s.ap + <Py_ssize_t>vcpu * s.cap
+    for i in range(<uint32_t>s.ap_len[vcpu]):
+        intid = <uint32_t>row[i]
+        if oracle(g, s.queued_on, vcpu, intid) != vcpu:
+            continue
+        b = bank_of(g, vcpu, intid)
+        bit = 1u << (intid & 31)
+        if g.bm[BM_ACTIVE][b] & bit:
+            nr_act += 1
+        elif is_pending(g, b, bit):
+            nr_pend += 1
+        if intid < 16:
+            nr_sgi += 1
+    total = nr_pend + nr_act
+    if total > s.nr_lrs:
+        sort_ap_list(s, vcpu, vmcr)
+    for i in range(<uint32_t>s.ap_len[vcpu]):
+        intid = <uint32_t>row[i]
+        if oracle(g, s.queued_on, vcpu, intid) != vcpu:
+            continue
+        b = bank_of(g, vcpu, intid)
+        if used < s.nr_lrs:
+            r.vgic_lr[lr_slot(used, s.reverse)] = populate_lr(s, vcpu, intid)
+            s.in_lr[irq_index(b, intid)] = 1
+            used += 1
+        elif g.bm[BM_ACTIVE][b] & (1u << (intid & 31)):
+            left_active = True
+    for i in range(used, s.nr_lrs):
+        r.vgic_lr[lr_slot(i, s.reverse)] = 0
+    r.used_lrs = used
+    # ICH_HCR_EL2 as vgic_v3_configure_hcr() leaves it (kvm-facts §4.6).
+    hcr = HCR_EN
+    if nr_pend > s.nr_lrs:
+        hcr |= HCR_NPIE
+    if nr_act and total > s.nr_lrs:
+        hcr |= HCR_LRENPIE
+    if total > s.nr_lrs:
+        hcr |= HCR_UIE
+    if nr_sgi == 0:
+        hcr |= HCR_VSGIEOICOUNT
+    hcr |= HCR_VGRP0DIE if vmcr & VMCR_ENG0 else HCR_VGRP0EIE
+    hcr |= HCR_VGRP1DIE if vmcr & VMCR_ENG1 else HCR_VGRP1EIE
+    if left_active or s.spis_queued:
+        hcr |= HCR_TDIR
+    r.vgic_hcr = hcr
+
+
+# -------------------------------------------------------------------- fold
+cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
+    # vgic_v3_fold_lr(): one saved LR back into its interrupt's state.
+    cdef GicState *g = s.g
+    cdef uint64_t intid = lr & LR_VINTID_MASK
+    cdef uint32_t b, bit
+    if intid >= g.nr_irqs:
+        return
+    b = bank_of(g, vcpu, <uint32_t>intid)
+    bit = 1u << (intid & 31)
+    if lr & LR_ACTIVE:
+        g.bm[BM_ACTIVE][b] |= bit
+    else:
+        g.bm[BM_ACTIVE][b] &= ~bit
+    if g.bm[BM_EDGE][b] & bit:
+        if lr & LR_PENDING:
+            # The guest never took it: the pending state returns to the latch.
+            g.bm[BM_PENDING_LATCH][b] |= bit
+    elif not (lr & LR_STATE):
+        # Completed: only a line still high can make it pending again.
+        g.bm[BM_PENDING_LATCH][b] &= ~bit
+
+
+cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
+    # vgic_v3_fold_lr_state(), the EOIcount replay and the prune, after the
+    # hyp save of one vCPU.
+    cdef GicState *g = s.g
+    cdef VcpuIf *r = &s.rec[vcpu]
+    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
+    cdef uint32_t i, intid, b, bit, used = r.used_lrs if r.used_lrs < s.nr_lrs else s.nr_lrs
+    cdef uint32_t eoicount = <uint32_t>((r.vgic_hcr & HCR_EOICOUNT) >> HCR_EOICOUNT_SHIFT)
+    for i in range(used):
+        fold_lr(s, vcpu, r.vgic_lr[lr_slot(i, s.reverse)])
+    if eoicount and not (r.vgic_vmcr & VMCR_EOIM):
+        # The guest completed interrupts that had no LR: KVM folds a
+        # synthesised LR without Active for each active one outside the LRs,
+        # in ap_list order, which also consumes a level interrupt's latch.
+        for i in range(<uint32_t>s.ap_len[vcpu]):
+            if eoicount == 0:
+                break
+            intid = <uint32_t>row[i]
+            b = bank_of(g, vcpu, intid)
+            bit = 1u << (intid & 31)
+            if not s.in_lr[irq_index(b, intid)] and g.bm[BM_ACTIVE][b] & bit:
+                g.bm[BM_ACTIVE][b] &= ~bit
+                if not (g.bm[BM_EDGE][b] & bit):
+                    g.bm[BM_PENDING_LATCH][b] &= ~bit
+                eoicount -= 1
+        r.vgic_hcr &= ~HCR_EOICOUNT
+    r.used_lrs = 0
+    for i in range(<uint32_t>s.ap_len[vcpu]):
+        intid = <uint32_t>row[i]
+        s.in_lr[irq_index(bank_of(g, vcpu, intid), intid)] = 0
+    prune(s, vcpu)
+
+
+cdef class ApLists:
+    """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold.
+
+    ``gic`` is the VM's :class:`vgic._core.mmio.Gic`; ``records`` the 1-D
+    :data:`vgic.ich.VCPU_IF` array (one per vCPU) that the hyp save/restore
+    works on; ``nr_lrs`` and ``reverse`` its LR count and storage order.
+    """
+    cdef Lists s
+    cdef object _gic, _records, _ap, _ap_len, _queued_on, _in_lr, _keys
+
+    def __init__(self, gic, records, int nr_lrs, bint reverse):
+        cdef GicState *g
+        cdef uint8_t[::1] raw
+        cdef int32_t[:, ::1] ap
+        cdef int32_t[::1] ap_len, queued_on
+        cdef uint8_t[::1] in_lr
+        cdef uint64_t[::1] keys
+        if self._gic is not None:
+            raise TypeError("an ApLists is initialised once")
+        try:
+            capsule = gic.state_capsule()
+        except AttributeError:
+            raise TypeError(f"gic must be a vgic._core.mmio.Gic, not {type(gic).__name__}") from None
+        g = <GicState *>PyCapsule_GetPointer(capsule, "vgic._core.GicState")
+        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
+                or not records.flags.c_contiguous or not records.flags.writeable:
+            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        if records.shape[0] != g.nr_vcpus:
+            raise ValueError(f"{records.shape[0]} records for {g.nr_vcpus} vCPUs")
+        if not 1 <= nr_lrs <= MAX_LRS:
+            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
+        self._gic = gic
+        self._records = records
+        self._ap = np.full((g.nr_vcpus, g.nr_irqs), -1, dtype=np.int32)
+        self._ap_len = np.zeros(g.nr_vcpus, dtype=np.int32)
+        self._queued_on = np.full(g.nr_banks * 32, -1, dtype=np.int32)
+        self._in_lr = np.zeros(g.nr_banks * 32, dtype=np.uint8)
+        self._keys = np.zeros(g.nr_irqs, dtype=np.uint64)
+        raw = records.view(np.uint8)
+        ap, ap_len, queued_on, in_lr, keys = self._ap, self._ap_len, self._queued_on, self._in_lr, self._keys
+        self.s.g = g
+        self.s.rec = <VcpuIf *>&raw[0]
+        self.s.ap = &ap[0, 0]
+        self.s.ap_len = &ap_len[0]
+        self.s.queued_on = &queued_on[0]
+        self.s.in_lr = &in_lr[0]
+        self.s.keys = &keys[0]
+        self.s.cap = g.nr_irqs
+        self.s.nr_lrs = nr_lrs
+        self.s.spis_queued = 0
+        self.s.reverse = reverse
+
+    cdef int _vcpu(self, vcpu) except -1:
+        if not 0 <= vcpu < <int>self.s.g.nr_vcpus:
+            raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.s.g.nr_vcpus} vCPUs")
+        return vcpu
+
+    cdef uint32_t _index(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
+        self._vcpu(vcpu)
+        if intid >= self.s.g.nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self.s.g.nr_irqs}")
+        return irq_index(bank_of(self.s.g, vcpu, intid), intid)
+
+    # ---- one vCPU ------------------------------------------------------------
+    def flush(self, int vcpu):
+        """vgic_flush_lr_state(): queue, sort if needed, fill vCPU ``vcpu``'s
+        saved LRs, used_lrs and ICH_HCR_EL2 (before the hyp restore)."""
+        flush_one(&self.s, self._vcpu(vcpu))
+
+    def fold(self, int vcpu):
+        """vgic_fold_lr_state(), the EOIcount replay and the prune (after the
+        hyp save)."""
+        fold_one(&self.s, self._vcpu(vcpu))
+
+    # ---- many vCPUs ----------------------------------------------------------
+    def flush_batch(self, idx=None):
+        """flush for every vCPU in index order, or for the vCPU indices in
+        ``idx`` (an integer array, validated whole before anything runs)."""
+        self._batch(idx, True)
+
+    def fold_batch(self, idx=None):
+        """fold for every vCPU in index order, or for the indices in ``idx``."""
+        self._batch(idx, False)
+
+    cdef _batch(self, idx, bint flush):
+        cdef Py_ssize_t i, k, m
+        cdef const int64_t[::1] ix
+        cdef int n = <int>self.s.g.nr_vcpus
+        if idx is None:
+            with nogil:
+                for i in range(n):
+                    if flush:
+                        flush_one(&self.s, <int>i)
+                    else:
+                        fold_one(&self.s, <int>i)
+            return
+        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError("idx must be one-dimensional")
+        m = arr.shape[0]
+        if m == 0:
+            return
+        ix = arr
+        for k in range(m):
+            if not 0 <= ix[k] < n:
+                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{n - 1})")
+        with nogil:
+            for k in range(m):
+                if flush:
+                    flush_one(&self.s, <int>ix[k])
+                else:
+                    fold_one(&self.s, <int>ix[k])
+
+    # ---- introspection -------------------------------------------------------
+    def ap_list(self, int vcpu):
+        """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
+        cdef int v = self._vcpu(vcpu)
+        return [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
+
+    def queued_on(self, int vcpu, uint32_t intid):
+        """The vCPU whose ap_list holds INTID ``intid`` (private INTIDs are
+        vCPU ``vcpu``'s), or -1 (KVM's ``irq->vcpu``)."""
+        return self.s.queued_on[self._index(vcpu, intid)]
+
+    def in_lr(self, int vcpu, uint32_t intid):
+        """True while INTID ``intid`` (of vCPU ``vcpu`` if private) is held in
+        a list register between flush and fold."""
+        return bool(self.s.in_lr[self._index(vcpu, intid)])
+
+    def oracle(self, int vcpu, uint32_t intid):
+        """vgic_target_oracle(): the vCPU that should hold the interrupt, or -1."""
+        self._index(vcpu, intid)
+        return oracle(self.s.g, self.s.queued_on, vcpu, intid)
+
+    @property
+    def spis_queued(self):
+        """SPIs on any vCPU's ap_list."""
+        return self.s.spis_queued
+
+
+cdef class Noop:
+    """A do-nothing extension type with ``flush``/``fold`` signatures."""
+
+    def flush(self, int vcpu):
+        pass
+
+    def fold(self, int vcpu):
+        pass

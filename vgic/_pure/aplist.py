@@ -1,0 +1,225 @@
+"""Pure-Python twin of ``vgic._core.aplist``: KVM's ap_lists and the LR flush
+and fold, written the way KVM writes them, over ``struct vgic_irq`` records.
+
+Each vCPU's ap_list is a list of :class:`vgic._pure.irq.VgicIrq`; an
+interrupt's ``ap_vcpu`` is KVM's ``irq->vcpu``.  Same contract as the core
+(see ``vgic/_core/aplist.pyi``); kvm-facts §4.4-§4.6, Linux v6.19.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vgic import ich
+from vgic._pure.irq import VgicIrq
+from vgic.regmap import NR_PRIVATE_IRQS, NR_SGIS
+
+
+class ApLists:
+    """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold."""
+
+    def __init__(self, gic: Any, records: np.ndarray, nr_lrs: int, reverse: bool) -> None:
+        if not hasattr(gic, "_irq"):
+            raise TypeError(f"gic must be a vgic._pure.mmio.Gic, not {type(gic).__name__}")
+        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
+                or not records.flags.c_contiguous or not records.flags.writeable:
+            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        if records.shape[0] != gic.nr_vcpus:
+            raise ValueError(f"{records.shape[0]} records for {gic.nr_vcpus} vCPUs")
+        if not 1 <= nr_lrs <= ich.MAX_LRS:
+            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{ich.MAX_LRS}")
+        self.gic = gic
+        self.records = records
+        self.nr_lrs = int(nr_lrs)
+        self.reverse = bool(reverse)
+        self.lists: list[list[VgicIrq]] = [[] for _ in range(gic.nr_vcpus)]
+
+    def _slot(self, n: int) -> int:
+        return ich.MAX_LRS - 1 - n if self.reverse else n
+
+    def _vcpu(self, vcpu: int) -> int:
+        if not 0 <= vcpu < self.gic.nr_vcpus:
+            raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.gic.nr_vcpus} vCPUs")
+        return vcpu
+
+    def _checked(self, vcpu: int, intid: int) -> VgicIrq:
+        self._vcpu(vcpu)
+        if not 0 <= intid < self.gic.nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self.gic.nr_irqs}")
+        return self.gic._irq(vcpu, intid)
+
+    # ---------------------------------------------------------------- oracle
+    def _oracle(self, irq: VgicIrq) -> int:
+        """vgic_target_oracle()."""
+        if irq.active:
+            return irq.ap_vcpu if irq.ap_vcpu >= 0 else irq.target_vcpu
+        if irq.enabled and irq.pending():
+            return irq.target_vcpu if self.gic._dist_enabled else -1
+        return -1
+
+    # --------------------------------------------------------------- ap_list
+    def _queue_new(self, vcpu: int) -> None:
+        for intid in self.gic.irq_scan(vcpu):
+            irq = self.gic._irq(vcpu, intid)
+            if irq.ap_vcpu < 0 and self._oracle(irq) == vcpu:
+                self.lists[vcpu].append(irq)
+                irq.ap_vcpu = vcpu
+
+    def _prune(self, vcpu: int) -> None:
+        """vgic_prune_ap_list()."""
+        keep = []
+        for irq in self.lists[vcpu]:
+            if self._oracle(irq) == vcpu:
+                keep.append(irq)
+            else:
+                irq.ap_vcpu = -1
+        self.lists[vcpu] = keep
+
+    def _sort(self, vcpu: int, vmcr: int) -> None:
+        """KVM 6.19's comparator (kvm-facts §4.6) as a stable sort key."""
+        def key(irq: VgicIrq) -> tuple[bool, bool, bool, int, int]:
+            group_on = vmcr & (ich.VMCR_ENG1 if irq.group else ich.VMCR_ENG0)
+            ready = irq.enabled and irq.pending() and not irq.active
+            return (self._oracle(irq) != vcpu, not group_on, not ready, irq.priority, 1)
+        self.lists[vcpu].sort(key=key)
+
+    # ----------------------------------------------------------------- flush
+    @staticmethod
+    def _populate_lr(irq: VgicIrq) -> int:
+        """vgic_v3_populate_lr()."""
+        edge = irq.config_edge
+        lr = ich.lr_value(irq.intid, irq.priority, group=irq.group, active=irq.active,
+                          eoi=not edge)
+        if not edge:
+            if irq.pending() and not irq.active:
+                lr |= ich.LR_PENDING
+        elif irq.pending():
+            lr |= ich.LR_PENDING
+            irq.pending_latch = False
+        return lr
+
+    def flush(self, vcpu: int) -> None:
+        """vgic_flush_lr_state() for one vCPU, before its hyp restore."""
+        self._vcpu(vcpu)
+        self._queue_new(vcpu)
+        rec = self.records[vcpu]
+        vmcr = int(rec["vgic_vmcr"])
+        mine = [irq for irq in self.lists[vcpu] if self._oracle(irq) == vcpu]
+        nr_act = sum(1 for irq in mine if irq.active)
+        nr_pend = sum(1 for irq in mine if not irq.active and irq.pending())
+        nr_sgi = sum(1 for irq in mine if irq.intid < NR_SGIS)
+        total = nr_pend + nr_act
+        if total > self.nr_lrs:
+            self._sort(vcpu, vmcr)
+            mine = [irq for irq in self.lists[vcpu] if self._oracle(irq) == vcpu]
+        chosen, rest = mine[:self.nr_lrs], mine[self.nr_lrs:]
+        for i, irq in enumerate(chosen):
+            rec["vgic_lr"][self._slot(i)] = self._populate_lr(irq)
+            irq.in_lr = True
+        for i in range(len(chosen), self.nr_lrs):
+            rec["vgic_lr"][self._slot(i)] = 0
+        rec["used_lrs"] = len(chosen)
+        hcr = ich.HCR_EN
+        hcr |= ich.HCR_NPIE if nr_pend > self.nr_lrs else 0
+        hcr |= ich.HCR_LRENPIE if nr_act and total > self.nr_lrs else 0
+        hcr |= ich.HCR_UIE if total > self.nr_lrs else 0
+        hcr |= ich.HCR_VSGIEOICOUNT if nr_sgi == 0 else 0
+        hcr |= ich.HCR_VGRP0DIE if vmcr & ich.VMCR_ENG0 else ich.HCR_VGRP0EIE
+        hcr |= ich.HCR_VGRP1DIE if vmcr & ich.VMCR_ENG1 else ich.HCR_VGRP1EIE
+        if any(irq.active for irq in rest) or self.spis_queued:
+            hcr |= ich.HCR_TDIR
+        rec["vgic_hcr"] = hcr
+
+    # ------------------------------------------------------------------ fold
+    def _fold_lr(self, vcpu: int, lr: int) -> None:
+        """vgic_v3_fold_lr()."""
+        intid = lr & ich.LR_VINTID_MASK
+        if intid >= self.gic.nr_irqs:
+            return
+        irq = self.gic._irq(vcpu, intid)
+        irq.active = bool(lr & ich.LR_ACTIVE)
+        if irq.config_edge:
+            if lr & ich.LR_PENDING:
+                irq.pending_latch = True
+        elif not lr & ich.LR_STATE_MASK:
+            irq.pending_latch = False
+
+    def fold(self, vcpu: int) -> None:
+        """vgic_fold_lr_state(), the EOIcount replay and the prune."""
+        self._vcpu(vcpu)
+        rec = self.records[vcpu]
+        for i in range(min(int(rec["used_lrs"]), self.nr_lrs)):
+            self._fold_lr(vcpu, int(rec["vgic_lr"][self._slot(i)]))
+        hcr = int(rec["vgic_hcr"])
+        eoicount = (hcr & ich.HCR_EOICOUNT_MASK) >> ich.HCR_EOICOUNT_SHIFT
+        if eoicount and not int(rec["vgic_vmcr"]) & ich.VMCR_EOIM:
+            for irq in self.lists[vcpu]:
+                if eoicount == 0:
+                    break
+                if not irq.in_lr and irq.active:
+                    # fold of a synthesised LR without Active (kvm-facts §4.5)
+                    irq.active = False
+                    if not irq.config_edge:
+                        irq.pending_latch = False
+                    eoicount -= 1
+            rec["vgic_hcr"] = hcr & ~ich.HCR_EOICOUNT_MASK
+        rec["used_lrs"] = 0
+        for irq in self.lists[vcpu]:
+            irq.in_lr = False
+        self._prune(vcpu)
+
+    # ----------------------------------------------------------- many vCPUs
+    def _indices(self, idx: Any) -> list[int]:
+        if idx is None:
+            return list(range(self.gic.nr_vcpus))
+        arr = np.asarray(idx, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError("idx must be one-dimensional")
+        n = self.gic.nr_vcpus
+        for k, i in enumerate(arr.tolist()):
+            if not 0 <= i < n:
+                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{n - 1})")
+        return arr.tolist()
+
+    def flush_batch(self, idx: Any = None) -> None:
+        """flush for every vCPU in index order, or for the indices in ``idx``."""
+        for v in self._indices(idx):
+            self.flush(v)
+
+    def fold_batch(self, idx: Any = None) -> None:
+        """fold for every vCPU in index order, or for the indices in ``idx``."""
+        for v in self._indices(idx):
+            self.fold(v)
+
+    # ---------------------------------------------------------- introspection
+    def ap_list(self, vcpu: int) -> list[int]:
+        """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
+        return [irq.intid for irq in self.lists[self._vcpu(vcpu)]]
+
+    def queued_on(self, vcpu: int, intid: int) -> int:
+        """The vCPU whose ap_list holds the INTID, or -1 (``irq->vcpu``)."""
+        return self._checked(vcpu, intid).ap_vcpu
+
+    def in_lr(self, vcpu: int, intid: int) -> bool:
+        """True while the INTID is held in a list register."""
+        return self._checked(vcpu, intid).in_lr
+
+    def oracle(self, vcpu: int, intid: int) -> int:
+        """vgic_target_oracle(): the vCPU that should hold it, or -1."""
+        return self._oracle(self._checked(vcpu, intid))
+
+    @property
+    def spis_queued(self) -> int:
+        """SPIs on any vCPU's ap_list."""
+        return sum(1 for irq in self.gic._spis if irq.ap_vcpu >= 0)
+
+
+class Noop:
+    """A do-nothing class with ``flush``/``fold`` signatures."""
+
+    def flush(self, vcpu: int) -> None:
+        pass
+
+    def fold(self, vcpu: int) -> None:
+        pass
