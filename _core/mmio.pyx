@@ -234,6 +234,12 @@ cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu
     return r.guest[is_write](g, vcpu, off, intid, size, val)
 
 
+cdef inline bint halts_guest(int frame, uint32_t off) noexcept nogil:
+    # GICD_ISACTIVER<n>/ICACTIVER<n> (0x300-0x3FF) and GICR_ISACTIVER0/
+    # ICACTIVER0 (SGI frame 0x300, 0x380): guest accesses halt every vCPU.
+    return frame != FRAME_GICR_RD and (off & ~<uint32_t>0xFF) == 0x300
+
+
 # ------------------------------------------------------- argument validation
 cdef extern from *:
     int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
@@ -340,6 +346,7 @@ cdef class Gic:
     cdef uint8_t *state_ptr
     cdef uint8_t *scratch_ptr
     cdef Py_ssize_t state_len
+    cdef object _halt_hook
 
     def __init__(self, int nr_vcpus, int nr_irqs, uint64_t dist_base,
                  uint64_t redist_base, mpidrs):
@@ -454,6 +461,25 @@ cdef class Gic:
         return self.st.redist_base
 
     # ------------------------------------------------------------- guest MMIO
+    @property
+    def halt_hook(self):
+        """None, or a callable returning a context manager that halts every
+        running vCPU (KVM's kvm_arm_halt_guest / kvm_arm_resume_guest).  Guest
+        GICD/GICR ISACTIVER and ICACTIVER accesses run inside it, as KVM's
+        vgic_access_active_prepare does for GICv3; a replay runs whole inside it."""
+        return self._halt_hook
+
+    @halt_hook.setter
+    def halt_hook(self, hook):
+        if hook is not None and not callable(hook):
+            raise TypeError(f"halt_hook must be callable or None, not {type(hook).__name__}")
+        self._halt_hook = hook
+
+    cdef uint64_t _halted_access(self, int frame, uint32_t off, int owner, int size,
+                                 int write, uint64_t val) except? 0xFFFFFFFFFFFFFFFF:
+        with self._halt_hook():
+            return guest_access(&self.st, frame, off, owner, size, write, val)
+
     def mmio_read(self, addr, size, vcpu=0):
         """A guest load of ``size`` bytes at ``addr`` by vCPU ``vcpu``."""
         cdef uint64_t a, sz, vc
@@ -467,6 +493,8 @@ cdef class Gic:
             raise vcpu_error(vcpu, self.st.nr_vcpus)
         if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
             raise UnmappedAccess(a)
+        if self._halt_hook is not None and halts_guest(frame, off):
+            return self._halted_access(frame, off, owner, <int>sz, 0, 0)
         return guest_access(&self.st, frame, off, owner, <int>sz, 0, 0)
 
     def mmio_write(self, addr, size, value, vcpu=0):
@@ -484,10 +512,19 @@ cdef class Gic:
             raise vcpu_error(vcpu, self.st.nr_vcpus)
         if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
             raise UnmappedAccess(a)
+        if self._halt_hook is not None and halts_guest(frame, off):
+            self._halted_access(frame, off, owner, <int>sz, 1, v)
+            return
         guest_access(&self.st, frame, off, owner, <int>sz, 1, v)
 
     def mmio_replay(self, trace):
         """Run a trace of ``vgic.MMIO_ACCESS`` records; returns the values read."""
+        if self._halt_hook is not None:
+            with self._halt_hook():
+                return self._replay(trace)
+        return self._replay(trace)
+
+    cdef _replay(self, trace):
         if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:
             raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not "
                             f"{type(trace).__name__} {getattr(trace, 'dtype', '')}")

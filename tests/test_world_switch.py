@@ -14,6 +14,7 @@ registers) -- never from running the model.
 """
 import errno
 
+import numpy as np
 import pytest
 
 import vgic
@@ -1508,7 +1509,6 @@ def test_eoimode1_dir_from_another_vcpu_while_owner_runs():
     assert dist_bit(vm, R.GICD_ISACTIVER, 40) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: KVM halts all vCPUs and folds their LRs around active-state changes of an interrupt in a running vCPU's LR; vgic_v3.py does not yet (issue #3 note)")
 def test_active_state_access_while_owner_runs():
     """kvm-facts §4.5 / KVM's active-state MMIO accessors
     (vgic_access_active_prepare halts all vCPUs for GICv3): active-state
@@ -1528,6 +1528,98 @@ def test_active_state_access_while_owner_runs():
     v0.exit()
     assert (isactive >> 8) & 1 == 1
     assert not vm.irq(40).active
+
+
+def test_private_active_read_while_owner_runs_sees_lr():
+    """kvm-facts §2 (guest ISACTIVER/ICACTIVER halt all vCPUs, GICv3 always):
+    GICR_ISACTIVER0 read by the owner's redistributor while the owner runs
+    with an acknowledged PPI in an LR folds the LR first, so it reads 1; the
+    owner resumes with the PPI still active in its LRs."""
+    vm = make_vm(nr_vcpus=1)
+    sgi_frame_wr(vm, 0, R.GICR_ISENABLER0, 1 << 20)
+    set_private_prio(vm, 0, 20, 0x40)
+    vm.set_irq_level(20, 1, vcpu=0)            # PPI: level by reset
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert ack(v) == 20
+    assert (sgi_frame_rd(vm, 0, R.GICR_ISACTIVER0) >> 20) & 1 == 1
+    assert v.running
+    # Re-flushed after the halt: the PPI is back in an LR, active.
+    assert any((lr & 0xFFFFFFFF) == 20 and lr & LR_ACTIVE for lr in hyp_lrs(v, 4))
+    eoi(v, 20)
+    vm.set_irq_level(20, 0, vcpu=0)
+    v.exit()
+    assert not vm.irq(20, vcpu=0).active
+
+
+def test_no_halt_when_no_vcpu_runs():
+    """With no vCPU running there is nothing to halt: the core's halt hook
+    is unset, so active-state accesses take the plain path."""
+    vm = make_vm(nr_vcpus=2)
+    assert vm._gic.halt_hook is None
+    v = vm.vcpus[1]
+    v.enter()
+    assert vm._gic.halt_hook is not None
+    v.exit()
+    assert vm._gic.halt_hook is None
+
+
+def test_replay_while_vcpu_runs_halts_it():
+    """A trace replayed while a vCPU runs is run with every vCPU halted
+    (documented: the whole trace is one halt), so an ICACTIVER write in it
+    deactivates an SPI held active in the running vCPU's LR."""
+    vm = make_vm(nr_vcpus=1)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert ack(v) == 40
+    trace = np.zeros(2, dtype=vgic.MMIO_ACCESS)
+    trace[0] = (vm.dist_base + R.GICD_ISACTIVER + 4, 0, 0, 4, 0)
+    trace[1] = (vm.dist_base + R.GICD_ICACTIVER + 4, 1 << 8, 0, 4, 1)
+    out = vm.mmio_replay(trace)
+    assert (int(out[0]) >> 8) & 1 == 1
+    assert v.running
+    v.exit()
+    assert not vm.irq(40).active
+
+
+def test_halt_hook_rejects_non_callable():
+    vm = make_vm(nr_vcpus=1)
+    with pytest.raises(TypeError, match="halt_hook"):
+        vm._gic.halt_hook = 5
+
+
+def test_eoicount_replay_consumes_level_latch():
+    """kvm-facts §4.5 (6.19 EOImode 0 overflow): each EOI counted in
+    EOIcount folds a synthesised LR without Active for an active interrupt
+    outside the LRs; for a level interrupt that LR has State 00, which
+    clears its pending latch (level && State == 00 -> pending_latch = 0).
+    Set-up: 1 LR; SPI 40 (level, latched pending through GICD_ISPENDR, line
+    low) is acknowledged, then SPI 41 (higher priority) preempts it and is
+    acknowledged; on the next entry 41 holds the only LR and 40 is active
+    outside it; the guest EOIs 41 then 40 (EOIcount 1)."""
+    vm = make_vm(nr_vcpus=1, nr_lrs=1)
+    enable_spi(vm, 40, 0x80)
+    enable_spi(vm, 41, 0x40)
+    make_level(vm, 40)
+    vm.mmio_write(vm.dist_base + R.GICD_ISPENDR + 4, 4, 1 << 8)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert ack(v) == 40
+    v.exit()
+    vm.set_irq_level(41, 1)
+    v.enter()
+    assert ack(v) == 41
+    eoi(v, 41)
+    eoi(v, 40)                                  # no LR: counted in EOIcount
+    v.exit()
+    assert not vm.irq(40).active
+    assert not vm.irq(40).pending               # latch consumed, line low
+    assert dist_bit(vm, R.GICD_ISPENDR, 40) == 0
 
 
 # ====================================================== routing and enables

@@ -144,6 +144,7 @@ class VCPU:
         self.vm._vgic.flush(self.id)
         self.vm._hyp_if.restore_state(self.id)
         self.running = True
+        self.vm._running_changed(1)
 
     def exit(self) -> None:
         """One guest exit: save the hardware (__vgic_v3_save_state) and fold
@@ -153,6 +154,7 @@ class VCPU:
         self.vm._hyp_if.save_state(self.id)
         self.vm._vgic.fold(self.id)
         self.running = False
+        self.vm._running_changed(-1)
 
     # ------------------------------------------------------- the guest's view
     def sysreg_read(self, reg: Any) -> int:
@@ -252,11 +254,18 @@ class VM:
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         from vgic.vgic_v3 import VgicV3
         self._vgic = VgicV3(self, self._hyp_if, self._cpu_if_records)
+        self._nr_running = 0
         # The hot entry points are the backend's own methods, bound once, so a
         # call costs one method call and no Python frame of ours.
         self.mmio_read = self._gic.mmio_read
         self.mmio_write = self._gic.mmio_write
         self.mmio_replay = self._gic.mmio_replay
+
+    def _running_changed(self, delta: int) -> None:
+        # While any vCPU runs, guest active-state MMIO halts them (KVM's
+        # vgic_access_active_prepare); with none running it costs nothing.
+        self._nr_running += delta
+        self._gic.halt_hook = self._vgic.halted if self._nr_running else None
 
     # ------------------------------------------------------------------ setup
     def _make_memory(self, memory: Any, ram_size: int | None) -> np.ndarray:

@@ -317,6 +317,7 @@ class Gic:
         "_nr_vcpus", "_nr_irqs", "_dist_base", "_redist_base", "_mpidrs",
         "_affinity_to_vcpu", "_private", "_spis",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
+        "_halt_hook",
     )
 
     # MPIDR_EL1 affinity fields Aff3 [39:32] and Aff2.Aff1.Aff0 [23:0]
@@ -357,6 +358,7 @@ class Gic:
         self._propbaser = 0
         self._pendbaser: list[int] = [INITIAL_PENDBASER] * self._nr_vcpus
         self._gicr_ctlr: list[int] = [0] * self._nr_vcpus
+        self._halt_hook: Callable[[], Any] | None = None
 
     # ---- geometry ---------------------------------------------------------
     @property
@@ -464,6 +466,25 @@ class Gic:
         bound.ops.write(self, vcpu, offset, intid, size, value)
 
     # ---- guest MMIO --------------------------------------------------------
+    @property
+    def halt_hook(self) -> Callable[[], Any] | None:
+        """None, or a callable returning a context manager that halts every
+        running vCPU (kvm_arm_halt_guest / kvm_arm_resume_guest).  Guest
+        ISACTIVER/ICACTIVER accesses run inside it (KVM's
+        vgic_access_active_prepare, GICv3); a replay runs whole inside it."""
+        return self._halt_hook
+
+    @halt_hook.setter
+    def halt_hook(self, hook: Callable[[], Any] | None) -> None:
+        if hook is not None and not callable(hook):
+            raise TypeError(f"halt_hook must be callable or None, not {type(hook).__name__}")
+        self._halt_hook = hook
+
+    @staticmethod
+    def _halts_guest(frame: int, offset: int) -> bool:
+        # GICD_I[SC]ACTIVER<n> (0x300-0x3FF), GICR_I[SC]ACTIVER0 (SGI frame).
+        return frame != FRAME_GICR_RD and offset & ~0xFF == 0x300
+
     def mmio_read(self, addr: int, size: int, vcpu: int = 0) -> int:
         """A guest load of ``size`` bytes at ``addr`` by vCPU ``vcpu``.
 
@@ -480,6 +501,9 @@ class Gic:
         vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
+        if self._halt_hook is not None and self._halts_guest(frame, offset):
+            with self._halt_hook():
+                return self._read(frame, offset, vcpu if owner < 0 else owner, size)
         return self._read(frame, offset, vcpu if owner < 0 else owner, size)
 
     def mmio_write(self, addr: int, size: int, value: int, vcpu: int = 0) -> None:
@@ -494,6 +518,10 @@ class Gic:
         vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
+        if self._halt_hook is not None and self._halts_guest(frame, offset):
+            with self._halt_hook():
+                self._write(frame, offset, vcpu if owner < 0 else owner, size, value)
+            return
         self._write(frame, offset, vcpu if owner < 0 else owner, size, value)
 
     def mmio_replay(self, trace: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
@@ -505,6 +533,12 @@ class Gic:
         :class:`vgic.UnmappedAccess`, both naming the record index, and in
         either case no access is performed.
         """
+        if self._halt_hook is not None:
+            with self._halt_hook():
+                return self._replay(trace)
+        return self._replay(trace)
+
+    def _replay(self, trace: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
         if not isinstance(trace, np.ndarray):
             raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, "
                             f"not {type(trace).__name__}")
