@@ -32,6 +32,12 @@ class HypIf:
     def save_restore_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """save_state then restore_state of each vCPU in one pass."""
 
+def lr_encode_batch(fields: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
+    """ICH_LR<n>_EL2 values (same shape) from ``vgic.ich.LR_FIELDS`` records;
+    ``ValueError`` names a record with a field outside its width."""
+def lr_decode_batch(lrs: npt.ArrayLike) -> npt.NDArray[np.void]:
+    """``vgic.ich.LR_FIELDS`` records (same shape) from ICH_LR<n>_EL2 values."""
+
 def copy_records(dst: npt.NDArray[np.void], src: npt.NDArray[np.void]) -> None:
     """memcpy of one record array into another: the benchmarks' baseline."""
 

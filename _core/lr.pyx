@@ -10,15 +10,28 @@ today's, slot n holds LR n.  Guest-visible behaviour is the same in both.
 """
 import numpy as np
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
 from libc.string cimport memcpy
 
 from vgic import ich
 
 from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, MAX_APRS, LR_STATE, LR_HW, LR_EOI,
-    HCR_LRENPIE, HCR_EOICOUNT)
+    LR_GROUP, LR_PENDING, LR_ACTIVE, LR_VINTID_MASK, HCR_LRENPIE, HCR_EOICOUNT,
+    lr_encode)
+
+cdef packed struct LrFields:
+    # vgic.ich.LR_FIELDS (12 bytes)
+    uint32_t vintid
+    uint16_t pintid
+    uint8_t priority
+    uint8_t group
+    uint8_t state
+    uint8_t hw
+    uint8_t eoi
+    uint8_t pad
 
 assert sizeof(VcpuIf) == ich.VCPU_IF.itemsize
+assert sizeof(LrFields) == ich.LR_FIELDS.itemsize
 
 
 cdef inline uint32_t lr_elrsr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogil:
@@ -216,6 +229,69 @@ cdef class HypIf:
         with nogil:
             for k in range(m):
                 apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save)
+
+
+# ------------------------------------------------------------ LR codec
+cdef inline LrFields lr_unpack(uint64_t lr) noexcept nogil:
+    cdef LrFields f
+    f.vintid = <uint32_t>(lr & LR_VINTID_MASK)
+    f.hw = (lr & LR_HW) != 0
+    f.pintid = <uint16_t>((lr >> 32) & 0x3FF) if f.hw else 0
+    f.eoi = 0 if f.hw else (lr & LR_EOI) != 0
+    f.priority = <uint8_t>(lr >> 48)
+    f.group = (lr & LR_GROUP) != 0
+    f.state = <uint8_t>(lr >> 62)
+    f.pad = 0
+    return f
+
+
+cdef object fields_array(fields):
+    if not isinstance(fields, np.ndarray) or fields.dtype != ich.LR_FIELDS:
+        raise TypeError("fields must be a numpy array of vgic.ich.LR_FIELDS, not "
+                        f"{type(fields).__name__} {getattr(fields, 'dtype', '')}")
+    return np.ascontiguousarray(fields).reshape(-1)
+
+
+def lr_encode_batch(fields):
+    """ICH_LR<n>_EL2 values (uint64, same shape) from an array of
+    :data:`vgic.ich.LR_FIELDS` records.  A field outside its width (pINTID
+    > 0x3FF, State > 3, a flag > 1) is a ``ValueError`` naming the record."""
+    arr = fields_array(fields)
+    cdef Py_ssize_t i, n = arr.shape[0]
+    out = np.zeros(n, dtype=np.uint64)
+    if n == 0:
+        return out.reshape(fields.shape)
+    cdef const uint8_t[::1] raw = arr.view(np.uint8)
+    cdef const LrFields *f = <const LrFields *>&raw[0]
+    cdef uint64_t[::1] o = out
+    for i in range(n):
+        if f[i].pintid > 0x3FF or f[i].state > 3 or (f[i].group | f[i].hw | f[i].eoi) > 1:
+            raise ValueError(f"fields[{i}] = {arr[i]} has a field outside its width "
+                             "(pintid <= 0x3FF, state <= 3, flags 0/1)")
+    with nogil:
+        for i in range(n):
+            o[i] = lr_encode(f[i].vintid, f[i].priority, f[i].group, f[i].state & 1,
+                             f[i].state >> 1, f[i].hw, f[i].pintid, f[i].eoi)
+    return out.reshape(fields.shape)
+
+
+def lr_decode_batch(lrs):
+    """An array of :data:`vgic.ich.LR_FIELDS` (same shape) from ICH_LR<n>_EL2
+    values; RES0 bits are ignored, as the architecture lets hardware do."""
+    arr = np.ascontiguousarray(lrs, dtype=np.uint64)
+    shape = arr.shape
+    arr = arr.reshape(-1)
+    cdef Py_ssize_t i, n = arr.shape[0]
+    out = np.zeros(n, dtype=ich.LR_FIELDS)
+    if n == 0:
+        return out.reshape(shape)
+    cdef const uint64_t[::1] src = arr
+    cdef uint8_t[::1] raw = out.view(np.uint8)
+    cdef LrFields *f = <LrFields *>&raw[0]
+    with nogil:
+        for i in range(n):
+            f[i] = lr_unpack(src[i])
+    return out.reshape(shape)
 
 
 def copy_records(dst, src):

@@ -3,7 +3,7 @@
 ``vgic._pure.mmio`` is its pure-Python twin with exactly this interface; the
 package picks one of the two (``VGIC_PUREPYTHON=1`` selects the twin).
 """
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,11 @@ class Gic:
     nr_vcpus: int
     dist_base: int
     redist_base: int
+    #: GICD_CTLR.EnableGrp1 (KVM's dist->enabled).
+    dist_enabled: bool
+    #: None, or a callable returning a context manager that halts every
+    #: running vCPU; guest I[SC]ACTIVER accesses (and whole replays) run in it.
+    halt_hook: Callable[[], ContextManager[Any]] | None
 
     def __init__(self, nr_vcpus: int, nr_irqs: int, dist_base: int,
                  redist_base: int, mpidrs: npt.NDArray[np.uint64]) -> None: ...
@@ -81,6 +86,17 @@ class Gic:
     # ---- interrupt lines ----------------------------------------------------
     def set_irq_level(self, vcpu: int, intid: int, level: bool) -> None:
         """kvm_vgic_inject_irq for a validated SPI (``vcpu`` ignored) or PPI."""
+
+    # ---- the KVM side's access ----------------------------------------------
+    def set_irq_bit(self, vcpu: int, intid: int, field: int, value: bool) -> None:
+        """Set one single-bit field (0 enabled, 1 pending_latch, 2 line_level,
+        3 active, 4 group, 5 edge) of an INTID's state."""
+    def irq_scan(self, vcpu: int) -> list[int]:
+        """INTIDs that may need a list register (active, or enabled and
+        pending), vCPU ``vcpu``'s private ones then the SPIs."""
+    def state_capsule(self) -> Any:
+        """Core only: a PyCapsule ``"vgic._core.GicState"`` of the C state,
+        for the other ``vgic._core`` kernels."""
 
     # ---- introspection ------------------------------------------------------
     def irq_state(self, vcpu: int, intid: int) -> tuple[int, int, int, int, int, int, int, int, int]:

@@ -3,6 +3,10 @@ the environment variable ``VGIC_PUREPYTHON`` is set to anything but ``""``/``"0"
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
+from typing import Any
+from types import SimpleNamespace
+from typing import Any
 
 PURE = os.environ.get("VGIC_PUREPYTHON", "") not in ("", "0")
 
@@ -21,4 +25,25 @@ else:
 #: "core" or "pure": the implementation this process uses.
 NAME = "pure" if PURE else "core"
 
-__all__ = ["aplist", "lr", "mmio", "NAME", "PURE"]
+
+
+def modules(name: str | None) -> tuple[str, Any]:
+    """The implementation ``name`` ("core", "pure", or None for this process's
+    default) as ``(name, namespace)`` with attributes ``aplist``, ``lr`` and
+    ``mmio``.  Lets one process hold VMs of both (differential testing)."""
+    if name is None:
+        name = NAME
+    if name == "pure":
+        from vgic._pure import aplist as p_aplist, lr as p_lr, mmio as p_mmio
+        return name, SimpleNamespace(aplist=p_aplist, lr=p_lr, mmio=p_mmio)
+    if name == "core":
+        try:
+            from vgic._core import aplist as c_aplist, lr as c_lr, mmio as c_mmio
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise ImportError("backend 'core': vgic._core is not importable "
+                              "(install the package with `pip install .`)") from exc
+        return name, SimpleNamespace(aplist=c_aplist, lr=c_lr, mmio=c_mmio)
+    raise ValueError(f"backend {name!r} is not 'core', 'pure' or None")
+
+
+__all__ = ["aplist", "lr", "mmio", "modules", "NAME", "PURE"]

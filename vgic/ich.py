@@ -102,6 +102,20 @@ VCPU_IF = np.dtype(
 )
 
 
+#: The fields of one ICH_LR<n>_EL2 value, unpacked (IHI 0069 §12.4.6): the
+#: record of the batch LR encode/decode kernels.  ``state`` is the 2-bit
+#: State field (0 invalid, 1 pending, 2 active, 3 pending and active);
+#: ``pintid`` is meaningful only with ``hw`` = 1 and ``eoi`` only with hw = 0.
+LR_FIELDS = np.dtype(
+    {
+        "names": ["vintid", "pintid", "priority", "group", "state", "hw", "eoi"],
+        "formats": ["<u4", "<u2", "u1", "u1", "u1", "u1", "u1"],
+        "offsets": [0, 4, 6, 7, 8, 9, 10],
+        "itemsize": 12,
+    }
+)
+
+
 def nr_aprs(pre_bits: int) -> int:
     """Active-priority registers per group implied by the preemption bits:
     2^(PREbits + 1 - 5), so 5 bits -> 1, 6 -> 2, 7 -> 4 (IHI 0069 §12.4.1)."""

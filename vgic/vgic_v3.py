@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from vgic import _backend, ich
+from vgic import ich
 
 if TYPE_CHECKING:
     from vgic.vm import VM
@@ -35,14 +35,14 @@ class VgicV3:
     """The KVM-side vGICv3 state of one VM: its ap_lists with the LR flush
     and fold (the backend's ``aplist`` kernel), SGI dispatch and traps."""
 
-    def __init__(self, vm: "VM", hyp_if: Any, records: np.ndarray) -> None:
+    def __init__(self, vm: "VM", hyp_if: Any, records: np.ndarray, aplist: Any) -> None:
         self.vm = vm
         self.gic = vm._gic
         self.hyp_if = hyp_if
         self.records = records
         self.nr_lrs = hyp_if.nr_lrs
         #: KVM's ap_lists and the flush/fold kernels.
-        self.lists = _backend.aplist.ApLists(self.gic, records, hyp_if.nr_lrs, hyp_if.reverse)
+        self.lists = aplist.ApLists(self.gic, records, hyp_if.nr_lrs, hyp_if.reverse)
         self.flush = self.lists.flush
         self.fold = self.lists.fold
         #: Physical INTIDs deactivated through LRs with HW = 1, in order.

@@ -206,7 +206,9 @@ class VM:
     must be 64 KiB aligned and no two of the distributor, the redistributor
     region (``nr_vcpus`` x 128 KiB) and RAM may overlap.  ``memory`` may be any
     writable buffer to share guest RAM with an emulator without copies; its
-    length then sets the RAM size.
+    length then sets the RAM size.  ``backend`` picks the implementation of
+    this VM: ``"core"`` (Cython), ``"pure"`` (the twin) or None for the
+    process default (``VGIC_PUREPYTHON``).
     """
 
     def __init__(
@@ -223,6 +225,7 @@ class VM:
         pri_bits: int = 5,
         pre_bits: int = 5,
         lr_order: str = "direct",
+        backend: str | None = None,
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
         nr_irqs = _check_int("nr_irqs", nr_irqs, 0, 1 << 32)
@@ -246,14 +249,15 @@ class VM:
         if lr_order not in ("direct", "reverse"):
             raise ValueError(f"lr_order {lr_order!r} is not 'direct' or 'reverse'")
         self.lr_order = lr_order
+        self._backend_name, impl = _backend.modules(backend)
         self._cpu_if_records = np.zeros(nr_vcpus, dtype=ich.VCPU_IF)
-        self._hyp_if = _backend.lr.HypIf(self._cpu_if_records, self.nr_lrs, self.pre_bits,
+        self._hyp_if = impl.lr.HypIf(self._cpu_if_records, self.nr_lrs, self.pre_bits,
                                          lr_order == "reverse")
         mpidrs = np.array([default_mpidr(i) for i in range(nr_vcpus)], dtype=np.uint64)
-        self._gic = _backend.mmio.Gic(nr_vcpus, nr_irqs, self.dist_base, self.redist_base, mpidrs)
+        self._gic = impl.mmio.Gic(nr_vcpus, nr_irqs, self.dist_base, self.redist_base, mpidrs)
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         from vgic.vgic_v3 import VgicV3
-        self._vgic = VgicV3(self, self._hyp_if, self._cpu_if_records)
+        self._vgic = VgicV3(self, self._hyp_if, self._cpu_if_records, impl.aplist)
         self._nr_running = 0
         # The hot entry points are the backend's own methods, bound once, so a
         # call costs one method call and no Python frame of ours.
@@ -386,7 +390,7 @@ class VM:
     @property
     def backend(self) -> str:
         """``"core"`` (Cython) or ``"pure"`` (the pure-Python twin)."""
-        return _backend.NAME
+        return self._backend_name
 
     def vcpu_by_mpidr(self, mpidr: int) -> VCPU | None:
         """The vCPU whose MPIDR affinity (Aff3..Aff0) equals ``mpidr``'s, or None."""

@@ -145,6 +145,39 @@ class HypIf:
             self.restore_state(i)
 
 
+def _fields_array(fields: Any) -> np.ndarray:
+    if not isinstance(fields, np.ndarray) or fields.dtype != ich.LR_FIELDS:
+        raise TypeError("fields must be a numpy array of vgic.ich.LR_FIELDS, not "
+                        f"{type(fields).__name__} {getattr(fields, 'dtype', '')}")
+    return np.ascontiguousarray(fields).reshape(-1)
+
+
+def lr_encode_batch(fields: np.ndarray) -> np.ndarray:
+    """ICH_LR<n>_EL2 values from :data:`vgic.ich.LR_FIELDS` records, one at a
+    time with :func:`vgic.ich.lr_value` (IHI 0069 §12.4.6)."""
+    arr = _fields_array(fields)
+    for i, f in enumerate(arr.tolist()):
+        vintid, pintid, priority, group, state, hw, eoi = f
+        if pintid > 0x3FF or state > 3 or max(group, hw, eoi) > 1:
+            raise ValueError(f"fields[{i}] = {arr[i]} has a field outside its width "
+                             "(pintid <= 0x3FF, state <= 3, flags 0/1)")
+    out = [ich.lr_value(vintid, priority, group=group, pending=bool(state & 1),
+                        active=bool(state & 2), hw=bool(hw), pintid=pintid, eoi=bool(eoi))
+           for vintid, pintid, priority, group, state, hw, eoi in arr.tolist()]
+    return np.array(out, dtype=np.uint64).reshape(fields.shape)
+
+
+def lr_decode_batch(lrs: Any) -> np.ndarray:
+    """:data:`vgic.ich.LR_FIELDS` records from ICH_LR<n>_EL2 values."""
+    arr = np.ascontiguousarray(lrs, dtype=np.uint64)
+    out = np.zeros(arr.size, dtype=ich.LR_FIELDS)
+    for i, lr in enumerate(arr.reshape(-1).tolist()):
+        hw = (lr >> 61) & 1
+        out[i] = (lr & ich.LR_VINTID_MASK, (lr >> 32) & 0x3FF if hw else 0, (lr >> 48) & 0xFF,
+                  (lr >> 60) & 1, lr >> 62, hw, 0 if hw else (lr >> 41) & 1)
+    return out.reshape(arr.shape)
+
+
 def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
     """Copy one record array into another of the same size (the benchmarks' baseline)."""
     d, s = dst.view(np.uint8), src.view(np.uint8)
