@@ -1622,6 +1622,47 @@ def test_eoicount_replay_consumes_level_latch():
     assert dist_bit(vm, R.GICD_ISPENDR, 40) == 0
 
 
+PMR_ENC = 0xC230                      # ICC_PMR_EL1 = (3, 0, 4, 6, 0), kvm-facts §6
+
+
+def test_register_groups_busy_while_a_vcpu_runs():
+    """KVM's vgic_v3_attr_regs_access takes every vCPU's lock
+    (lock_all_vcpus): with any vCPU inside KVM_RUN, DIST_REGS, REDIST_REGS,
+    CPU_SYSREGS and LEVEL_INFO accesses fail with -EBUSY (kvm-facts §6)."""
+    vm = make_vm(nr_vcpus=2)
+    v0, v1 = vm.vcpus
+    v1.enter()
+    attempts = [
+        lambda: vm.get_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, R.GICD_CTLR),
+        lambda: vm.get_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS,
+                                   uapi.mpidr_to_attr(v0.mpidr) | R.GICR_CTLR),
+        lambda: vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC)),
+        lambda: vm.set_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC), 0x80),
+    ]
+    for attempt in attempts:
+        with pytest.raises(vgic.KvmError) as exc:
+            attempt()
+        assert exc.value.errno == errno.EBUSY
+    v1.exit()
+    assert vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC)) == 0
+
+
+def test_sysreg_write_after_exit_without_put_reaches_the_guest():
+    """Userspace only sees a vCPU outside KVM_RUN, where KVM has put it: a
+    CPU_SYSREGS write after exit() (no explicit put()) is loaded into
+    ICH_VMCR_EL2 at the next entry, so the guest reads it back."""
+    vm = make_vm(nr_vcpus=1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)                           # PMR 0xFF
+    v.exit()
+    assert v.loaded
+    vm.set_device_attr(GRP_SYSREGS, sysreg_attr(v, PMR_ENC), 0x80)
+    v.enter()
+    assert v.sysreg_read("ICC_PMR_EL1") == 0x80
+    v.exit()
+
+
 # ====================================================== routing and enables
 def test_disabled_interrupt_not_delivered_until_enabled():
     """kvm-facts §3.3 oracle: only enabled && pending interrupts are queued;

@@ -8,7 +8,14 @@ through the same region tables as guest MMIO, using each region's userspace
 handlers where KVM's differ from a guest's (kvm-facts §2, §6;
 Documentation/virt/kvm/devices/arm-vgic-v3.rst).
 
-Not modelled: running vCPUs (-EBUSY) and an uninitialised device (-EBUSY).
+Register groups (DIST_REGS, REDIST_REGS, CPU_SYSREGS, LEVEL_INFO) take every
+vCPU's lock as KVM's vgic_v3_attr_regs_access does: with a vCPU between
+``enter()`` and ``exit()`` (inside KVM_RUN) they fail with -EBUSY, and a vCPU
+that is loaded but not running is put first, as KVM_RUN puts it before
+returning to userspace, so its APRs are saved and a written ICH_VMCR/APR
+value is loaded at its next entry.
+
+Not modelled: an uninitialised device (-EBUSY).
 """
 from __future__ import annotations
 
@@ -82,11 +89,26 @@ def _addr_value(vm: "VM", attr: int) -> int:
     raise KvmError(errno.ENXIO, f"address type {attr} is not a vGICv3 address type")
 
 
+REG_GROUPS = (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS,
+              uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO)
+
+
+def _lock_all_vcpus(vm: "VM") -> None:
+    """lock_all_vcpus(): -EBUSY while any vCPU runs; loaded vCPUs are put."""
+    for v in vm.vcpus:
+        if v.running:
+            raise KvmError(errno.EBUSY, f"vCPU {v.id} is running")
+    for v in vm.vcpus:
+        v.put()
+
+
 def get_attr(vm: "VM", group: int, attr: int) -> int:
     """KVM_GET_DEVICE_ATTR."""
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
     gic = vm._gic
+    if group in REG_GROUPS:
+        _lock_all_vcpus(vm)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         return _addr_value(vm, attr)
     if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
@@ -108,6 +130,8 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
     gic = vm._gic
+    if group in REG_GROUPS:
+        _lock_all_vcpus(vm)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         value = _check_u("value", value, U64)
         if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION:
