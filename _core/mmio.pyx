@@ -43,7 +43,7 @@ cdef enum:
     FRAME_SIZE = 0x10000
     FRAME_WORDS = FRAME_SIZE // 4
     MAX_REGIONS = 64
-    NO_REGION = 0xFF
+    NO_REGION = MAX_REGIONS - 1     # the RAZ/WI sentinel slot of each frame
     MAX_OPS = 32
     FUSED_MIN_RECORDS = 16384   # from here replay checks while it runs (96 KiB of trace)
     REDIST_SHIFT = 17           # 0x20000 bytes of redistributor per vCPU
@@ -114,8 +114,16 @@ cdef void build_tables() except *:
     memset(DIRECT, NO_REGION, sizeof(DIRECT))
     for f, table in enumerate(regmap.FRAMES):
         rows = sorted(table, key=lambda row: row.offset)
-        if len(rows) > MAX_REGIONS:
-            raise ValueError(f"frame {f} has {len(rows)} regions, more than {MAX_REGIONS}")
+        if len(rows) >= NO_REGION:
+            raise ValueError(f"frame {f} has {len(rows)} regions, more than {NO_REGION - 1}")
+        # The sentinel: where no region is, reads are 0 and writes ignored
+        # (KVM's RAZ/WI for unknown offsets), so the direct lookup needs no
+        # NULL test.
+        r = &REGIONS[f][NO_REGION]
+        memset(r, 0, sizeof(Region))
+        r.widths = ACC_8 | ACC_32 | ACC_64
+        r.guest[0] = raz
+        r.guest[1] = wi
         end = 0
         for i, row in enumerate(rows):
             if row.offset < end or row.offset % 4 or row.length % 4 or row.offset + row.length > FRAME_SIZE:
@@ -170,6 +178,7 @@ cdef inline const Region *find_region(int frame, uint32_t off) noexcept nogil:
     if LOOKUP_DIRECT:
         idx = DIRECT[frame][off >> 2]
         return NULL if idx == NO_REGION else &REGIONS[frame][idx]
+    # (binary search never sees the sentinel: it lies beyond NREG)
     lo = 0
     hi = NREG[frame]
     while lo < hi:
@@ -209,26 +218,38 @@ cdef inline const Region *check_region(const GicState *g, int frame, uint32_t of
 cdef inline bint decode(const GicState *g, uint64_t addr, int accessor, int *frame,
                         uint32_t *off, int *vcpu) noexcept nogil:
     # Distributor accesses act for the accessing vCPU; a redistributor's for
-    # the vCPU that owns it (kvm-facts §2).
+    # the vCPU that owns it (kvm-facts §2).  Both candidates are computed and
+    # one selected without a branch: a mixed trace alternates at random.
     cdef uint64_t d = addr - g.dist_base
-    if d < FRAME_SIZE:
-        frame[0] = FRAME_GICD
-        off[0] = <uint32_t>d
-        vcpu[0] = accessor
-        return True
-    d = addr - g.redist_base
-    if d < (<uint64_t>g.nr_vcpus << REDIST_SHIFT):
-        vcpu[0] = <int>(d >> REDIST_SHIFT)
-        frame[0] = FRAME_GICR_RD + <int>((d >> 16) & 1)
-        off[0] = <uint32_t>(d & (FRAME_SIZE - 1))
-        return True
-    return False
+    cdef uint64_t rd = addr - g.redist_base
+    cdef uint64_t in_d = d < FRAME_SIZE
+    cdef uint64_t in_r = rd < (<uint64_t>g.nr_vcpus << REDIST_SHIFT)
+    cdef uint64_t pick_d = <uint64_t>0 - in_d          # all ones for the distributor
+    frame[0] = <int>(~pick_d & (FRAME_GICR_RD + ((rd >> 16) & 1)))
+    off[0] = <uint32_t>((pick_d & d) | (~pick_d & (rd & (FRAME_SIZE - 1))))
+    vcpu[0] = <int>((pick_d & <uint64_t>accessor) | (~pick_d & (rd >> REDIST_SHIFT)))
+    return (in_d | in_r) != 0
 
 
 cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu,
                                   int size, int is_write, uint64_t val) noexcept nogil:
     cdef uint32_t intid = 0
-    cdef const Region *r = check_region(g, frame, off, size, &intid)
+    cdef const Region *r
+    cdef uint32_t bad
+    if LOOKUP_DIRECT:
+        # The hot path, written with one rarely taken branch: on a random
+        # trace every data-dependent branch here would be a misprediction.
+        # Unmapped words hit the RAZ/WI sentinel; the INTID is computed for
+        # every region and kept only for per-IRQ ones.
+        r = &REGIONS[frame][DIRECT[frame][off >> 2]]
+        intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
+        intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
+        bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
+            | ((r.bpi != 0) & (intid >= g.nr_irqs))
+        if bad:
+            return 0
+        return r.guest[is_write](g, vcpu, off, intid, size, val)
+    r = check_region(g, frame, off, size, &intid)
     if r == NULL:
         return 0
     return r.guest[is_write](g, vcpu, off, intid, size, val)
@@ -251,12 +272,49 @@ cdef extern from "Python.h":
     void PyErr_Clear()
     object PyNumber_Index(object o)
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    /* The value of an exact Python int that fits in 64 bits without a call:
+       1 = done, 0 = negative or too wide, -1 = take the general path.
+       Ints of one or two 30-bit digits (everything below 2**60) are read
+       straight from the object, which is most of what an MMIO call passes. */
+    static inline int vgic_small_u64(PyObject *v, uint64_t *out) {
+    #if PY_VERSION_HEX >= 0x030C0000
+        if (PyUnstable_Long_IsCompact((PyLongObject *)v)) {
+            Py_ssize_t x = PyUnstable_Long_CompactValue((PyLongObject *)v);
+            if (x < 0) return 0;
+            *out = (uint64_t)x;
+            return 1;
+        }
+        return -1;
+    #else
+        Py_ssize_t n = Py_SIZE(v);
+        const digit *d = ((PyLongObject *)v)->ob_digit;
+        if (n == 1) { *out = d[0]; return 1; }
+        if (n == 0) { *out = 0; return 1; }
+        if (n == 2 && PyLong_SHIFT == 30) {
+            *out = ((uint64_t)d[1] << 30) | d[0];
+            return 1;
+        }
+        if (n < 0) return 0;
+        return -1;
+    #endif
+    }
+    """
+    int small_u64 "vgic_small_u64"(object v, uint64_t *out)
+
+
 cdef inline int as_u64(object v, uint64_t *out) except -1:
     # 1 when v is an integer outside 0..2**64-1; TypeError for non-integers.
-    # Plain ints take the direct C-API path: this runs four times per
+    # Plain ints take the direct path: this runs four times per
     # vm.mmio_write, so it is a large share of the per-call cost.
     cdef unsigned long long x
+    cdef int r
     if PyLong_CheckExact(v):
+        r = small_u64(v, out)
+        if r >= 0:
+            return 1 - r
         x = PyLong_AsUnsignedLongLong(v)
         if x == <unsigned long long>-1 and PyErr_Occurred() != NULL:
             PyErr_Clear()       # negative, or wider than 64 bits

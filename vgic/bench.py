@@ -11,7 +11,13 @@ prints operations per second for both implementations and their ratio:
   :func:`vgic.trace.mixed_trace` at 10^4, 10^5 and 10^6 accesses (the twin at
   2x10^4), which shows whether replay is linear in trace length;
 * ``lookup``: the same 10^6-access replay with binary-search region lookup
-  instead of the direct index.
+  instead of the direct index;
+* the world switch: the hyp save + restore of one vCPU with 16 used LRs (per
+  call, with the no-op baseline), the fused batch save + restore over
+  100,000 vCPUs in both LR storage orders (with one memcpy of the same
+  records as the baseline), KVM's flush + fold of one vCPU with 8 pending
+  SPIs on 4 LRs (the sort path), and a whole guest cycle (enter, ICC_IAR1,
+  ICC_EOIR1, exit) through :class:`vgic.VM`.
 
 Timings are the best of several repeats of ``time.perf_counter`` around a
 batch, so they are a per-operation minimum, as pytest-benchmark's ``min``.
@@ -129,9 +135,12 @@ def run(quick: bool = False) -> dict[str, Any]:
             core.set_lookup("direct")
         row(f"mmio_replay {sizes[-1]:,}, bsearch lookup", bsearch, twin_acc, "accesses")
 
+    ws = _world_switch(rows, row, quick, repeat)
+
     summary: dict[str, Any] = {}
     if core:
         summary = {
+            **ws,
             "mmio_write_over_noop": core_write / noop,
             "replay_accesses_per_s": 1.0 / core_acc[sizes[-1]],
             "replay_over_twin": twin_acc / core_acc[sizes[-1]],
@@ -139,6 +148,96 @@ def run(quick: bool = False) -> dict[str, Any]:
             "direct_over_bsearch": bsearch / core_acc[sizes[-1]],
         }
     return {"vcpus": NR_VCPUS, "irqs": NR_IRQS, "rows": rows, "summary": summary}
+
+
+def _cycle_vm(backend: str, nr_lrs: int = 4) -> Any:
+    """A 2-vCPU VM whose guest has opened its CPU interface, SPIs 32..63 on."""
+    from vgic import VM
+    vm = VM(nr_vcpus=2, nr_irqs=64, nr_lrs=nr_lrs, backend=backend)
+    vm.mmio_write(vm.dist_base + regmap.GICD_CTLR, 4, regmap.GICD_CTLR_ENABLE_G1)
+    vm.mmio_write(vm.dist_base + regmap.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
+    for v in vm.vcpus:
+        v.enter()
+        v.sysreg_write("ICC_PMR_EL1", 0xFF)
+        v.sysreg_write("ICC_IGRPEN1_EL1", 1)
+        v.exit()
+    return vm
+
+
+def _records(n: int, used: int) -> np.ndarray:
+    from vgic import ich
+    r = np.zeros(n, ich.VCPU_IF)
+    r["used_lrs"] = used
+    r["ich_lr"] = ich.lr_value(40, 0xA0, pending=True)
+    r["vgic_lr"] = ich.lr_value(41, 0xA0, pending=True)
+    return r
+
+
+def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
+    """The world-switch rows; returns their headline ratios (core only)."""
+    from vgic._pure import lr as pure_lr
+    try:
+        from vgic._core import lr as core_lr
+    except ImportError:  # pragma: no cover
+        core_lr = None
+    calls, twin_calls = (20_000, 2_000) if quick else (200_000, 20_000)
+    n_batch, twin_batch = (10_000, 1_000) if quick else (100_000, 5_000)
+
+    def pair(h: Any) -> Callable[[], None]:
+        def run() -> None:
+            h.save_state(1)
+            h.restore_state(1)
+        return run
+    sr_twin = per_call(pair(pure_lr.HypIf(_records(4, 16), 16, 5, False)), (), twin_calls // 4, repeat)
+    sr_core = per_call(pair(core_lr.HypIf(_records(4, 16), 16, 5, False)), (), calls, repeat) if core_lr else None
+    row("lr save+restore, 16 LRs (per call)", sr_core, sr_twin, "vCPUs")
+    out: dict[str, Any] = {}
+    if core_lr:
+        out["save_restore_over_noop"] = sr_core / per_call(pair(core_lr.Noop()), (), calls, repeat)
+    twin_b = best_time(pure_lr.HypIf(_records(twin_batch, 16), 16, 5, False).save_restore_batch,
+                       max(1, repeat // 2)) / twin_batch
+    for order in ("direct", "reverse"):
+        core_b = None
+        if core_lr:
+            r = _records(n_batch, 16)
+            core_b = best_time(core_lr.HypIf(r, 16, 5, order == "reverse").save_restore_batch,
+                               repeat) / n_batch
+            out[f"batch_{order}_s"] = core_b
+        row(f"lr batch save+restore, {order} (16 LRs)", core_b,
+            twin_b if order == "direct" else None, "vCPUs")
+    if core_lr:
+        src, dst = _records(n_batch, 16), _records(n_batch, 16)
+        memcpy = best_time(lambda: core_lr.copy_records(dst, src), repeat) / n_batch
+        out["batch_over_memcpy"] = out["batch_direct_s"] / memcpy
+        out["reverse_over_direct"] = out.pop("batch_reverse_s") / out.pop("batch_direct_s")
+
+    def flush_fold(vm: Any) -> Callable[[], None]:
+        lists, gic = vm._vgic.lists, vm._gic
+
+        def run() -> None:
+            for intid in range(40, 48):
+                gic.set_irq_bit(0, intid, 1, True)      # pending latch
+            lists.flush(0)
+            lists.fold(0)
+        return run
+    ff = {b: best_time(flush_fold(_cycle_vm(b)), repeat) for b in ("core", "pure") if b != "core" or core_lr}
+    row("flush+fold, 8 pending on 4 LRs (per call)", ff.get("core"), ff["pure"], "vCPUs")
+
+    def cycle(vm: Any) -> Callable[[], None]:
+        v = vm.vcpus[0]
+
+        def run() -> None:
+            for _ in range(200):
+                vm.set_irq_level(40, True)
+                v.enter()
+                v.sysreg_write("ICC_EOIR1_EL1", v.sysreg_read("ICC_IAR1_EL1"))
+                v.exit()
+        return run
+    cyc = {b: best_time(cycle(_cycle_vm(b)), repeat) / 200 for b in ("core", "pure") if b != "core" or core_lr}
+    row("guest cycle: enter, IAR1, EOIR1, exit", cyc.get("core"), cyc["pure"], "cycles")
+    if core_lr:
+        out["cycle_us"] = cyc["core"] * 1e6
+    return out
 
 
 def _fmt_rate(v: float | None) -> str:
@@ -169,6 +268,10 @@ def format_report(result: dict[str, Any]) -> str:
             "replay ns/access by trace length: " + ", ".join(
                 f"{n:,}: {ns:.1f}" for n, ns in s["replay_ns_per_access"].items()),
             f"direct index vs binary search:    {s['direct_over_bsearch']:.2f}x faster",
+            f"save+restore / two no-op calls:   {s['save_restore_over_noop']:.2f}x   (target <= 2x)",
+            f"batch save+restore / memcpy:      {s['batch_over_memcpy']:.2f}x   (target <= 1.5x)",
+            f"reverse / direct LR order:        {s['reverse_over_direct']:.2f}x   (16 used LRs)",
+            f"guest cycle:                      {s['cycle_us']:.1f} us",
         ]
     return "\n".join(lines)
 
