@@ -91,10 +91,12 @@ def _running_vm(**kw):
     return vm
 
 
+@pytest.mark.parametrize("backend", ["core", "pure"])
 @pytest.mark.benchmark(group="world_switch_cycle")
-def test_world_switch_cycle(benchmark):
-    """enter, guest IAR1, guest EOIR1, exit with one pending SPI (backend of this run)."""
-    vm = _running_vm()
+def test_world_switch_cycle(benchmark, backend, lr_core):
+    """enter, guest IAR1, guest EOIR1, exit with one pending SPI, on a VM of
+    each backend (the guest's CPU interface is shared Python code)."""
+    vm = _running_vm(backend=backend)
     v = vm.vcpus[0]
 
     def cycle():
@@ -103,6 +105,55 @@ def test_world_switch_cycle(benchmark):
         v.sysreg_write("ICC_EOIR1_EL1", v.sysreg_read("ICC_IAR1_EL1"))
         v.exit()
     benchmark(cycle)
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.benchmark(group="lr_flush_fold")
+def test_flush_fold(benchmark, backend, lr_core):
+    """KVM's flush + fold of one vCPU with 8 pending SPIs on 4 LRs (the
+    sort path: more interrupts than LRs), kernel of each backend."""
+    vm = _running_vm(backend=backend)
+    lists, gic = vm._vgic.lists, vm._gic
+
+    def run():
+        for intid in range(40, 48):
+            gic.set_irq_bit(0, intid, 1, True)        # pending latch
+        lists.flush(0)
+        lists.fold(0)
+    benchmark(run)
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.benchmark(group="lr_flush_fold_batch")
+def test_flush_fold_batch(benchmark, backend, lr_core):
+    """flush_batch + fold_batch over 64 vCPUs, each with two pending PPIs."""
+    vm = vgic.VM(nr_vcpus=64, nr_irqs=64, backend=backend)
+    vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, R.GICD_CTLR_ENABLE_G1)
+    for v in vm.vcpus:
+        vm.mmio_write(v.sgi_base + R.GICR_ISENABLER0, 4, 3 << 20, v.id)
+    lists, gic = vm._vgic.lists, vm._gic
+
+    def run():
+        for v in range(64):
+            gic.set_irq_bit(v, 20, 1, True)
+            gic.set_irq_bit(v, 21, 1, True)
+        lists.flush_batch()
+        lists.fold_batch()
+    benchmark(run)
+
+
+@pytest.mark.parametrize("impl", ["core", "twin"])
+@pytest.mark.benchmark(group="lr_codec")
+def test_lr_codec(benchmark, impl, lr_core, lr_pure):
+    """lr_encode_batch + lr_decode_batch of 10,000 list-register values."""
+    mod = lr_core if impl == "core" else lr_pure
+    rng = np.random.default_rng(3)
+    lrs = rng.integers(0, 2**63, 10_000, dtype=np.uint64)
+    fields = lr_core.lr_decode_batch(lrs)
+
+    def run():
+        mod.lr_decode_batch(mod.lr_encode_batch(fields))
+    benchmark(run)
 
 
 @pytest.mark.benchmark(group="eoi")
