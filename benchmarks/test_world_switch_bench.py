@@ -142,6 +142,23 @@ def test_flush_fold_batch(benchmark, backend, lr_core):
     benchmark(run)
 
 
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.benchmark(group="world_switch_batch")
+def test_enter_exit_vcpus(benchmark, backend, lr_core):
+    """vm.enter_vcpus + vm.exit_vcpus of 256 vCPUs, each with one pending PPI
+    that stays pending (the guest does not run): flush, restore, save, fold."""
+    vm = vgic.VM(nr_vcpus=256, nr_irqs=64, backend=backend)
+    vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, R.GICD_CTLR_ENABLE_G1)
+    for v in vm.vcpus:
+        vm.mmio_write(v.sgi_base + R.GICR_ISENABLER0, 4, 1 << 20, v.id)
+        vm.set_irq_level(20, True, vcpu=v.id)
+
+    def run():
+        vm.enter_vcpus()
+        vm.exit_vcpus()
+    benchmark(run)
+
+
 @pytest.mark.parametrize("impl", ["core", "twin"])
 @pytest.mark.benchmark(group="lr_codec")
 def test_lr_codec(benchmark, impl, lr_core, lr_pure):

@@ -168,3 +168,62 @@ def test_batch_flush_fold_equals_per_vcpu(nr_lrs, ops, rounds):
             for v in range(NR_VCPUS):
                 vms[1]._vgic.lists.fold(v)
         assert_same(vms[0], vms[1], backend)
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.parametrize("order", ["direct", "reverse"])
+def test_enter_exit_vcpus_equal_one_by_one(backend, order):
+    """vm.enter_vcpus / vm.exit_vcpus (the batch world switch) leave exactly
+    the state of enter() / exit() called per vCPU in the same order: same
+    LRs, HCR, ap_lists and per-IRQ state, over three rounds with SPIs routed
+    across vCPUs, PPIs, more pending interrupts than LRs and a guest
+    acknowledging on vCPU 2."""
+    vms = [vgic.VM(nr_vcpus=4, nr_irqs=64, nr_lrs=2, lr_order=order, backend=backend) for _ in range(2)]
+    for vm in vms:
+        vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, 2)
+        vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
+        for intid in range(32, 48):
+            vm.mmio_write(vm.dist_base + R.GICD_IROUTER + 8 * intid, 8, intid % 4)
+            vm.mmio_write(vm.dist_base + R.GICD_IPRIORITYR + intid, 1, (intid * 24) & 0xF8)
+        for v in vm.vcpus:
+            vm.mmio_write(v.sgi_base + R.GICR_ISENABLER0, 4, 1 << 23, v.id)
+    order_ids = [3, 0, 2, 1]
+    for rnd in range(3):
+        for vm in vms:
+            for intid in range(32 + rnd, 48, 2):
+                vm.set_irq_level(intid, True)
+            vm.set_irq_level(23, True, vcpu=rnd)
+        vms[0].enter_vcpus(np.array(order_ids))
+        for i in order_ids:
+            vms[1].vcpus[i].enter()
+        assert_same(*vms, f"round {rnd} after entry")
+        for vm in vms:
+            v = vm.vcpus[2]
+            v.sysreg_write("ICC_PMR_EL1", 0xFF)
+            v.sysreg_write("ICC_IGRPEN1_EL1", 1)
+            intid = v.sysreg_read("ICC_IAR1_EL1")
+            if intid != 1023:
+                v.sysreg_write("ICC_EOIR1_EL1", intid)
+        vms[0].exit_vcpus()
+        for v in vms[1].vcpus:
+            v.exit()
+        assert_same(*vms, f"round {rnd} after exit")
+    assert any(vms[0]._cpu_if_records["vgic_hcr"])       # the flushes did run
+
+
+def test_enter_exit_vcpus_validate_first():
+    vm = vgic.VM(nr_vcpus=2, nr_irqs=64)
+    vm.vcpus[1].enter()
+    with pytest.raises(vgic.VgicError, match="vCPU 1 is already running"):
+        vm.enter_vcpus()
+    assert not vm.vcpus[0].running                       # nothing ran
+    with pytest.raises(ValueError, match=r"vcpus\[1\] = 7"):
+        vm.enter_vcpus([0, 7])
+    with pytest.raises(ValueError, match="twice"):
+        vm.exit_vcpus([1, 1])
+    with pytest.raises(vgic.VgicError, match="vCPU 0 is not running"):
+        vm.exit_vcpus([0, 1])
+    with pytest.raises(TypeError, match="1-D"):
+        vm.enter_vcpus([[0]])
+    vm.exit_vcpus([1])
+    assert not any(v.running for v in vm.vcpus) and vm._gic.halt_hook is None

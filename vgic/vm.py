@@ -386,7 +386,53 @@ class VM:
         """KVM_HAS_DEVICE_ATTR on the vGICv3 device: True where KVM returns 0."""
         return kvm_device.has_attr(self, group, attr)
 
+    # ----------------------------------------------------- batch world switch
+    def _batch_ids(self, vcpus: Any, running: bool) -> np.ndarray:
+        ids = np.arange(self.nr_vcpus) if vcpus is None else np.asarray(vcpus)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError("vcpus must be a 1-D array of vCPU indices or None")
+        ids = ids.astype(np.int64)
+        for k, i in enumerate(ids.tolist()):
+            if not 0 <= i < self.nr_vcpus:
+                raise ValueError(f"vcpus[{k}] = {i} is not a vCPU index (0..{self.nr_vcpus - 1})")
+            if self.vcpus[i].running != running:
+                state = "already running" if not running else "not running"
+                raise VgicError(f"vCPU {i} is {state}")
+        if len(set(ids.tolist())) != len(ids):
+            raise ValueError("vcpus names a vCPU twice")
+        return ids
+
+    def enter_vcpus(self, vcpus: Any = None) -> None:
+        """``enter()`` of many vCPUs (every vCPU, or the indices in ``vcpus``
+        in that order), the same as entering them one by one, with one flush
+        and one hyp-restore kernel call for all.  Everything is validated
+        before anything runs."""
+        ids = self._batch_ids(vcpus, running=False)
+        for i in ids.tolist():
+            self.vcpus[i].load()
+        self._vgic.lists.flush_batch(ids)
+        self._hyp_if.restore_state_batch(ids)
+        for i in ids.tolist():
+            self.vcpus[i].running = True
+        self._running_changed(len(ids))
+
+    def exit_vcpus(self, vcpus: Any = None) -> None:
+        """``exit()`` for many vCPUs: one hyp-save and one fold kernel call."""
+        ids = self._batch_ids(vcpus, running=True)
+        self._hyp_if.save_state_batch(ids)
+        self._vgic.lists.fold_batch(ids)
+        for i in ids.tolist():
+            self.vcpus[i].running = False
+        self._running_changed(-len(ids))
+
     # ------------------------------------------------------------ introspection
+    @property
+    def cpu_if_records(self) -> np.ndarray:
+        """Every vCPU's CPU-interface record (:data:`vgic.ich.VCPU_IF`: the
+        modelled ICH_* hardware and KVM's saved copy), one contiguous array
+        indexed by vCPU: what the batch kernels work on.  A live view."""
+        return self._cpu_if_records
+
     @property
     def backend(self) -> str:
         """``"core"`` (Cython) or ``"pure"`` (the pure-Python twin)."""
