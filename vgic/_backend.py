@@ -11,10 +11,10 @@ from typing import Any
 PURE = os.environ.get("VGIC_PUREPYTHON", "") not in ("", "0")
 
 if PURE:
-    from vgic._pure import aplist, lr, mmio
+    from vgic._pure import aplist, icv, lr, mmio
 else:
     try:
-        from vgic._core import aplist, lr, mmio
+        from vgic._core import aplist, icv, lr, mmio
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "vgic's compiled core (vgic._core) is not importable: install the package "
@@ -29,21 +29,21 @@ NAME = "pure" if PURE else "core"
 
 def modules(name: str | None) -> tuple[str, Any]:
     """The implementation ``name`` ("core", "pure", or None for this process's
-    default) as ``(name, namespace)`` with attributes ``aplist``, ``lr`` and
-    ``mmio``.  Lets one process hold VMs of both (differential testing)."""
+    default) as ``(name, namespace)`` with attributes ``aplist``, ``icv``,
+    ``lr`` and ``mmio``.  Lets one process hold VMs of both (differential testing)."""
     if name is None:
         name = NAME
     if name == "pure":
-        from vgic._pure import aplist as p_aplist, lr as p_lr, mmio as p_mmio
-        return name, SimpleNamespace(aplist=p_aplist, lr=p_lr, mmio=p_mmio)
+        from vgic._pure import aplist as p_aplist, icv as p_icv, lr as p_lr, mmio as p_mmio
+        return name, SimpleNamespace(aplist=p_aplist, icv=p_icv, lr=p_lr, mmio=p_mmio)
     if name == "core":
         try:
-            from vgic._core import aplist as c_aplist, lr as c_lr, mmio as c_mmio
+            from vgic._core import aplist as c_aplist, icv as c_icv, lr as c_lr, mmio as c_mmio
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise ImportError("backend 'core': vgic._core is not importable "
                               "(install the package with `pip install .`)") from exc
-        return name, SimpleNamespace(aplist=c_aplist, lr=c_lr, mmio=c_mmio)
+        return name, SimpleNamespace(aplist=c_aplist, icv=c_icv, lr=c_lr, mmio=c_mmio)
     raise ValueError(f"backend {name!r} is not 'core', 'pure' or None")
 
 
-__all__ = ["aplist", "lr", "mmio", "modules", "NAME", "PURE"]
+__all__ = ["aplist", "icv", "lr", "mmio", "modules", "NAME", "PURE"]

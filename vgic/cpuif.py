@@ -510,6 +510,13 @@ class _VcpuIfState:
 
 
 _APR_NAME = re.compile(r"^ICC_AP([01])R([0-3])_EL1$")
+ICV_TRAP = -2           # vgic._core.icv / vgic._pure.icv: DIR trapped by TDIR
+# Names served straight from the dispatch tables: every readable or writable
+# register but the APRs (whose index is checked against PREbits).
+_PLAIN_READS = frozenset(
+    s.name for s in SYSREGS.values() if s.access != WO and not _APR_NAME.match(s.name))
+_PLAIN_WRITES = frozenset(
+    s.name for s in SYSREGS.values() if s.access != RO and not _APR_NAME.match(s.name))
 
 
 class GuestCpuIf(_VcpuIfState):
@@ -518,18 +525,24 @@ class GuestCpuIf(_VcpuIfState):
     vCPU ``index`` in ``records``."""
 
     def __init__(self, records: np.ndarray, index: int, nr_lrs: int, pri_bits: int, pre_bits: int,
-                 hooks: CpuIfHooks) -> None:
+                 hooks: CpuIfHooks, icv: Any = None) -> None:
         super().__init__(records, index, nr_lrs, pri_bits, pre_bits)
         self.hooks = hooks
+        if icv is None:
+            from vgic import _backend
+            icv = _backend.icv.Icv(records, nr_lrs, pri_bits, pre_bits)
+        #: The acknowledge/EOI/DIR kernel (``vgic._core.icv`` or its twin).
+        self.icv = icv
+        i = self.index
         self._readers: dict[str, Any] = {
             "ICC_PMR_EL1": self._read_pmr,
-            "ICC_IAR0_EL1": lambda: self._acknowledge(0),
-            "ICC_IAR1_EL1": lambda: self._acknowledge(1),
-            "ICC_HPPIR0_EL1": lambda: self._hppir(0),
-            "ICC_HPPIR1_EL1": lambda: self._hppir(1),
+            "ICC_IAR0_EL1": lambda: icv.acknowledge(i, 0),
+            "ICC_IAR1_EL1": lambda: icv.acknowledge(i, 1),
+            "ICC_HPPIR0_EL1": lambda: icv.hppir(i, 0),
+            "ICC_HPPIR1_EL1": lambda: icv.hppir(i, 1),
             "ICC_BPR0_EL1": lambda: bpr0(self.vmcr, self.pre_bits),
             "ICC_BPR1_EL1": lambda: bpr1(self.vmcr, self.pre_bits),
-            "ICC_RPR_EL1": self._rpr,
+            "ICC_RPR_EL1": lambda: icv.rpr(i),
             "ICC_CTLR_EL1": self._read_ctlr,
             "ICC_SRE_EL1": lambda: SRE_VALUE,
             "ICC_IGRPEN0_EL1": lambda: int(group_enabled(self.vmcr, 0)),
@@ -537,9 +550,9 @@ class GuestCpuIf(_VcpuIfState):
         }
         self._writers: dict[str, Any] = {
             "ICC_PMR_EL1": self._write_pmr,
-            "ICC_EOIR0_EL1": lambda v: self._eoi(0, v),
-            "ICC_EOIR1_EL1": lambda v: self._eoi(1, v),
-            "ICC_DIR_EL1": self._dir,
+            "ICC_EOIR0_EL1": lambda v: self._after(icv.eoi(i, 0, v), v),
+            "ICC_EOIR1_EL1": lambda v: self._after(icv.eoi(i, 1, v), v),
+            "ICC_DIR_EL1": lambda v: self._after(icv.deactivate(i, v), v),
             "ICC_BPR0_EL1": self._write_bpr0,
             "ICC_BPR1_EL1": self._write_bpr1,
             "ICC_CTLR_EL1": self._write_ctlr,
@@ -552,8 +565,19 @@ class GuestCpuIf(_VcpuIfState):
         }
 
     # ---- public entry points
+    def _after(self, ret: int, value: int) -> None:
+        # What the kernel hands back: a physical INTID an LR with HW = 1
+        # deactivates, or the TDIR trap of a DIR write (kvm-facts §4.5).
+        if ret >= 0:
+            self.hooks.deactivate_physical(ret)
+        elif ret == ICV_TRAP:
+            self.hooks.dir_trap(value & INTID_FIELD)
+
     def read(self, reg: Any) -> int:
         """An MRS of ``reg`` (name or encoding tuple) by the guest."""
+        fast = self._readers.get(reg) if isinstance(reg, str) and reg in _PLAIN_READS else None
+        if fast is not None:
+            return int(fast())
         sysreg = SYSREGS[resolve(reg)]
         if sysreg.access == WO:
             # Reads of EOIR/DIR/SGI registers UNDEF (IHI 0069 §12.3; kvm-facts §3.4).
@@ -566,6 +590,9 @@ class GuestCpuIf(_VcpuIfState):
 
     def write(self, reg: Any, value: int) -> None:
         """An MSR of ``value`` to ``reg`` (name or encoding tuple) by the guest."""
+        if isinstance(reg, str) and reg in _PLAIN_WRITES:
+            self._writers[reg](_check_value(value))
+            return
         sysreg = SYSREGS[resolve(reg)]
         if sysreg.access == RO:
             raise UndefinedInstruction(reg, f"{sysreg.name} is read-only")
@@ -589,9 +616,6 @@ class GuestCpuIf(_VcpuIfState):
         if n >= self.nr_aprs:
             raise UndefinedInstruction(reg, f"{name} is not implemented with {self.pre_bits} preemption bits")
         return group, n
-
-    def _rpr(self) -> int:
-        return running_priority(self._aprs[0], self._aprs[1], self.pre_bits)
 
     # ---- PMR, BPRs, CTLR
     def _read_pmr(self) -> int:
@@ -633,112 +657,8 @@ class GuestCpuIf(_VcpuIfState):
             vmcr |= ich.VMCR_EOIM
         self.vmcr = vmcr
 
-    # ---- acknowledge
-    def _hppir(self, group: int) -> int:
-        # ICV_HPPIR0/1_EL1 (§12.3): the HPPI's INTID if it belongs to this
-        # register's group, else 1023; no priority-mask or preemption test.
-        n = hppi(self._lrs, self.nr_lrs, self.vmcr, self.pri_bits)
-        if n < 0:
-            return INTID_SPURIOUS
-        lr = self.lr(n)
-        if lr_group(lr) != group:
-            return INTID_SPURIOUS
-        return lr_vintid(lr) & INTID_FIELD
-
-    def _acknowledge(self, group: int) -> int:
-        """ICV_IAR0_EL1 / ICV_IAR1_EL1 (IHI 0069 §12.3; signalling rules of
-        §6 and preemption of §4.8): the HPPI is acknowledged if it is of this
-        group, its priority is above (numerically below) VPMR and its group
-        priority is above the running priority.  Its LR becomes Active and the
-        active-priority bit of its group priority is set in the APRs of its
-        group.  Otherwise 1023."""
-        n = hppi(self._lrs, self.nr_lrs, self.vmcr, self.pri_bits)
-        if n < 0:
-            return INTID_SPURIOUS
-        lr = self.lr(n)
-        if lr_group(lr) != group:
-            return INTID_SPURIOUS
-        prio = lr_priority(lr, self.pri_bits)
-        if prio >= self._read_pmr():
-            return INTID_SPURIOUS
-        gprio = group_priority(prio, group, self.vmcr, self.pre_bits)
-        if gprio >= self._rpr():
-            return INTID_SPURIOUS
-        self.set_lr(n, (lr & ~ich.LR_STATE_MASK) | ich.LR_ACTIVE)
-        reg, bit = divmod(apr_index(gprio, self.pre_bits), APR_BITS)
-        aprs = self._aprs[group]
-        aprs[reg] = int(aprs[reg]) | (1 << bit)
-        return lr_vintid(lr) & INTID_FIELD
-
-    # ---- end of interrupt
-    def _priority_drop(self, group: int) -> bool:
-        """Clear the highest active priority if it belongs to ``group``'s
-        APRs (IHI 0069 §12.3 ICV_EOIR0/1_EL1, pseudocode VPriorityDrop).
-        Returns whether a bit was cleared."""
-        idx = highest_active(self._aprs[0], self._aprs[1], self.pre_bits)
-        if idx < 0:
-            return False
-        reg, bit = divmod(idx, APR_BITS)
-        aprs = self._aprs[group]
-        cur = int(aprs[reg])
-        if not cur & (1 << bit):
-            return False
-        aprs[reg] = cur & ~(1 << bit)
-        return True
-
-    def _bump_eoicount(self) -> None:
-        # ICH_HCR_EL2.EOIcount (§12.4.5): 5 bits, wraps.
-        hcr = self.hcr
-        count = (eoicount(hcr) + 1) & 0x1F
-        self.hcr = (hcr & ~ich.HCR_EOICOUNT_MASK) | (count << ich.HCR_EOICOUNT_SHIFT)
-
-    def _deactivate(self, n: int) -> None:
-        """Clear Active in LR n (11 -> 01, 10 -> 00); an LR with HW=1 also
-        deactivates its physical INTID (IHI 0069 §6, hardware interrupts)."""
-        lr = self.lr(n)
-        self.set_lr(n, lr & ~ich.LR_ACTIVE)
-        if lr & ich.LR_HW:
-            self.hooks.deactivate_physical(lr_pintid(lr))
-
-    def _eoi(self, group: int, value: int) -> None:
-        """ICV_EOIR0_EL1 / ICV_EOIR1_EL1 (IHI 0069 §12.3)."""
-        intid = value & INTID_FIELD
-        if SPECIAL_FIRST <= intid <= SPECIAL_LAST:
-            return                           # special INTIDs: ignored
-        dropped = self._priority_drop(group)
-        lpi = intid >= LPI_BASE
-        if self.vmcr & ich.VMCR_EOIM and not lpi:
-            return                           # EOImode 1: priority drop only
-        n = find_active_lr(self._lrs, self.nr_lrs, intid)
-        if n < 0:
-            # Not in the LRs: the hypervisor learns of it through EOIcount --
-            # only for an EOI that dropped a priority, and never for an LPI
-            # (ICH_HCR_EL2.EOIcount, §12.4.5).
-            if dropped and not lpi:
-                self._bump_eoicount()
-            return
-        if lr_group(self.lr(n)) != group:
-            # Choice: active in an LR of the other group -- this EOI does not
-            # deactivate it; since it is in the LRs it is not counted either.
-            return
-        self._deactivate(n)
-
-    def _dir(self, value: int) -> None:
-        """ICV_DIR_EL1 (IHI 0069 §12.3)."""
-        intid = value & INTID_FIELD
-        if self.hcr & ich.HCR_TDIR:
-            # ICH_HCR_EL2.TDIR (§12.4.5): the write traps to EL2 (kvm-facts §4.5).
-            self.hooks.dir_trap(intid)
-            return
-        if not self.vmcr & ich.VMCR_EOIM:
-            return                           # EOImode 0: DIR has no effect
-        if SPECIAL_FIRST <= intid <= SPECIAL_LAST or intid >= LPI_BASE:
-            return                           # special INTIDs and LPIs: ignored
-        n = find_active_lr(self._lrs, self.nr_lrs, intid)
-        if n < 0:
-            self._bump_eoicount()
-            return
-        self._deactivate(n)                  # no group check for DIR
+    # Acknowledge, EOI, DIR, HPPIR and RPR are the ``icv`` kernel's
+    # (vgic._core.icv, twin vgic._pure.icv), built on the rules above.
 
 
 # --------------------------------------------------------------------------- hypervisor view

@@ -115,7 +115,7 @@ class VCPU:
         self.hyp = HypRegs(*geo)
         #: KVM's saved CPU-interface state.
         self.cpu_if = CpuIf(vm._cpu_if_records[vcpu_id], vm.nr_lrs, ich.nr_aprs(vm.pre_bits))
-        self._guest = GuestCpuIf(*geo, _Hooks(self))
+        self._guest = GuestCpuIf(*geo, _Hooks(self), vm._icv)
         #: ICC_CTLR_EL1.PRIbits + 1 as userspace may lower it (CPU_SYSREGS).
         self.num_pri_bits = vm.pri_bits
 
@@ -254,6 +254,7 @@ class VM:
         self._hyp_if = impl.lr.HypIf(self._cpu_if_records, self.nr_lrs, self.pre_bits,
                                          lr_order == "reverse")
         mpidrs = np.array([default_mpidr(i) for i in range(nr_vcpus)], dtype=np.uint64)
+        self._icv = impl.icv.Icv(self._cpu_if_records, self.nr_lrs, self.pri_bits, self.pre_bits)
         self._gic = impl.mmio.Gic(nr_vcpus, nr_irqs, self.dist_base, self.redist_base, mpidrs)
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         from vgic.vgic_v3 import VgicV3

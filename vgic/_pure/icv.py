@@ -1,0 +1,173 @@
+"""Pure-Python twin of ``vgic._core.icv``: the guest's ICV_IAR/EOIR/DIR/
+HPPIR/RPR accesses, applying the rule functions of :mod:`vgic.cpuif` one by
+one (IHI 0069 §12.3, §6, §4.8).  Same contract as the core (see
+``vgic/_core/icv.pyi``)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from vgic import cpuif, ich
+
+#: Return codes of eoi/deactivate besides a physical INTID.
+NONE = -1
+TRAP = -2
+U64 = (1 << 64) - 1
+
+
+class Icv:
+    """The guest's acknowledge / EOI / deactivate accesses on ``records``."""
+
+    def __init__(self, records: np.ndarray, nr_lrs: int, pri_bits: int, pre_bits: int) -> None:
+        if (not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1
+                or not records.flags.c_contiguous or not records.flags.writeable):
+            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        if records.shape[0] == 0:
+            raise ValueError("records must hold at least one vCPU")
+        if not 1 <= nr_lrs <= ich.MAX_LRS:
+            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{ich.MAX_LRS}")
+        if not (5 <= pri_bits <= 7 and 5 <= pre_bits <= pri_bits):
+            raise ValueError(f"pri_bits {pri_bits} / pre_bits {pre_bits}: need 5 <= pre_bits <= pri_bits <= 7")
+        self.records = records
+        self.nr_lrs, self.pri_bits, self.pre_bits = int(nr_lrs), int(pri_bits), int(pre_bits)
+        self.nr_aprs = ich.nr_aprs(self.pre_bits)
+
+    # ---- state of one vCPU
+    def _rec(self, i: int) -> Any:
+        if not 0 <= i < len(self.records):
+            raise ValueError(f"vcpu {i} out of range: {len(self.records)} vCPUs")
+        return self.records[i]
+
+    @staticmethod
+    def _value(value: int) -> int:
+        if not 0 <= value <= U64:
+            raise ValueError(f"value {value} does not fit a 64-bit register")
+        return int(value)
+
+    def _pmr(self, rec: Any) -> int:
+        vmcr = int(rec["ich_vmcr"])
+        return ((vmcr & ich.VMCR_PMR_MASK) >> ich.VMCR_PMR_SHIFT) & cpuif.priority_mask(self.pri_bits)
+
+    def _rpr_of(self, rec: Any) -> int:
+        return cpuif.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
+
+    def _bump_eoicount(self, rec: Any) -> None:
+        hcr = int(rec["ich_hcr"])
+        count = (cpuif.eoicount(hcr) + 1) & 0x1F
+        rec["ich_hcr"] = (hcr & ~ich.HCR_EOICOUNT_MASK) | (count << ich.HCR_EOICOUNT_SHIFT)
+
+    @staticmethod
+    def _deactivate_lr(rec: Any, n: int) -> int:
+        lr = int(rec["ich_lr"][n])
+        rec["ich_lr"][n] = lr & ~ich.LR_ACTIVE
+        return cpuif.lr_pintid(lr) if lr & ich.LR_HW else NONE
+
+    def _priority_drop(self, rec: Any, group: int) -> bool:
+        idx = cpuif.highest_active(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
+        if idx < 0:
+            return False
+        reg, bit = divmod(idx, cpuif.APR_BITS)
+        aprs = rec["ich_ap1r" if group else "ich_ap0r"]
+        if not int(aprs[reg]) & (1 << bit):
+            return False
+        aprs[reg] = int(aprs[reg]) & ~(1 << bit)
+        return True
+
+    # ---- the accesses
+    def acknowledge(self, i: int, group: int) -> int:
+        """ICV_IAR<group>_EL1 read: the acknowledged INTID, or 1023."""
+        rec, group = self._rec(i), int(bool(group))
+        lrs, vmcr = rec["ich_lr"], int(rec["ich_vmcr"])
+        n = cpuif.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
+        if n < 0:
+            return cpuif.INTID_SPURIOUS
+        lr = int(lrs[n])
+        if cpuif.lr_group(lr) != group:
+            return cpuif.INTID_SPURIOUS
+        prio = cpuif.lr_priority(lr, self.pri_bits)
+        if prio >= self._pmr(rec):
+            return cpuif.INTID_SPURIOUS
+        gprio = cpuif.group_priority(prio, group, vmcr, self.pre_bits)
+        if gprio >= self._rpr_of(rec):
+            return cpuif.INTID_SPURIOUS
+        lrs[n] = (lr & ~ich.LR_STATE_MASK) | ich.LR_ACTIVE
+        reg, bit = divmod(cpuif.apr_index(gprio, self.pre_bits), cpuif.APR_BITS)
+        aprs = rec["ich_ap1r" if group else "ich_ap0r"]
+        aprs[reg] = int(aprs[reg]) | (1 << bit)
+        return cpuif.lr_vintid(lr) & cpuif.INTID_FIELD
+
+    def eoi(self, i: int, group: int, value: int) -> int:
+        """ICV_EOIR<group>_EL1 write: a physical INTID to deactivate, or -1."""
+        rec, group = self._rec(i), int(bool(group))
+        intid = self._value(value) & cpuif.INTID_FIELD
+        if cpuif.SPECIAL_FIRST <= intid <= cpuif.SPECIAL_LAST:
+            return NONE
+        dropped = self._priority_drop(rec, group)
+        lpi = intid >= cpuif.LPI_BASE
+        if int(rec["ich_vmcr"]) & ich.VMCR_EOIM and not lpi:
+            return NONE
+        n = cpuif.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
+        if n < 0:
+            if dropped and not lpi:
+                self._bump_eoicount(rec)
+            return NONE
+        if cpuif.lr_group(int(rec["ich_lr"][n])) != group:
+            return NONE
+        return self._deactivate_lr(rec, n)
+
+    def deactivate(self, i: int, value: int) -> int:
+        """ICV_DIR_EL1 write: a physical INTID to deactivate, -1, or -2 (trap)."""
+        rec = self._rec(i)
+        intid = self._value(value) & cpuif.INTID_FIELD
+        if int(rec["ich_hcr"]) & ich.HCR_TDIR:
+            return TRAP
+        if not int(rec["ich_vmcr"]) & ich.VMCR_EOIM:
+            return NONE
+        if cpuif.SPECIAL_FIRST <= intid <= cpuif.SPECIAL_LAST or intid >= cpuif.LPI_BASE:
+            return NONE
+        n = cpuif.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
+        if n < 0:
+            self._bump_eoicount(rec)
+            return NONE
+        return self._deactivate_lr(rec, n)
+
+    def hppir(self, i: int, group: int) -> int:
+        """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
+        rec = self._rec(i)
+        n = cpuif.hppi(rec["ich_lr"], self.nr_lrs, int(rec["ich_vmcr"]), self.pri_bits)
+        if n < 0:
+            return cpuif.INTID_SPURIOUS
+        lr = int(rec["ich_lr"][n])
+        if cpuif.lr_group(lr) != int(bool(group)):
+            return cpuif.INTID_SPURIOUS
+        return cpuif.lr_vintid(lr) & cpuif.INTID_FIELD
+
+    def rpr(self, i: int) -> int:
+        """ICV_RPR_EL1: the running priority (0xFF when idle)."""
+        return self._rpr_of(self._rec(i))
+
+    # ---- many vCPUs
+    def _indices(self, idx: Any) -> list[int]:
+        arr = np.asarray(idx, dtype=np.int64)
+        if arr.ndim != 1:
+            raise ValueError("idx must be one-dimensional")
+        n = len(self.records)
+        for k, i in enumerate(arr.tolist()):
+            if not 0 <= i < n:
+                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{n - 1})")
+        return arr.tolist()
+
+    def acknowledge_batch(self, idx: Any, group: int) -> np.ndarray:
+        """acknowledge on the vCPUs in ``idx``, in order (uint32 INTIDs)."""
+        return np.array([self.acknowledge(i, group) for i in self._indices(idx)], dtype=np.uint32)
+
+    def eoi_batch(self, idx: Any, group: int, values: Any) -> np.ndarray:
+        """eoi on the vCPUs in ``idx`` with ``values`` (int64 results)."""
+        ids = np.asarray(idx)
+        vals = np.asarray(values, dtype=np.uint64)
+        if ids.ndim != 1 or vals.shape != ids.shape:
+            raise ValueError("idx and values must be one-dimensional and of one length")
+        ids_list = self._indices(ids)
+        return np.array([self.eoi(i, group, int(v)) for i, v in zip(ids_list, vals.tolist())],
+                        dtype=np.int64)
