@@ -17,7 +17,7 @@ prints operations per second for both implementations and their ratio:
   100,000 vCPUs in both LR storage orders (with one memcpy of the same
   records as the baseline), KVM's flush + fold of one vCPU with 8 pending
   SPIs on 4 LRs (the sort path), and a whole guest cycle (enter, ICC_IAR1,
-  ICC_EOIR1, exit) through :class:`vgic.VM`.
+  ICC_EOIR1, exit) through :class:`vgic.VM` of each backend.
 
 Timings are the best of several repeats of ``time.perf_counter`` around a
 batch, so they are a per-operation minimum, as pytest-benchmark's ``min``.
