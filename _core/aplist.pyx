@@ -189,7 +189,6 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
     cdef int32_t *row
     cdef uint64_t vmcr = r.vgic_vmcr, hcr
     cdef uint32_t i, intid, b, bit, nr_pend = 0, nr_act = 0, nr_sgi = 0, total, used = 0
-    cdef bint left_active = False
     queue_new(s, vcpu)
     row = s.ap + <Py_ssize_t>vcpu * s.cap
     for i in range(<uint32_t>s.ap_len[vcpu]):
@@ -216,8 +215,6 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
             r.vgic_lr[lr_slot(used, s.reverse)] = populate_lr(s, vcpu, intid)
             s.in_lr[irq_index(b, intid)] = 1
             used += 1
-        elif g.bm[BM_ACTIVE][b] & (1u << (intid & 31)):
-            left_active = True
     for i in range(used, s.nr_lrs):
         r.vgic_lr[lr_slot(i, s.reverse)] = 0
     r.used_lrs = used
@@ -233,7 +230,9 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
         hcr |= HCR_VSGIEOICOUNT
     hcr |= HCR_VGRP0DIE if vmcr & VMCR_ENG0 else HCR_VGRP0EIE
     hcr |= HCR_VGRP1DIE if vmcr & VMCR_ENG1 else HCR_VGRP1EIE
-    if left_active or s.spis_queued:
+    # TDIR: irqs_active_outside_lrs() is KVM's count test (the LRENPIE one),
+    # or any SPI in flight VM-wide.
+    if (nr_act and total > s.nr_lrs) or s.spis_queued:
         hcr |= HCR_TDIR
     r.vgic_hcr = hcr
 
@@ -346,7 +345,13 @@ cdef class ApLists:
         self.s.spis_queued = 0
         self.s.reverse = reverse
 
+    cdef int _ready(self) except -1:
+        if self.s.g == NULL:
+            raise TypeError("this ApLists was not initialised (call ApLists(gic, records, nr_lrs, reverse))")
+        return 0
+
     cdef int _vcpu(self, vcpu) except -1:
+        self._ready()
         if not 0 <= vcpu < <int>self.s.g.nr_vcpus:
             raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.s.g.nr_vcpus} vCPUs")
         return vcpu
@@ -381,16 +386,17 @@ cdef class ApLists:
     cdef _batch(self, idx, bint flush):
         cdef Py_ssize_t i, k, m
         cdef const int64_t[::1] ix
-        cdef int n = <int>self.s.g.nr_vcpus
+        cdef int n
+        self._ready()
+        n = <int>self.s.g.nr_vcpus
         if idx is None:
-            with nogil:
-                for i in range(n):
-                    if flush:
-                        flush_one(&self.s, <int>i)
-                    else:
-                        fold_one(&self.s, <int>i)
+            for i in range(n):
+                if flush:
+                    flush_one(&self.s, <int>i)
+                else:
+                    fold_one(&self.s, <int>i)
             return
-        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
         if arr.ndim != 1:
             raise ValueError("idx must be one-dimensional")
         m = arr.shape[0]
@@ -400,12 +406,11 @@ cdef class ApLists:
         for k in range(m):
             if not 0 <= ix[k] < n:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{n - 1})")
-        with nogil:
-            for k in range(m):
-                if flush:
-                    flush_one(&self.s, <int>ix[k])
-                else:
-                    fold_one(&self.s, <int>ix[k])
+        for k in range(m):
+            if flush:
+                flush_one(&self.s, <int>ix[k])
+            else:
+                fold_one(&self.s, <int>ix[k])
 
     # ---- introspection -------------------------------------------------------
     def ap_list(self, int vcpu):

@@ -70,6 +70,7 @@ cdef struct Region:
     access_fn guest[2]          # [0] guest read, [1] guest write
     access_fn uread             # userspace read (KVM's uaccess_read)
     uwrite_fn uwrite            # userspace write, returns 0 or -errno
+    uint8_t halts               # a guest access halts every running vCPU (active state)
 
 cdef inline uint32_t bank_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
     if intid >= NR_PRIVATE:

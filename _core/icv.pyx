@@ -299,7 +299,7 @@ cdef class Icv:
     def acknowledge_batch(self, idx, int group):
         """acknowledge on the vCPUs in ``idx`` (an integer array, validated
         whole first), in order; returns the INTIDs as a uint32 array."""
-        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
         if arr.ndim != 1:
             raise ValueError("idx must be one-dimensional")
         cdef const long long[::1] ix = arr
@@ -309,16 +309,15 @@ cdef class Icv:
         for k in range(m):
             if not 0 <= ix[k] < self.n:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
-        with nogil:
-            for k in range(m):
-                o[k] = acknowledge(&self.rec[ix[k]], &self.geo, group != 0)
+        for k in range(m):
+            o[k] = acknowledge(&self.rec[ix[k]], &self.geo, group != 0)
         return out
 
     def eoi_batch(self, idx, int group, values):
         """eoi on the vCPUs in ``idx`` with the matching ``values``; returns
         the physical INTIDs to deactivate (-1 for none) as an int64 array."""
-        arr = np.ascontiguousarray(idx, dtype=np.int64)
-        vals = np.ascontiguousarray(values, dtype=np.uint64)
+        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
+        vals = np.array(values, dtype=np.uint64, copy=True)
         if arr.ndim != 1 or vals.shape != arr.shape:
             raise ValueError("idx and values must be one-dimensional and of one length")
         cdef const long long[::1] ix = arr
@@ -329,7 +328,6 @@ cdef class Icv:
         for k in range(m):
             if not 0 <= ix[k] < self.n:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
-        with nogil:
-            for k in range(m):
-                o[k] = end_of_interrupt(&self.rec[ix[k]], &self.geo, group != 0, v[k])
+        for k in range(m):
+            o[k] = end_of_interrupt(&self.rec[ix[k]], &self.geo, group != 0, v[k])
         return out

@@ -216,7 +216,7 @@ cdef class HypIf:
                 for i in range(self.n):
                     apply_one(&self.rec[i], self._nr_lrs, self._reverse, save)
             return
-        arr = np.ascontiguousarray(idx, dtype=np.int64)
+        arr = np.array(idx, dtype=np.int64, copy=True)   # private: checked, then used without the GIL
         if arr.ndim != 1:
             raise ValueError("idx must be one-dimensional")
         m = arr.shape[0]

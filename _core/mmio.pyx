@@ -141,6 +141,8 @@ cdef void build_tables() except *:
             r.guest[1] = OPS[k].write
             r.uread = OPS[k].uread
             r.uwrite = OPS[k].uwrite
+            # KVM's active-state accessors halt the guest (vgic_access_active_prepare).
+            r.halts = row.ops in ("sactive", "cactive")
             for w in range(row.offset // 4, end // 4):
                 DIRECT[f][w] = i
         NREG[f] = len(rows)
@@ -255,10 +257,13 @@ cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu
     return r.guest[is_write](g, vcpu, off, intid, size, val)
 
 
-cdef inline bint halts_guest(int frame, uint32_t off) noexcept nogil:
-    # GICD_ISACTIVER<n>/ICACTIVER<n> (0x300-0x3FF) and GICR_ISACTIVER0/
-    # ICACTIVER0 (SGI frame 0x300, 0x380): guest accesses halt every vCPU.
-    return frame != FRAME_GICR_RD and (off & ~<uint32_t>0xFF) == 0x300
+cdef inline bint halts_guest(const GicState *g, int frame, uint32_t off, int size) noexcept nogil:
+    # A valid guest access to GICD_I[SC]ACTIVER<n> (n >= 1) or GICR_I[SC]ACTIVER0:
+    # KVM's active-state handlers halt every vCPU around their work; an access
+    # that check_region refuses never reaches them.
+    cdef uint32_t intid = 0
+    cdef const Region *r = check_region(g, frame, off, size, &intid)
+    return r != NULL and r.halts
 
 
 # ------------------------------------------------------- argument validation
@@ -551,7 +556,7 @@ cdef class Gic:
             raise vcpu_error(vcpu, self.st.nr_vcpus)
         if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
             raise UnmappedAccess(a)
-        if self._halt_hook is not None and halts_guest(frame, off):
+        if self._halt_hook is not None and halts_guest(&self.st, frame, off, <int>sz):
             return self._halted_access(frame, off, owner, <int>sz, 0, 0)
         return guest_access(&self.st, frame, off, owner, <int>sz, 0, 0)
 
@@ -570,7 +575,7 @@ cdef class Gic:
             raise vcpu_error(vcpu, self.st.nr_vcpus)
         if not decode(&self.st, a, <int>vc, &frame, &off, &owner):
             raise UnmappedAccess(a)
-        if self._halt_hook is not None and halts_guest(frame, off):
+        if self._halt_hook is not None and halts_guest(&self.st, frame, off, <int>sz):
             self._halted_access(frame, off, owner, <int>sz, 1, v)
             return
         guest_access(&self.st, frame, off, owner, <int>sz, 1, v)
@@ -578,9 +583,46 @@ cdef class Gic:
     def mmio_replay(self, trace):
         """Run a trace of ``vgic.MMIO_ACCESS`` records; returns the values read."""
         if self._halt_hook is not None:
-            with self._halt_hook():
-                return self._replay(trace)
+            return self._replay_halting(trace)
         return self._replay(trace)
+
+    cdef _check_trace(self, trace):
+        if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:
+            raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not "
+                            f"{type(trace).__name__} {getattr(trace, 'dtype', '')}")
+        # A private copy: no other thread can change a record between its
+        # check and its use.
+        return np.array(trace, copy=True, order="C")
+
+    cdef _replay_halting(self, trace):
+        # With vCPUs running, each active-state access halts them around
+        # itself, as it would one by one; the rest run as usual.  The whole
+        # trace is validated first, so a rejected trace halts nothing.
+        arr = self._check_trace(trace)
+        cdef Py_ssize_t n = arr.shape[0], i = 0, j
+        out = np.zeros(n, dtype=np.uint64)
+        if n == 0:
+            return out
+        cdef const uint8_t[::1] raw = arr.view(np.uint8)
+        cdef uint64_t[::1] res = out
+        cdef const MmioAccess *acc = <const MmioAccess *> &raw[0]
+        cdef int kind = BAD_NONE, frame, owner
+        cdef uint32_t off
+        cdef Py_ssize_t bad = self._validate(acc, n, &kind)
+        if bad >= 0:
+            self._raise_bad(arr[bad], bad, kind)
+        while i < n:
+            j = i
+            while j < n:
+                if decode(&self.st, acc[j].addr, acc[j].vcpu, &frame, &off, &owner) \
+                        and halts_guest(&self.st, frame, off, acc[j].size):
+                    break
+                j += 1
+            self._run(acc + i, j - i, &res[i])
+            if j < n:
+                res[j] = self._halted_access(frame, off, owner, acc[j].size, acc[j].write != 0, acc[j].value)
+            i = j + 1
+        return out
 
     cdef _replay(self, trace):
         if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:

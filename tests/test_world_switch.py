@@ -1553,9 +1553,21 @@ def test_private_active_read_while_owner_runs_sees_lr():
     assert not vm.irq(20, vcpu=0).active
 
 
-def test_no_halt_when_no_vcpu_runs():
-    """With no vCPU running there is nothing to halt: the core's halt hook
-    is unset, so active-state accesses take the plain path."""
+def acked_spi_40(nr_vcpus=1):
+    """vCPU 0 runs with SPI 40 acknowledged: Active in its LR only; the
+    distributor's state says inactive until the LR is folded at an exit."""
+    vm = make_vm(nr_vcpus=nr_vcpus)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)
+    assert ack(v) == 40
+    assert not vm.irq(40).active
+    return vm, v
+
+
+def test_halt_hook_set_only_while_a_vcpu_runs():
     vm = make_vm(nr_vcpus=2)
     assert vm._gic.halt_hook is None
     v = vm.vcpus[1]
@@ -1563,6 +1575,98 @@ def test_no_halt_when_no_vcpu_runs():
     assert vm._gic.halt_hook is not None
     v.exit()
     assert vm._gic.halt_hook is None
+
+
+@pytest.mark.parametrize("what", ["byte access", "private word", "unmapped SGI-frame word",
+                                  "ISENABLER", "replay without active access"])
+def test_accesses_that_do_not_reach_an_active_handler_do_not_halt(what):
+    """KVM halts the guest inside its active-state handlers
+    (vgic_access_active_prepare), which only run for an access check_region
+    accepts (kvm-facts §2): a byte access to GICD_ISACTIVER (32-bit only),
+    the RAZ/WI private word GICD_ISACTIVER0, an unmapped word of the SGI
+    frame, or any other register do not halt, so the running vCPU's LR is
+    not folded (the distributor still says inactive)."""
+    vm, v = acked_spi_40()
+    d = vm.dist_base
+    if what == "byte access":
+        vm.mmio_read(d + R.GICD_ISACTIVER + 5, 1)
+    elif what == "private word":
+        vm.mmio_write(d + R.GICD_ICACTIVER, 4, 0xFFFFFFFF)
+    elif what == "unmapped SGI-frame word":
+        vm.mmio_read(v.sgi_base + R.GICR_ISACTIVER0 + 4, 4, 0)
+    elif what == "ISENABLER":
+        vm.mmio_read(d + R.GICD_ISENABLER + 4, 4)
+    else:
+        trace = np.zeros(2, dtype=vgic.MMIO_ACCESS)
+        trace[0] = (d + R.GICD_ISENABLER + 4, 0, 0, 4, 0)
+        trace[1] = (d + R.GICD_IPRIORITYR + 40, 0x40, 0, 1, 1)
+        vm.mmio_replay(trace)
+    assert not vm.irq(40).active
+    v.exit()
+    assert vm.irq(40).active                   # folded at the real exit
+
+
+def test_rejected_replay_halts_nothing():
+    """mmio_replay validates the whole trace first; a rejected trace runs
+    no access (issue #2), so it halts no vCPU either."""
+    vm, v = acked_spi_40()
+    trace = np.zeros(2, dtype=vgic.MMIO_ACCESS)
+    trace[0] = (vm.dist_base + R.GICD_ICACTIVER + 4, 1 << 8, 0, 4, 1)
+    trace[1] = (vm.dist_base + R.GICD_CTLR, 0, 0, 3, 0)          # size 3: bad
+    with pytest.raises(ValueError, match=r"trace\[1\]"):
+        vm.mmio_replay(trace)
+    assert not vm.irq(40).active
+    v.exit()
+    assert vm.irq(40).active
+
+
+def test_replay_halts_around_each_active_access_only():
+    """A replay behaves as its accesses made one by one: an edge SPI whose
+    pending state moved into a running vCPU's LR reads 0 in GICD_ISPENDR
+    (the latch was consumed by the flush, kvm-facts §4.4); a GICD_ISACTIVER
+    read halts the vCPU (fold: the latch comes back, §4.5) and resumes it
+    (flush: consumed again), so the next ISPENDR read is 0 again."""
+    vm = make_vm(nr_vcpus=1)
+    enable_spi(vm, 40, 0x40)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    d = vm.dist_base
+    trace = np.zeros(3, dtype=vgic.MMIO_ACCESS)
+    trace[0] = (d + R.GICD_ISPENDR + 4, 0, 0, 4, 0)
+    trace[1] = (d + R.GICD_ISACTIVER + 4, 0, 0, 4, 0)
+    trace[2] = (d + R.GICD_ISPENDR + 4, 0, 0, 4, 0)
+    out = [(int(x) >> 8) & 1 for x in vm.mmio_replay(trace)]
+    assert out == [0, 0, 0]
+    one_by_one = [(vm.mmio_read(int(t["addr"]), 4) >> 8) & 1 for t in trace]
+    assert one_by_one == out
+    guest_open(v)
+    assert ack(v) == 40                        # still delivered after the halts
+    v.exit()
+
+
+def test_tdir_set_by_count_of_active_interrupts():
+    """KVM 6.19 vgic_v3_configure_hcr (kvm-facts §4.6): TDIR is set when
+    irqs_active_outside_lrs(), a count test -- an active interrupt and more
+    interrupts than LRs -- even if the sort put the active one in an LR.
+    1 LR; PPI 20 (Group 1) active, PPI 21 (Group 0, disabled) pending: the
+    comparator puts 20 in the LR (enabled group first), LRENPIE and TDIR set."""
+    vm = make_vm(nr_vcpus=1, nr_lrs=1)
+    sgi_frame_wr(vm, 0, R.GICR_ISENABLER0, (1 << 20) | (1 << 21))
+    sgi_frame_wr(vm, 0, R.GICR_IGROUPR0, 0xFFFFFFFF & ~(1 << 21))
+    vm.set_irq_level(20, 1, vcpu=0)
+    v = vm.vcpus[0]
+    v.enter()
+    guest_open(v)                              # IGRPEN1 only: Group 0 off
+    assert ack(v) == 20
+    v.exit()
+    vm.set_irq_level(21, 1, vcpu=0)
+    v.enter()
+    lr0 = v.hyp.read("ICH_LR0_EL2")
+    assert lr0 & 0xFFFFFFFF == 20 and lr0 & LR_ACTIVE
+    assert v.cpu_if.hcr & LRENPIE
+    assert v.cpu_if.hcr & TDIR
+    v.exit()
 
 
 def test_replay_while_vcpu_runs_halts_it():
@@ -1638,13 +1742,42 @@ def test_register_groups_busy_while_a_vcpu_runs():
                                    uapi.mpidr_to_attr(v0.mpidr) | R.GICR_CTLR),
         lambda: vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC)),
         lambda: vm.set_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC), 0x80),
+        lambda: vm.set_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, R.GICD_ISENABLER + 4, 1),
+        lambda: vm.get_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO,
+                                   uapi.mpidr_to_attr(v0.mpidr) | 32),
+        lambda: vm.set_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO,
+                                   uapi.mpidr_to_attr(v0.mpidr) | 32, 1),
+        # kvm-facts §5.6: SAVE_PENDING_TABLES needs every vCPU lockable too.
+        lambda: vm.set_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_CTRL,
+                                   uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, 0),
     ]
     for attempt in attempts:
         with pytest.raises(vgic.KvmError) as exc:
             attempt()
         assert exc.value.errno == errno.EBUSY
+    assert dist_bit(vm, R.GICD_ISENABLER, 32) == 0           # the refused write did nothing
     v1.exit()
     assert vm.get_device_attr(GRP_SYSREGS, sysreg_attr(v0, PMR_ENC)) == 0
+    vm.set_device_attr(uapi.KVM_DEV_ARM_VGIC_GRP_CTRL, uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES, 0)
+
+
+def test_attribute_parsed_before_the_vcpu_lock():
+    """KVM's vgic_v3_attr_regs_access parses the attribute (MPIDR to vCPU)
+    before lock_all_vcpus: an MPIDR no vCPU has is -EINVAL even while a
+    vCPU runs, and such a failed call leaves the vCPUs as they were."""
+    vm = make_vm(nr_vcpus=2)
+    v0, v1 = vm.vcpus
+    v1.enter()
+    bad = uapi.mpidr_to_attr(0xFF) | PMR_ENC
+    with pytest.raises(vgic.KvmError) as exc:
+        vm.get_device_attr(GRP_SYSREGS, bad)
+    assert exc.value.errno == errno.EINVAL
+    v1.exit()
+    v0.load()
+    with pytest.raises(vgic.KvmError) as exc:
+        vm.get_device_attr(GRP_SYSREGS, bad)
+    assert exc.value.errno == errno.EINVAL
+    assert v0.loaded and v1.loaded
 
 
 def test_sysreg_write_after_exit_without_put_reaches_the_guest():

@@ -146,28 +146,43 @@ def test_world_switch_core_equals_twin(nr_lrs, order, ops):
 
 
 @SETTINGS
-@given(nr_lrs=st.sampled_from([1, 4]), ops=st.lists(op, min_size=1, max_size=30),
-       rounds=st.integers(1, 3))
-def test_batch_flush_fold_equals_per_vcpu(nr_lrs, ops, rounds):
-    """flush_batch/fold_batch over every vCPU equal flush/fold called per vCPU
-    in index order (the batch form's contract), on both backends."""
-    for backend in ("core", "pure"):
-        vms = [vgic.VM(nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, nr_lrs=nr_lrs, backend=backend)
-               for _ in range(2)]
+@given(nr_lrs=st.sampled_from([1, 4]), order=st.sampled_from(["direct", "reverse"]),
+       ops=st.lists(op, min_size=1, max_size=30),
+       guest=st.lists(st.lists(st.integers(0, 3), min_size=16, max_size=16), min_size=1, max_size=3))
+def test_batch_kernels_core_equal_twin_per_vcpu(nr_lrs, order, ops, guest):
+    """The core's batch kernels (flush_batch, restore_state_batch,
+    save_state_batch, fold_batch over every vCPU) leave the state the twin's
+    per-vCPU calls leave, round after round, with the "guest" setting each
+    LR's State field to a random value between entry and exit (acknowledge,
+    complete, or leave pending) so that the fold sees every case."""
+    vms = [vgic.VM(nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, nr_lrs=nr_lrs, lr_order=order, backend=b)
+           for b in ("core", "pure")]
+    for vm in vms:
+        vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, 2)
+        vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
+        for o in ops:
+            if o[0] not in ("enter", "exit", "read", "write"):
+                apply(vm, o)
+    core_vm, twin_vm = vms
+    for states in guest:
+        core_vm._vgic.lists.flush_batch()
+        core_vm._hyp_if.restore_state_batch()
+        for v in range(NR_VCPUS):
+            twin_vm._vgic.lists.flush(v)
+            twin_vm._hyp_if.restore_state(v)
         for vm in vms:
-            vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, 2)
-            vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
-            for o in ops:
-                if o[0] not in ("enter", "exit", "read", "write"):
-                    apply(vm, o)
-        for _ in range(rounds):
-            vms[0]._vgic.lists.flush_batch()
-            vms[0]._vgic.lists.fold_batch(np.arange(NR_VCPUS))
-            for v in range(NR_VCPUS):
-                vms[1]._vgic.lists.flush(v)
-            for v in range(NR_VCPUS):
-                vms[1]._vgic.lists.fold(v)
-        assert_same(vms[0], vms[1], backend)
+            lrs = vm.cpu_if_records["ich_lr"]
+            for n in range(nr_lrs):
+                for v in range(NR_VCPUS):
+                    lr = int(lrs[v, n])
+                    if lr >> 62:                      # a used LR: the guest moves its State
+                        lrs[v, n] = (lr & ~(3 << 62)) | (states[n] << 62)
+        core_vm._hyp_if.save_state_batch()
+        core_vm._vgic.lists.fold_batch(np.arange(NR_VCPUS))
+        for v in range(NR_VCPUS):
+            twin_vm._hyp_if.save_state(v)
+            twin_vm._vgic.lists.fold(v)
+        assert_same(core_vm, twin_vm, "after a round")
 
 
 @pytest.mark.parametrize("backend", ["core", "pure"])
@@ -227,3 +242,19 @@ def test_enter_exit_vcpus_validate_first():
         vm.enter_vcpus([[0]])
     vm.exit_vcpus([1])
     assert not any(v.running for v in vm.vcpus) and vm._gic.halt_hook is None
+
+
+def test_enter_vcpus_of_none():
+    vm = vgic.VM(nr_vcpus=2, nr_irqs=64)
+    vm.enter_vcpus([])
+    vm.exit_vcpus(np.array([], dtype=np.int64))
+    assert not any(v.running for v in vm.vcpus)
+
+
+def test_uninitialised_aplists_refused():
+    from vgic._core.aplist import ApLists
+    lists = ApLists.__new__(ApLists)
+    with pytest.raises(TypeError, match="not initialised"):
+        lists.flush(0)
+    with pytest.raises(TypeError, match="not initialised"):
+        lists.fold_batch()

@@ -8,8 +8,9 @@ through the same region tables as guest MMIO, using each region's userspace
 handlers where KVM's differ from a guest's (kvm-facts §2, §6;
 Documentation/virt/kvm/devices/arm-vgic-v3.rst).
 
-Register groups (DIST_REGS, REDIST_REGS, CPU_SYSREGS, LEVEL_INFO) take every
-vCPU's lock as KVM's vgic_v3_attr_regs_access does: with a vCPU between
+Register groups (DIST_REGS, REDIST_REGS, CPU_SYSREGS, LEVEL_INFO) and
+CTRL SAVE_PENDING_TABLES take every vCPU's lock as KVM does (after parsing the
+attribute, so a bad MPIDR is still -EINVAL): with a vCPU between
 ``enter()`` and ``exit()`` (inside KVM_RUN) they fail with -EBUSY, and a vCPU
 that is loaded but not running is put first, as KVM_RUN puts it before
 returning to userspace, so its APRs are saved and a written ICH_VMCR/APR
@@ -89,12 +90,9 @@ def _addr_value(vm: "VM", attr: int) -> int:
     raise KvmError(errno.ENXIO, f"address type {attr} is not a vGICv3 address type")
 
 
-REG_GROUPS = (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS,
-              uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO)
-
-
 def _lock_all_vcpus(vm: "VM") -> None:
-    """lock_all_vcpus(): -EBUSY while any vCPU runs; loaded vCPUs are put."""
+    """lock_all_vcpus(), taken after the attribute is parsed as in KVM's
+    vgic_v3_attr_regs_access: -EBUSY while any vCPU runs; loaded vCPUs are put."""
     for v in vm.vcpus:
         if v.running:
             raise KvmError(errno.EBUSY, f"vCPU {v.id} is running")
@@ -107,20 +105,21 @@ def get_attr(vm: "VM", group: int, attr: int) -> int:
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
     gic = vm._gic
-    if group in REG_GROUPS:
-        _lock_all_vcpus(vm)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         return _addr_value(vm, attr)
     if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
         frame, vcpu, offset = _regs_target(vm, group, attr)
+        _lock_all_vcpus(vm)
         return gic.uaccess_read(frame, vcpu, offset)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return vm.nr_irqs
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        _lock_all_vcpus(vm)
         return cpu_sysregs.get(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         vcpu, intid = _level_info(vm, attr)
+        _lock_all_vcpus(vm)
         return gic.line_level_read(vcpu, intid)
     raise KvmError(errno.ENXIO, f"group {group} cannot be read on the vGICv3 device")
 
@@ -130,8 +129,6 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
     gic = vm._gic
-    if group in REG_GROUPS:
-        _lock_all_vcpus(vm)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         value = _check_u("value", value, U64)
         if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION:
@@ -142,6 +139,7 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
     if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
         value = _check_u("value", value, U32)
         frame, vcpu, offset = _regs_target(vm, group, attr)
+        _lock_all_vcpus(vm)
         ret = gic.uaccess_write(frame, vcpu, offset, value)
         if ret:
             raise KvmError(-ret, f"{regmap.FRAME_NAMES[frame]} offset {offset:#x} refuses {value:#x}")
@@ -155,16 +153,19 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
         if attr == uapi.KVM_DEV_ARM_VGIC_CTRL_INIT:
             return  # already initialised: KVM's vgic_init() returns 0
         if attr == uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES:
+            _lock_all_vcpus(vm)   # kvm-facts §5.6: all vCPUs locked (EBUSY if one runs)
             return  # no LPIs exist without an ITS: nothing to write
         raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         value = _check_u("value", value, U64)
         vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        _lock_all_vcpus(vm)
         cpu_sysregs.set(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         value = _check_u("value", value, U32)
         vcpu, intid = _level_info(vm, attr)
+        _lock_all_vcpus(vm)
         gic.line_level_write(vcpu, intid, value)
         return
     raise KvmError(errno.ENXIO, f"group {group} cannot be written on the vGICv3 device")

@@ -53,14 +53,17 @@ class VgicV3:
         """kvm_arm_halt_guest() / kvm_arm_resume_guest(): every running vCPU
         but ``keep`` exits (its LRs are saved and folded) for the duration,
         then enters again (its ap_list is flushed anew)."""
-        stopped = [v for v in self.vm.vcpus if v.running and v.id != keep]
-        for v in stopped:
-            v.exit()
+        stopped = []
         try:
+            for v in self.vm.vcpus:
+                if v.running and v.id != keep:
+                    v.exit()
+                    stopped.append(v)
             yield
         finally:
             for v in stopped:
-                v.enter()
+                if not v.running:
+                    v.enter()
 
     # ------------------------------------------------------------ traps
     def dispatch_sgi(self, vcpu: int, reg: str, value: int) -> None:

@@ -390,6 +390,8 @@ class VM:
     # ----------------------------------------------------- batch world switch
     def _batch_ids(self, vcpus: Any, running: bool) -> np.ndarray:
         ids = np.arange(self.nr_vcpus) if vcpus is None else np.asarray(vcpus)
+        if ids.size == 0 and ids.ndim == 1:
+            ids = ids.astype(np.int64)          # [] arrives as float64
         if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
             raise TypeError("vcpus must be a 1-D array of vCPU indices or None")
         ids = ids.astype(np.int64)

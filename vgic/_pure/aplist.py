@@ -113,7 +113,7 @@ class ApLists:
         if total > self.nr_lrs:
             self._sort(vcpu, vmcr)
             mine = [irq for irq in self.lists[vcpu] if self._oracle(irq) == vcpu]
-        chosen, rest = mine[:self.nr_lrs], mine[self.nr_lrs:]
+        chosen = mine[:self.nr_lrs]
         for i, irq in enumerate(chosen):
             rec["vgic_lr"][self._slot(i)] = self._populate_lr(irq)
             irq.in_lr = True
@@ -127,7 +127,8 @@ class ApLists:
         hcr |= ich.HCR_VSGIEOICOUNT if nr_sgi == 0 else 0
         hcr |= ich.HCR_VGRP0DIE if vmcr & ich.VMCR_ENG0 else ich.HCR_VGRP0EIE
         hcr |= ich.HCR_VGRP1DIE if vmcr & ich.VMCR_ENG1 else ich.HCR_VGRP1EIE
-        if any(irq.active for irq in rest) or self.spis_queued:
+        # irqs_active_outside_lrs(): a count test, as for LRENPIE.
+        if (nr_act and total > self.nr_lrs) or self.spis_queued:
             hcr |= ich.HCR_TDIR
         rec["vgic_hcr"] = hcr
 

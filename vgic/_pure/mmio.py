@@ -480,10 +480,13 @@ class Gic:
             raise TypeError(f"halt_hook must be callable or None, not {type(hook).__name__}")
         self._halt_hook = hook
 
-    @staticmethod
-    def _halts_guest(frame: int, offset: int) -> bool:
-        # GICD_I[SC]ACTIVER<n> (0x300-0x3FF), GICR_I[SC]ACTIVER0 (SGI frame).
-        return frame != FRAME_GICR_RD and offset & ~0xFF == 0x300
+    def _halts_guest(self, frame: int, offset: int, size: int) -> bool:
+        # A valid access to GICD_I[SC]ACTIVER<n> or GICR_I[SC]ACTIVER0: KVM's
+        # active-state handlers halt every vCPU; a refused access never
+        # reaches them.
+        bound = _find(frame, offset)
+        return (bound is not None and bound.region.ops in ("sactive", "cactive")
+                and _check(bound.region, offset, size, self._nr_irqs) != _INVALID)
 
     def mmio_read(self, addr: int, size: int, vcpu: int = 0) -> int:
         """A guest load of ``size`` bytes at ``addr`` by vCPU ``vcpu``.
@@ -501,7 +504,7 @@ class Gic:
         vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
-        if self._halt_hook is not None and self._halts_guest(frame, offset):
+        if self._halt_hook is not None and self._halts_guest(frame, offset, size):
             with self._halt_hook():
                 return self._read(frame, offset, vcpu if owner < 0 else owner, size)
         return self._read(frame, offset, vcpu if owner < 0 else owner, size)
@@ -518,7 +521,7 @@ class Gic:
         vcpu = _as_int(vcpu, "vcpu")
         self._check_vcpu(vcpu)
         frame, offset, owner = self._decode_or_raise(addr)
-        if self._halt_hook is not None and self._halts_guest(frame, offset):
+        if self._halt_hook is not None and self._halts_guest(frame, offset, size):
             with self._halt_hook():
                 self._write(frame, offset, vcpu if owner < 0 else owner, size, value)
             return
@@ -533,12 +536,9 @@ class Gic:
         :class:`vgic.UnmappedAccess`, both naming the record index, and in
         either case no access is performed.
         """
-        if self._halt_hook is not None:
-            with self._halt_hook():
-                return self._replay(trace)
-        return self._replay(trace)
+        return self._replay(trace, self._halt_hook)
 
-    def _replay(self, trace: npt.NDArray[Any]) -> npt.NDArray[np.uint64]:
+    def _replay(self, trace: npt.NDArray[Any], hook: Callable[[], Any] | None) -> npt.NDArray[np.uint64]:
         if not isinstance(trace, np.ndarray):
             raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, "
                             f"not {type(trace).__name__}")
@@ -572,7 +572,14 @@ class Gic:
         # Pass 2: run in order.
         out = [0] * len(decoded)
         for i, (frame, offset, vcpu) in enumerate(decoded):
-            if writes[i]:
+            if hook is not None and self._halts_guest(frame, offset, sizes[i]):
+                # Running vCPUs halt around each active-state access alone.
+                with hook():
+                    if writes[i]:
+                        self._write(frame, offset, vcpu, sizes[i], values[i])
+                    else:
+                        out[i] = self._read(frame, offset, vcpu, sizes[i])
+            elif writes[i]:
                 self._write(frame, offset, vcpu, sizes[i], values[i])
             else:
                 out[i] = self._read(frame, offset, vcpu, sizes[i])
