@@ -73,7 +73,7 @@ def test_core_equals_twin(rec, ops, geo):
     assert a[0].tobytes() == bytes(ich.VCPU_IF.itemsize)       # other vCPU untouched
 
 
-@SETTINGS
+@settings(SETTINGS, max_examples=100)
 @given(recs=st.lists(record, min_size=1, max_size=6), group=st.integers(0, 1),
        values=st.lists(intid_value, min_size=6, max_size=6))
 def test_batches_equal_single_calls(recs, group, values):
