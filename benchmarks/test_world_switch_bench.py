@@ -160,6 +160,28 @@ def test_enter_exit_vcpus(benchmark, backend, lr_core):
 
 
 @pytest.mark.parametrize("impl", ["core", "twin"])
+@pytest.mark.benchmark(group="icv_ack_eoi_batch")
+def test_icv_ack_eoi_batch(benchmark, impl, lr_core):
+    """The guest's acknowledge then EOI on 2,000 vCPUs, each with a pending
+    Group 1 interrupt in LR 0 (re-armed every round)."""
+    from vgic._pure import icv as pure_icv
+    core_icv = pytest.importorskip("vgic._core.icv")
+    mod = core_icv if impl == "core" else pure_icv
+    n = 2_000
+    r = np.zeros(n, ich.VCPU_IF)
+    r["ich_vmcr"] = ich.VMCR_ENG1 | (0xFF << ich.VMCR_PMR_SHIFT)
+    k = mod.Icv(r, 4, 5, 5)
+    idx = np.arange(n)
+    pending = ich.lr_value(40, 0x40, pending=True)
+
+    def run():
+        r["ich_lr"][:, 0] = pending
+        intids = k.acknowledge_batch(idx, 1)
+        k.eoi_batch(idx, 1, intids)
+    benchmark(run)
+
+
+@pytest.mark.parametrize("impl", ["core", "twin"])
 @pytest.mark.benchmark(group="lr_codec")
 def test_lr_codec(benchmark, impl, lr_core, lr_pure):
     """lr_encode_batch + lr_decode_batch of 10,000 list-register values."""
