@@ -233,28 +233,38 @@ cdef inline bint decode(const GicState *g, uint64_t addr, int accessor, int *fra
     return (in_d | in_r) != 0
 
 
-cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu,
-                                  int size, int is_write, uint64_t val) noexcept nogil:
-    cdef uint32_t intid = 0
-    cdef const Region *r
+cdef inline uint64_t direct_access(GicState *g, int frame, uint32_t off, int vcpu,
+                                   int size, int is_write, uint64_t val) noexcept nogil:
+    # The hot path, with the direct region index and one rarely taken
+    # branch: on a random trace every data-dependent branch here would be a
+    # misprediction.  Unmapped words hit the RAZ/WI sentinel; the INTID is
+    # computed for every region and kept only for per-IRQ ones.
+    cdef const Region *r = &REGIONS[frame][DIRECT[frame][off >> 2]]
+    cdef uint32_t intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
     cdef uint32_t bad
-    if LOOKUP_DIRECT:
-        # The hot path, written with one rarely taken branch: on a random
-        # trace every data-dependent branch here would be a misprediction.
-        # Unmapped words hit the RAZ/WI sentinel; the INTID is computed for
-        # every region and kept only for per-IRQ ones.
-        r = &REGIONS[frame][DIRECT[frame][off >> 2]]
-        intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
-        intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
-        bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
-            | ((r.bpi != 0) & (intid >= g.nr_irqs))
-        if bad:
-            return 0
-        return r.guest[is_write](g, vcpu, off, intid, size, val)
-    r = check_region(g, frame, off, size, &intid)
+    intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
+    bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
+        | ((r.bpi != 0) & (intid >= g.nr_irqs))
+    if bad:
+        return 0
+    return r.guest[is_write](g, vcpu, off, intid, size, val)
+
+
+cdef uint64_t searched_access(GicState *g, int frame, uint32_t off, int vcpu,
+                              int size, int is_write, uint64_t val) noexcept nogil:
+    # The same through binary search (set_lookup("bsearch")).
+    cdef uint32_t intid = 0
+    cdef const Region *r = check_region(g, frame, off, size, &intid)
     if r == NULL:
         return 0
     return r.guest[is_write](g, vcpu, off, intid, size, val)
+
+
+cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu,
+                                  int size, int is_write, uint64_t val) noexcept nogil:
+    if LOOKUP_DIRECT:
+        return direct_access(g, frame, off, vcpu, size, is_write, val)
+    return searched_access(g, frame, off, vcpu, size, is_write, val)
 
 
 cdef inline bint halts_guest(const GicState *g, int frame, uint32_t off, int size) noexcept nogil:
@@ -708,6 +718,17 @@ cdef class Gic:
         cdef uint32_t off
         cdef uint32_t nr_vcpus = self.st.nr_vcpus
         cdef const MmioAccess *a
+        if not LOOKUP_DIRECT:
+            for i in range(n):
+                a = &acc[i]
+                if (SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
+                        | ((a.write != 0) & ((a.value & VALUE_EXCESS[a.size]) != 0))):
+                    return i
+                if not decode(&self.st, a.addr, a.vcpu, &frame, &off, &owner):
+                    return i
+                res[i] = searched_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
+            return -1
+        # The same loop with the direct lookup written in, so that it inlines.
         for i in range(n):
             a = &acc[i]
             if (SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
@@ -715,7 +736,7 @@ cdef class Gic:
                 return i
             if not decode(&self.st, a.addr, a.vcpu, &frame, &off, &owner):
                 return i
-            res[i] = guest_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
+            res[i] = direct_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
         return -1
 
     cdef void _run(self, const MmioAccess *acc, Py_ssize_t n, uint64_t *res) noexcept nogil:
