@@ -60,6 +60,8 @@ cdef struct GicState:
 ctypedef uint64_t (*access_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil
 ctypedef int (*uwrite_fn)(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil
 
+# What a guest access needs, in 32 bytes (half a cache line): the replay
+# loop reads one per access, so its size is its cache footprint.
 cdef struct Region:
     uint32_t offset
     uint32_t length
@@ -67,10 +69,13 @@ cdef struct Region:
     uint8_t widths              # ACC_* flags
     uint8_t bpi                 # bits per IRQ, 0 for a plain register
     uint8_t bpi_shift           # log2(bpi)
+    uint8_t halts               # a guest access halts every running vCPU (active state)
     access_fn guest[2]          # [0] guest read, [1] guest write
+
+# The userspace handlers of the same region (cold: device attributes only).
+cdef struct URegion:
     access_fn uread             # userspace read (KVM's uaccess_read)
     uwrite_fn uwrite            # userspace write, returns 0 or -errno
-    uint8_t halts               # a guest access halts every running vCPU (active state)
 
 cdef inline uint32_t bank_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
     if intid >= NR_PRIVATE:

@@ -17,7 +17,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.string cimport memcpy, memset
 from cpython.pycapsule cimport PyCapsule_New
 
-from vgic._core.gicstate cimport (GicState, Region, access_fn, uwrite_fn,
+from vgic._core.gicstate cimport (GicState, Region, URegion, access_fn, uwrite_fn,
     bank_of, prio_index, default_mpidr, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS, FRAME_GICD, FRAME_GICR_RD, FRAME_GICR_SGI, NR_FRAMES,
@@ -93,6 +93,7 @@ if _missing:
 
 # -------------------------------------------------------------- region tables
 cdef Region REGIONS[NR_FRAMES][MAX_REGIONS]
+cdef URegion UREGIONS[NR_FRAMES][MAX_REGIONS]
 cdef int NREG[NR_FRAMES]
 # Direct index: region number of each 32-bit word of a frame (NO_REGION if
 # none).  Region bounds are multiples of 4, so a word never spans two.
@@ -139,8 +140,8 @@ cdef void build_tables() except *:
             r.bpi_shift = log2_exact(row.bpi) if row.bpi else 0
             r.guest[0] = OPS[k].read
             r.guest[1] = OPS[k].write
-            r.uread = OPS[k].uread
-            r.uwrite = OPS[k].uwrite
+            UREGIONS[f][i].uread = OPS[k].uread
+            UREGIONS[f][i].uwrite = OPS[k].uwrite
             # KVM's active-state accessors halt the guest (vgic_access_active_prepare).
             r.halts = row.ops in ("sactive", "cactive")
             for w in range(row.offset // 4, end // 4):
@@ -787,7 +788,7 @@ cdef class Gic:
         cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
         if r == NULL:
             return 0
-        return r.uread(&self.st, vcpu, <uint32_t>offset, intid, 4, 0)
+        return UREGIONS[frame][r - &REGIONS[frame][0]].uread(&self.st, vcpu, <uint32_t>offset, intid, 4, 0)
 
     def uaccess_write(self, int frame, int vcpu, uint64_t offset, uint32_t value):
         """A 32-bit userspace write; returns 0 or a negative errno."""
@@ -795,8 +796,9 @@ cdef class Gic:
         cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
         if r == NULL:
             return 0
-        if r.uwrite != NULL:
-            return r.uwrite(&self.st, vcpu, <uint32_t>offset, intid, 4, value)
+        cdef const URegion *u = &UREGIONS[frame][r - &REGIONS[frame][0]]
+        if u.uwrite != NULL:
+            return u.uwrite(&self.st, vcpu, <uint32_t>offset, intid, 4, value)
         r.guest[1](&self.st, vcpu, <uint32_t>offset, intid, 4, value)
         return 0
 
