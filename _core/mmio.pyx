@@ -94,6 +94,7 @@ if _missing:
 # -------------------------------------------------------------- region tables
 cdef Region REGIONS[NR_FRAMES][MAX_REGIONS]
 cdef URegion UREGIONS[NR_FRAMES][MAX_REGIONS]
+cdef access_fn REFUSED[2]          # RAZ / WI: what a refused access does
 cdef int NREG[NR_FRAMES]
 # Direct index: region number of each 32-bit word of a frame (NO_REGION if
 # none).  Region bounds are multiples of 4, so a word never spans two.
@@ -120,6 +121,8 @@ cdef void build_tables() except *:
         # The sentinel: where no region is, reads are 0 and writes ignored
         # (KVM's RAZ/WI for unknown offsets), so the direct lookup needs no
         # NULL test.
+        REFUSED[0] = raz
+        REFUSED[1] = wi
         r = &REGIONS[f][NO_REGION]
         memset(r, 0, sizeof(Region))
         r.widths = ACC_8 | ACC_32 | ACC_64
@@ -249,6 +252,43 @@ cdef inline uint64_t direct_access(GicState *g, int frame, uint32_t off, int vcp
     if bad:
         return 0
     return r.guest[is_write](g, vcpu, off, intid, size, val)
+
+
+cdef struct Prepared:
+    # One access with its handler chosen and its arguments computed.
+    access_fn fn
+    uint64_t val
+    uint32_t off
+    uint32_t intid
+    int32_t vcpu
+    int32_t size
+
+cdef enum:
+    BLOCK = 64          # records prepared ahead of their dispatch
+
+
+cdef inline bint prepare(const GicState *g, const MmioAccess *a, Prepared *p) noexcept nogil:
+    # decode + direct lookup + the region check of one valid record, with no
+    # data-dependent branch; False if the address is outside every frame.
+    # Refused accesses get a RAZ/WI handler, so dispatch never branches.
+    cdef int frame, owner
+    cdef uint32_t off, intid, bad
+    cdef const Region *r
+    cdef int size = a.size
+    cdef bint ok = decode(g, a.addr, a.vcpu, &frame, &off, &owner)
+    off &= FRAME_SIZE - 1               # in range even for an undecodable address
+    r = &REGIONS[frame][DIRECT[frame][off >> 2]]
+    intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
+    intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
+    bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
+        | ((r.bpi != 0) & (intid >= g.nr_irqs))
+    p.fn = REFUSED[a.write != 0] if bad else r.guest[a.write != 0]
+    p.val = a.value
+    p.off = off
+    p.intid = intid
+    p.vcpu = owner
+    p.size = size
+    return ok
 
 
 cdef uint64_t searched_access(GicState *g, int frame, uint32_t off, int vcpu,
@@ -729,29 +769,65 @@ cdef class Gic:
                     return i
                 res[i] = searched_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
             return -1
-        # The same loop with the direct lookup written in, so that it inlines.
-        for i in range(n):
-            a = &acc[i]
-            if (SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
-                    | ((a.write != 0) & ((a.value & VALUE_EXCESS[a.size]) != 0))):
-                return i
-            if not decode(&self.st, a.addr, a.vcpu, &frame, &off, &owner):
-                return i
-            res[i] = direct_access(&self.st, frame, off, owner, a.size, a.write != 0, a.value)
+        # Direct lookup: blocks of records are checked and prepared first
+        # (no data-dependent branches, so the CPU overlaps them), then
+        # dispatched; after a mispredicted dispatch the next one's handler
+        # and arguments are already at hand.  Preparing reads only tables no
+        # access can change, so the order of effects is the trace's.
+        cdef Prepared pre[BLOCK]
+        cdef Py_ssize_t base = 0, k, m, bad_at
+        cdef uint32_t bad
+        while base < n:
+            m = n - base if n - base < BLOCK else BLOCK
+            bad_at = -1
+            for k in range(m):
+                a = &acc[base + k]
+                bad = (SIZE_BAD[a.size] | (a.vcpu >= nr_vcpus)
+                       | ((a.write != 0) & ((a.value & VALUE_EXCESS[a.size]) != 0)))
+                bad |= not prepare(&self.st, a, &pre[k])
+                if bad:
+                    bad_at = k
+                    break
+            if bad_at >= 0:
+                m = bad_at
+            for k in range(m):
+                res[base + k] = pre[k].fn(&self.st, pre[k].vcpu, pre[k].off, pre[k].intid,
+                                          pre[k].size, pre[k].val)
+            if bad_at >= 0:
+                return base + bad_at
+            base += m
         return -1
 
     cdef void _run(self, const MmioAccess *acc, Py_ssize_t n, uint64_t *res) noexcept nogil:
-        cdef Py_ssize_t i
+        cdef Py_ssize_t i, base = 0, k, m
         cdef int frame, owner
         cdef uint32_t off
-        for i in range(n):
-            # Validated already; the checks stay so that no record can ever
-            # index outside the tables.
-            if decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner) and valid_size(acc[i].size):
-                res[i] = guest_access(&self.st, frame, off, owner, acc[i].size,
-                                      acc[i].write != 0, acc[i].value)
-            else:
-                res[i] = 0
+        cdef uint32_t nr_vcpus = self.st.nr_vcpus
+        cdef Prepared pre[BLOCK]
+        cdef const MmioAccess *a
+        if not LOOKUP_DIRECT:
+            for i in range(n):
+                # Validated already; the checks stay so that no record can
+                # ever index outside the tables.
+                if decode(&self.st, acc[i].addr, acc[i].vcpu, &frame, &off, &owner) \
+                        and valid_size(acc[i].size) and acc[i].vcpu < nr_vcpus:
+                    res[i] = searched_access(&self.st, frame, off, owner, acc[i].size,
+                                             acc[i].write != 0, acc[i].value)
+                else:
+                    res[i] = 0
+            return
+        # Blocks prepared, then dispatched, as in _run_checked.
+        while base < n:
+            m = n - base if n - base < BLOCK else BLOCK
+            for k in range(m):
+                a = &acc[base + k]
+                if not (prepare(&self.st, a, &pre[k]) & valid_size(a.size) & (a.vcpu < nr_vcpus)):
+                    pre[k].fn = REFUSED[a.write != 0]     # never after validation
+                    pre[k].vcpu = 0
+            for k in range(m):
+                res[base + k] = pre[k].fn(&self.st, pre[k].vcpu, pre[k].off, pre[k].intid,
+                                          pre[k].size, pre[k].val)
+            base += m
 
     cdef _raise_bad(self, rec, Py_ssize_t i, int kind):
         addr, size, value, vcpu = int(rec["addr"]), int(rec["size"]), int(rec["value"]), int(rec["vcpu"])
