@@ -14,6 +14,8 @@ physical INTID to deactivate (an LR with HW = 1), ``NONE`` (-1) for nothing
 more to do, and ``deactivate`` returns ``TRAP`` (-2) when ICH_HCR_EL2.TDIR
 traps the write to EL2.
 """
+import operator
+
 import numpy as np
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
@@ -268,27 +270,36 @@ cdef class Icv:
         return &self.rec[i]
 
     cdef inline uint64_t _value(self, value) except? 0xFFFFFFFFFFFFFFFF:
+        value = operator.index(value)          # integers only: a float is a TypeError
         if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
             raise ValueError(f"value {value} does not fit a 64-bit register")
         return value
 
-    def acknowledge(self, Py_ssize_t i, int group):
-        """ICV_IAR<group>_EL1 read: the acknowledged INTID, or 1023."""
-        return acknowledge(self._at(i), &self.geo, group != 0)
+    cdef inline int _group(self, group) except -1:
+        if operator.index(group) not in (0, 1):
+            raise ValueError(f"group {group} is not 0 or 1")
+        return group
 
-    def eoi(self, Py_ssize_t i, int group, value):
+    def acknowledge(self, Py_ssize_t i, group):
+        """ICV_IAR<group>_EL1 read: the acknowledged INTID, or 1023."""
+        cdef int g = self._group(group)
+        return acknowledge(self._at(i), &self.geo, g)
+
+    def eoi(self, Py_ssize_t i, group, value):
         """ICV_EOIR<group>_EL1 write: a physical INTID to deactivate, or -1."""
-        return end_of_interrupt(self._at(i), &self.geo, group != 0, self._value(value))
+        cdef int g = self._group(group)
+        return end_of_interrupt(self._at(i), &self.geo, g, self._value(value))
 
     def deactivate(self, Py_ssize_t i, value):
         """ICV_DIR_EL1 write: a physical INTID to deactivate, -1, or -2 (trap)."""
         return deactivate(self._at(i), &self.geo, self._value(value))
 
-    def hppir(self, Py_ssize_t i, int group):
+    def hppir(self, Py_ssize_t i, group):
         """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
+        cdef int g = self._group(group)
         cdef VcpuIf *r = self._at(i)
         cdef int n = hppi(r, &self.geo)
-        if n < 0 or ((r.ich_lr[n] & LR_GROUP) != 0) != (group != 0):
+        if n < 0 or ((r.ich_lr[n] & LR_GROUP) != 0) != (g != 0):
             return INTID_SPURIOUS
         return <uint32_t>(r.ich_lr[n] & LR_VINTID_MASK) & INTID_FIELD
 
@@ -296,9 +307,10 @@ cdef class Icv:
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
         return running_priority(self._at(i), &self.geo)
 
-    def acknowledge_batch(self, idx, int group):
+    def acknowledge_batch(self, idx, group):
         """acknowledge on the vCPUs in ``idx`` (an integer array, validated
         whole first), in order; returns the INTIDs as a uint32 array."""
+        cdef int g = self._group(group)
         arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
         if arr.ndim != 1:
             raise ValueError("idx must be one-dimensional")
@@ -310,12 +322,13 @@ cdef class Icv:
             if not 0 <= ix[k] < self.n:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         for k in range(m):
-            o[k] = acknowledge(&self.rec[ix[k]], &self.geo, group != 0)
+            o[k] = acknowledge(&self.rec[ix[k]], &self.geo, g)
         return out
 
-    def eoi_batch(self, idx, int group, values):
+    def eoi_batch(self, idx, group, values):
         """eoi on the vCPUs in ``idx`` with the matching ``values``; returns
         the physical INTIDs to deactivate (-1 for none) as an int64 array."""
+        cdef int g = self._group(group)
         arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
         vals = np.array(values, dtype=np.uint64, copy=True)
         if arr.ndim != 1 or vals.shape != arr.shape:
@@ -329,5 +342,5 @@ cdef class Icv:
             if not 0 <= ix[k] < self.n:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         for k in range(m):
-            o[k] = end_of_interrupt(&self.rec[ix[k]], &self.geo, group != 0, v[k])
+            o[k] = end_of_interrupt(&self.rec[ix[k]], &self.geo, g, v[k])
         return out

@@ -141,3 +141,23 @@ def test_bad_input(mod):
     with pytest.raises(ValueError, match="one length"):
         k.eoi_batch([0, 1], 1, [40])
     assert r.tobytes() == bytes(r.nbytes)                 # nothing ran
+
+
+@pytest.mark.parametrize("mod", [core, pure], ids=["core", "twin"])
+def test_argument_types_agree(mod):
+    """Both implementations take the same arguments: a group of 0 or 1 and
+    integer values (a float is a TypeError, as for every register value in
+    vgic), vCPU indices that are integers."""
+    r = np.zeros(2, ich.VCPU_IF)
+    k = mod.Icv(r, 4, 5, 5)
+    for bad in (0.5, 2, -1):
+        with pytest.raises((ValueError, TypeError)):
+            k.acknowledge(0, bad)
+    with pytest.raises(TypeError):
+        k.eoi(0, 1, 41.7)
+    with pytest.raises(TypeError):
+        k.deactivate(0, 41.0)
+    with pytest.raises(TypeError):
+        k.rpr(1.0)
+    assert k.acknowledge(True, 1) == 1023          # bool is an int: vCPU 1
+    assert k.hppir(np.int64(1), np.uint8(1)) == 1023

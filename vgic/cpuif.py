@@ -522,7 +522,8 @@ _PLAIN_WRITES = frozenset(
 class GuestCpuIf(_VcpuIfState):
     """The guest's ICC_*_EL1 accesses, served by the virtual CPU interface
     (the ICV_*_EL1 registers, IHI 0069 §12.3) from the ``ich_*`` state of
-    vCPU ``index`` in ``records``."""
+    vCPU ``index`` in ``records`` (writable and C-contiguous: the ``icv``
+    kernel works on it in place; a VM passes its own kernel as ``icv``)."""
 
     def __init__(self, records: np.ndarray, index: int, nr_lrs: int, pri_bits: int, pre_bits: int,
                  hooks: CpuIfHooks, icv: Any = None) -> None:

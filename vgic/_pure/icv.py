@@ -4,6 +4,7 @@ one (IHI 0069 §12.3, §6, §4.8).  Same contract as the core (see
 ``vgic/_core/icv.pyi``)."""
 from __future__ import annotations
 
+import operator
 from typing import Any
 
 import numpy as np
@@ -35,12 +36,20 @@ class Icv:
 
     # ---- state of one vCPU
     def _rec(self, i: int) -> Any:
+        i = operator.index(i)
         if not 0 <= i < len(self.records):
             raise ValueError(f"vcpu {i} out of range: {len(self.records)} vCPUs")
         return self.records[i]
 
     @staticmethod
+    def _group(group: int) -> int:
+        if operator.index(group) not in (0, 1):
+            raise ValueError(f"group {group} is not 0 or 1")
+        return int(group)
+
+    @staticmethod
     def _value(value: int) -> int:
+        value = operator.index(value)          # integers only: a float is a TypeError
         if not 0 <= value <= U64:
             raise ValueError(f"value {value} does not fit a 64-bit register")
         return int(value)
@@ -77,7 +86,8 @@ class Icv:
     # ---- the accesses
     def acknowledge(self, i: int, group: int) -> int:
         """ICV_IAR<group>_EL1 read: the acknowledged INTID, or 1023."""
-        rec, group = self._rec(i), int(bool(group))
+        group = self._group(group)
+        rec = self._rec(i)
         lrs, vmcr = rec["ich_lr"], int(rec["ich_vmcr"])
         n = cpuif.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
         if n < 0:
@@ -99,7 +109,8 @@ class Icv:
 
     def eoi(self, i: int, group: int, value: int) -> int:
         """ICV_EOIR<group>_EL1 write: a physical INTID to deactivate, or -1."""
-        rec, group = self._rec(i), int(bool(group))
+        group = self._group(group)
+        rec = self._rec(i)
         intid = self._value(value) & cpuif.INTID_FIELD
         if cpuif.SPECIAL_FIRST <= intid <= cpuif.SPECIAL_LAST:
             return NONE
@@ -134,12 +145,13 @@ class Icv:
 
     def hppir(self, i: int, group: int) -> int:
         """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
+        group = self._group(group)
         rec = self._rec(i)
         n = cpuif.hppi(rec["ich_lr"], self.nr_lrs, int(rec["ich_vmcr"]), self.pri_bits)
         if n < 0:
             return cpuif.INTID_SPURIOUS
         lr = int(rec["ich_lr"][n])
-        if cpuif.lr_group(lr) != int(bool(group)):
+        if cpuif.lr_group(lr) != group:
             return cpuif.INTID_SPURIOUS
         return cpuif.lr_vintid(lr) & cpuif.INTID_FIELD
 
@@ -160,10 +172,12 @@ class Icv:
 
     def acknowledge_batch(self, idx: Any, group: int) -> np.ndarray:
         """acknowledge on the vCPUs in ``idx``, in order (uint32 INTIDs)."""
+        self._group(group)
         return np.array([self.acknowledge(i, group) for i in self._indices(idx)], dtype=np.uint32)
 
     def eoi_batch(self, idx: Any, group: int, values: Any) -> np.ndarray:
         """eoi on the vCPUs in ``idx`` with ``values`` (int64 results)."""
+        self._group(group)
         ids = np.asarray(idx)
         vals = np.asarray(values, dtype=np.uint64)
         if ids.ndim != 1 or vals.shape != ids.shape:
