@@ -86,6 +86,8 @@ class Gic:
     # ---- interrupt lines ----------------------------------------------------
     def set_irq_level(self, vcpu: int, intid: int, level: bool) -> None:
         """kvm_vgic_inject_irq for a validated SPI (``vcpu`` ignored) or PPI."""
+    def set_irq_level_batch(self, vcpus: npt.ArrayLike, intids: npt.ArrayLike, levels: npt.ArrayLike) -> None:
+        """set_irq_level for each entry of three 1-D arrays, in order, all checked first."""
 
     # ---- the KVM side's access ----------------------------------------------
     def set_irq_bit(self, vcpu: int, intid: int, field: int, value: bool) -> None:

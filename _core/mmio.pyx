@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.string cimport memcpy, memset
 from cpython.pycapsule cimport PyCapsule_New
 
@@ -927,6 +927,37 @@ cdef class Gic:
             self.st.bm[BM_LINE_LEVEL][b] |= bit
         else:
             self.st.bm[BM_LINE_LEVEL][b] &= ~bit
+
+    def set_irq_level_batch(self, vcpus, intids, levels):
+        """set_irq_level for every (vcpu, intid, level) of three equal-length
+        1-D arrays, in order; every entry is checked (INTID below nr_irqs, a
+        vCPU in range for a private INTID) before any is applied."""
+        v = np.array(vcpus, dtype=np.int64, copy=True)
+        n_ = np.array(intids, dtype=np.int64, copy=True)
+        lv = np.array(levels, dtype=np.uint8, copy=True)
+        if v.ndim != 1 or n_.shape != v.shape or lv.shape != v.shape:
+            raise ValueError("vcpus, intids and levels must be 1-D arrays of one length")
+        cdef const int64_t[::1] vc = v
+        cdef const int64_t[::1] it = n_
+        cdef const uint8_t[::1] lvl = lv
+        cdef Py_ssize_t k, m = v.shape[0]
+        cdef uint32_t b, bit, intid
+        for k in range(m):
+            if not 0 <= it[k] < self.st.nr_irqs:
+                raise ValueError(f"intids[{k}] = {it[k]} is not below nr_irqs {self.st.nr_irqs}")
+            if it[k] < NR_PRIVATE and not 0 <= vc[k] < self.st.nr_vcpus:
+                raise ValueError(f"vcpus[{k}] = {vc[k]} is out of range: the VM has {self.st.nr_vcpus} vCPUs")
+        for k in range(m):
+            intid = <uint32_t>it[k]
+            b = bank_of(&self.st, <int>vc[k], intid)
+            bit = 1u << (intid & 31)
+            if self.st.bm[BM_EDGE][b] & bit:
+                if lvl[k]:
+                    self.st.bm[BM_PENDING_LATCH][b] |= bit
+            elif lvl[k]:
+                self.st.bm[BM_LINE_LEVEL][b] |= bit
+            else:
+                self.st.bm[BM_LINE_LEVEL][b] &= ~bit
 
     # ------------------------------------------------ the KVM side's access
     def set_irq_bit(self, int vcpu, uint32_t intid, int field, bint value):

@@ -97,3 +97,37 @@ def test_target_replay_throughput(core, pure):
     assert 1.0 / per[1_000_000] >= 30e6, f"{1 / per[1_000_000] / 1e6:.1f} M accesses/s"
     assert twin / per[1_000_000] >= 100, f"only {twin / per[1_000_000]:.0f}x the twin"
     assert per[1_000_000] <= 1.5 * per[10_000], f"not linear: {per}"
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.benchmark(group="inject")
+def test_inject_batch(benchmark, backend):
+    """vm.set_irq_levels of 10,000 random SPI/PPI reports in one call."""
+    import numpy as np
+
+    import vgic
+    if backend == "core":
+        pytest.importorskip("vgic._core.mmio")
+    vm = vgic.VM(nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, backend=backend)
+    rng = np.random.default_rng(5)
+    intids = rng.integers(16, NR_IRQS, 10_000)
+    levels = rng.integers(0, 2, 10_000).astype(bool)
+    vcpus = rng.integers(0, NR_VCPUS, 10_000)
+    benchmark(vm.set_irq_levels, intids, levels, vcpus)
+
+
+@pytest.mark.benchmark(group="inject")
+def test_inject_per_call(benchmark):
+    """The same 10,000 reports through vm.set_irq_level one by one (core)."""
+    import numpy as np
+
+    import vgic
+    vm = vgic.VM(nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS)
+    rng = np.random.default_rng(5)
+    rows = list(zip(rng.integers(16, NR_IRQS, 10_000).tolist(), rng.integers(0, 2, 10_000).tolist(),
+                    rng.integers(0, NR_VCPUS, 10_000).tolist()))
+
+    def run():
+        for intid, level, vcpu in rows:
+            vm.set_irq_level(intid, level, vcpu)
+    benchmark(run)

@@ -6,6 +6,8 @@ the KVM selftest tools/testing/selftests/kvm/arm64/vgic_irq.c.
 """
 import errno
 
+import numpy as np
+
 import pytest
 
 import vgic
@@ -241,3 +243,77 @@ def test_spi_ignores_vcpu_argument(vm):
     vm.set_irq_level(40, True, vcpu=9)
     assert vm.irq(40).pending_latch is True
 
+
+
+# ------------------------------------------------------------ batch injection
+@pytest.mark.parametrize("backend", ["core", "pure"])
+def test_set_irq_levels_equals_calls_in_order(backend):
+    """vm.set_irq_levels applies KVM_IRQ_LINE's rules (kvm-facts §3.3) entry
+    by entry, in order: an edge SPI latches on a rising report and keeps the
+    latch through a later 0; a level SPI's line ends at its last report; a
+    PPI acts on its vCPU only."""
+    if backend == "core":
+        pytest.importorskip("vgic._core.mmio")
+    vms = [vgic.VM(nr_vcpus=2, nr_irqs=64, backend=backend) for _ in range(2)]
+    for vm in vms:
+        make_level(vm, 41)
+    intids = [40, 40, 41, 41, 41, 20, 20, 33]
+    levels = [1, 0, 1, 0, 1, 1, 0, 1]
+    vcpus = [0, 0, 0, 0, 0, 1, 0, 0]
+    vms[0].set_irq_levels(intids, levels, vcpus)
+    for i, l, c in zip(intids, levels, vcpus):
+        vms[1].set_irq_level(i, l, vcpu=c)
+    a, b = vms[0]._gic.dump(), vms[1]._gic.dump()
+    for key in a:
+        assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key
+    assert vms[0].irq(40).pending_latch                  # edge: latched, 0 ignored
+    assert vms[0].irq(41).line_level                     # level: last report 1
+    assert vms[0].irq(20, vcpu=1).line_level and not vms[0].irq(20, vcpu=0).line_level
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+@pytest.mark.parametrize("intids,vcpus,index", [
+    ([40, 5, 41], None, 1),                # an SGI: KVM_IRQ_LINE refuses it
+    ([40, 41, 64], None, 2),               # beyond nr_irqs
+    ([40, 20], None, 1),                   # a PPI needs a vCPU
+    ([40, 20], [0, 2], 1),                 # a vCPU that does not exist
+])
+def test_set_irq_levels_refused_entry_changes_nothing(backend, intids, vcpus, index):
+    """kvm-facts §3.3: what KVM_IRQ_LINE refuses is EINVAL; the batch form
+    checks every entry first, names the refused one, and applies none."""
+    if backend == "core":
+        pytest.importorskip("vgic._core.mmio")
+    vm = vgic.VM(nr_vcpus=2, nr_irqs=64, backend=backend)
+    before = vm._gic.dump()
+    with pytest.raises(vgic.KvmError, match=rf"intids\[{index}\]") as exc:
+        vm.set_irq_levels(intids, [1] * len(intids), vcpus)
+    assert exc.value.errno == errno.EINVAL
+    after = vm._gic.dump()
+    for key in before:
+        assert np.array_equal(np.asarray(before[key]), np.asarray(after[key])), key
+
+
+def test_set_irq_levels_shapes():
+    vm = vgic.VM(nr_vcpus=1, nr_irqs=64)
+    vm.set_irq_levels([], [])
+    with pytest.raises(ValueError, match="levels"):
+        vm.set_irq_levels([40, 41], [1])
+    with pytest.raises(TypeError, match="intids"):
+        vm.set_irq_levels([40.0], [1])
+    with pytest.raises(TypeError, match="vcpus"):
+        vm.set_irq_levels([40], [1], [[0]])
+
+
+@pytest.mark.parametrize("mod_name", ["vgic._core.mmio", "vgic._pure.mmio"])
+def test_gic_batch_checks_bounds(mod_name):
+    """The Gic kernel checks its own bounds too (it is public and runs with
+    bounds checking off): an INTID at or above nr_irqs or a private INTID
+    with a vCPU out of range is a ValueError naming the entry."""
+    mod = pytest.importorskip(mod_name)
+    gic = vgic.VM(nr_vcpus=2, nr_irqs=64, backend="core" if "_core" in mod_name else "pure")._gic
+    with pytest.raises(ValueError, match=r"intids\[1\]"):
+        gic.set_irq_level_batch([0, 0], [40, 99], [1, 1])
+    with pytest.raises(ValueError, match=r"vcpus\[0\]"):
+        gic.set_irq_level_batch([7], [20], [1])
+    with pytest.raises(ValueError, match=r"intids\[0\]"):
+        gic.set_irq_level_batch([0], [-1], [1])

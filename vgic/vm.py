@@ -364,6 +364,38 @@ class VM:
             raise KvmError(errno.EINVAL, f"intid {intid} is not a PPI or an SPI of this VM "
                                          f"(16..{self.nr_irqs - 1})")
 
+    def set_irq_levels(self, intids: Any, levels: Any, vcpus: Any = None) -> None:
+        """:meth:`set_irq_level` for many lines in one call, in order: 1-D
+        integer ``intids``, ``levels`` (booleans) and, when PPIs are among
+        them, ``vcpus`` (ignored for SPIs).  Every entry is checked with
+        KVM's rules first; a refused one raises :class:`vgic.KvmError`
+        (``EINVAL``) naming its index, and then nothing is applied."""
+        ids = np.asarray(intids)
+        if ids.size == 0 and ids.ndim == 1:
+            ids = ids.astype(np.int64)
+        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            raise TypeError("intids must be a 1-D integer array")
+        lv = np.asarray(levels)
+        if lv.shape != ids.shape:
+            raise ValueError(f"levels has shape {lv.shape}, intids {ids.shape}")
+        lv = lv.astype(bool)
+        if vcpus is None:
+            vc = np.full(ids.shape, -1, dtype=np.int64)
+        else:
+            vc = np.asarray(vcpus)
+            if vc.shape != ids.shape or not (vc.size == 0 or np.issubdtype(vc.dtype, np.integer)):
+                raise TypeError("vcpus must be None or a 1-D integer array like intids")
+            vc = vc.astype(np.int64)
+        ids = ids.astype(np.int64)
+        ppi = (ids >= regmap.NR_SGIS) & (ids < regmap.NR_PRIVATE_IRQS)
+        bad = ~(ppi | ((ids >= regmap.NR_PRIVATE_IRQS) & (ids < self.nr_irqs)))
+        bad |= ppi & ((vc < 0) | (vc >= self.nr_vcpus))
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise KvmError(errno.EINVAL, f"intids[{k}] = {int(ids[k])} (vcpu {int(vc[k])}) is refused: "
+                                         f"not a PPI with an existing vCPU or an SPI of this VM")
+        self._gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
+
     def irq(self, intid: int, vcpu: int | None = None) -> IrqState:
         """The state of one interrupt; private INTIDs (< 32) need ``vcpu``."""
         if intid < regmap.NR_PRIVATE_IRQS and vcpu is None:

@@ -677,6 +677,22 @@ class Gic:
         elif irq.line_level != bool(level):
             irq.line_level = bool(level)
 
+    def set_irq_level_batch(self, vcpus: Any, intids: Any, levels: Any) -> None:
+        """set_irq_level for each (vcpu, intid, level), all checked first."""
+        v = np.asarray(vcpus, dtype=np.int64)
+        n = np.asarray(intids, dtype=np.int64)
+        lv = np.asarray(levels, dtype=np.uint8)
+        if v.ndim != 1 or n.shape != v.shape or lv.shape != v.shape:
+            raise ValueError("vcpus, intids and levels must be 1-D arrays of one length")
+        rows = list(zip(v.tolist(), n.tolist(), lv.tolist()))
+        for k, (vcpu, intid, _) in enumerate(rows):
+            if not 0 <= intid < self._nr_irqs:
+                raise ValueError(f"intids[{k}] = {intid} is not below nr_irqs {self._nr_irqs}")
+            if intid < NR_PRIVATE_IRQS and not 0 <= vcpu < self._nr_vcpus:
+                raise ValueError(f"vcpus[{k}] = {vcpu} is out of range: the VM has {self._nr_vcpus} vCPUs")
+        for vcpu, intid, level in rows:
+            self.set_irq_level(vcpu if intid < NR_PRIVATE_IRQS else 0, intid, bool(level))
+
     # ---- the KVM side's access -------------------------------------------------
     _FIELDS = ("enabled", "pending_latch", "line_level", "active", "group", "config_edge")
 
