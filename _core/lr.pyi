@@ -31,6 +31,10 @@ class HypIf:
         """restore_state for every vCPU, or for the vCPU indices in ``idx``."""
     def save_restore_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """save_state then restore_state of each vCPU in one pass."""
+    def load_batch(self, idx: npt.ArrayLike | None) -> None:
+        """restore_vmcr_aprs (vcpu_load) for every vCPU, or those in ``idx``."""
+    def put_batch(self, idx: npt.ArrayLike | None) -> None:
+        """save_aprs (vcpu_put) for every vCPU, or those in ``idx``."""
 
 def lr_encode_batch(fields: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
     """ICH_LR<n>_EL2 values (same shape) from ``vgic.ich.LR_FIELDS`` records;

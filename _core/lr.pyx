@@ -91,8 +91,31 @@ cdef inline void restore_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept 
         memcpy(r.ich_lr, r.vgic_lr, used * sizeof(uint64_t))
 
 
-cdef inline void apply_one(VcpuIf *r, uint32_t nr_lrs, bint reverse, int what) noexcept nogil:
-    # what: 1 save, 0 restore, 2 save then restore.
+cdef inline void load_one(VcpuIf *r, uint32_t nr_aprs) noexcept nogil:
+    # vcpu_load: ICH_VMCR_EL2 and the active-priority registers.
+    cdef uint32_t k
+    r.ich_vmcr = r.vgic_vmcr
+    for k in range(nr_aprs):
+        r.ich_ap0r[k] = r.vgic_ap0r[k]
+        r.ich_ap1r[k] = r.vgic_ap1r[k]
+
+
+cdef inline void put_one(VcpuIf *r, uint32_t nr_aprs) noexcept nogil:
+    # vcpu_put: the active-priority registers (VMCR is saved at every exit).
+    cdef uint32_t k
+    for k in range(nr_aprs):
+        r.vgic_ap0r[k] = r.ich_ap0r[k]
+        r.vgic_ap1r[k] = r.ich_ap1r[k]
+
+
+cdef inline void apply_one(VcpuIf *r, uint32_t nr_lrs, bint reverse, int what, uint32_t nr_aprs) noexcept nogil:
+    # what: 0 restore, 1 save, 2 save then restore, 3 load, 4 put.
+    if what == 3:
+        load_one(r, nr_aprs)
+        return
+    if what == 4:
+        put_one(r, nr_aprs)
+        return
     if what:
         save_one(r, nr_lrs, reverse)
     if what != 1:
@@ -169,20 +192,19 @@ cdef class HypIf:
 
     def save_aprs(self, Py_ssize_t i):
         """vcpu_put: save the active-priority registers the PREbits imply."""
-        cdef VcpuIf *r = self._at(i)
-        cdef uint32_t k
-        for k in range(self._nr_aprs):
-            r.vgic_ap0r[k] = r.ich_ap0r[k]
-            r.vgic_ap1r[k] = r.ich_ap1r[k]
+        put_one(self._at(i), self._nr_aprs)
 
     def restore_vmcr_aprs(self, Py_ssize_t i):
         """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
-        cdef VcpuIf *r = self._at(i)
-        cdef uint32_t k
-        r.ich_vmcr = r.vgic_vmcr
-        for k in range(self._nr_aprs):
-            r.ich_ap0r[k] = r.vgic_ap0r[k]
-            r.ich_ap1r[k] = r.vgic_ap1r[k]
+        load_one(self._at(i), self._nr_aprs)
+
+    def load_batch(self, idx):
+        """restore_vmcr_aprs for the vCPU indices in ``idx`` (vcpu_load of many)."""
+        self._batch(idx, 3)
+
+    def put_batch(self, idx):
+        """save_aprs for the vCPU indices in ``idx`` (vcpu_put of many)."""
+        self._batch(idx, 4)
 
     def elrsr(self, Py_ssize_t i):
         """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
@@ -209,12 +231,13 @@ cdef class HypIf:
         self._batch(idx, 2)
 
     cdef _batch(self, idx, int save):
+        # save: 0 restore, 1 save, 2 both, 3 load, 4 put (see apply_one)
         cdef Py_ssize_t i, k, m
         cdef const int64_t[::1] ix
         if idx is None:
             with nogil:
                 for i in range(self.n):
-                    apply_one(&self.rec[i], self._nr_lrs, self._reverse, save)
+                    apply_one(&self.rec[i], self._nr_lrs, self._reverse, save, self._nr_aprs)
             return
         arr = np.array(idx, dtype=np.int64, copy=True)   # private: checked, then used without the GIL
         if arr.ndim != 1:
@@ -228,7 +251,7 @@ cdef class HypIf:
                 raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         with nogil:
             for k in range(m):
-                apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save)
+                apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save, self._nr_aprs)
 
 
 # ------------------------------------------------------------ LR codec

@@ -258,3 +258,24 @@ def test_uninitialised_aplists_refused():
         lists.flush(0)
     with pytest.raises(TypeError, match="not initialised"):
         lists.fold_batch()
+
+
+@pytest.mark.parametrize("backend", ["core", "pure"])
+def test_put_vcpus_equals_put_one_by_one(backend):
+    """vm.put_vcpus saves the active-priority registers of every loaded vCPU
+    as put() does (vcpu_put, kvm-facts §4.3), and refuses a running vCPU."""
+    vms = [vgic.VM(nr_vcpus=3, nr_irqs=64, pre_bits=7, pri_bits=7, backend=backend) for _ in range(2)]
+    for vm in vms:
+        vm.enter_vcpus()
+        for v in vm.vcpus:
+            v.sysreg_write("ICC_AP1R2_EL1", 0x100 << v.id)     # a guest's saved context
+        vm.exit_vcpus()
+    vms[0].put_vcpus()
+    for v in vms[1].vcpus:
+        v.put()
+    assert_same(*vms, "after put")
+    assert vms[0].cpu_if_records["vgic_ap1r"][:, 2].tolist() == [0x100, 0x200, 0x400]
+    assert not any(v.loaded for v in vms[0].vcpus)
+    vms[0].vcpus[1].enter()
+    with pytest.raises(vgic.VgicError, match="vCPU 1 is already running"):
+        vms[0].put_vcpus()

@@ -420,45 +420,63 @@ class VM:
         return kvm_device.has_attr(self, group, attr)
 
     # ----------------------------------------------------- batch world switch
-    def _batch_ids(self, vcpus: Any, running: bool) -> np.ndarray:
-        ids = np.arange(self.nr_vcpus) if vcpus is None else np.asarray(vcpus)
-        if ids.size == 0 and ids.ndim == 1:
-            ids = ids.astype(np.int64)          # [] arrives as float64
-        if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
-            raise TypeError("vcpus must be a 1-D array of vCPU indices or None")
-        ids = ids.astype(np.int64)
-        for k, i in enumerate(ids.tolist()):
-            if not 0 <= i < self.nr_vcpus:
-                raise ValueError(f"vcpus[{k}] = {i} is not a vCPU index (0..{self.nr_vcpus - 1})")
-            if self.vcpus[i].running != running:
-                state = "already running" if not running else "not running"
-                raise VgicError(f"vCPU {i} is {state}")
-        if len(set(ids.tolist())) != len(ids):
-            raise ValueError("vcpus names a vCPU twice")
-        return ids
+    def _batch_ids(self, vcpus: Any, running: bool) -> list[int]:
+        n = self.nr_vcpus
+        if vcpus is None:
+            out = list(range(n))
+        else:
+            ids = np.asarray(vcpus)
+            if ids.size == 0 and ids.ndim == 1:
+                ids = ids.astype(np.int64)          # [] arrives as float64
+            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+                raise TypeError("vcpus must be a 1-D array of vCPU indices or None")
+            ids = ids.astype(np.int64)
+            outside = (ids < 0) | (ids >= n)
+            if outside.any():
+                k = int(np.argmax(outside))
+                raise ValueError(f"vcpus[{k}] = {int(ids[k])} is not a vCPU index (0..{n - 1})")
+            if np.unique(ids).size != ids.size:
+                raise ValueError("vcpus names a vCPU twice")
+            out = ids.tolist()
+        all_vcpus = self.vcpus
+        wrong = [i for i in out if all_vcpus[i].running != running]
+        if wrong:
+            state = "already running" if not running else "not running"
+            raise VgicError(f"vCPU {wrong[0]} is {state}")
+        return out
 
     def enter_vcpus(self, vcpus: Any = None) -> None:
         """``enter()`` of many vCPUs (every vCPU, or the indices in ``vcpus``
-        in that order), the same as entering them one by one, with one flush
-        and one hyp-restore kernel call for all.  Everything is validated
-        before anything runs."""
+        in that order), the same as entering them one by one, with one
+        kernel call per phase (load, flush, hyp restore) for all.
+        Everything is validated before anything runs."""
         ids = self._batch_ids(vcpus, running=False)
-        for i in ids.tolist():
-            self.vcpus[i].load()
-        self._vgic.lists.flush_batch(ids)
-        self._hyp_if.restore_state_batch(ids)
-        for i in ids.tolist():
-            self.vcpus[i].running = True
+        to_load = [i for i in ids if not self.vcpus[i].loaded]
+        self._hyp_if.load_batch(to_load)
+        arr = np.array(ids, dtype=np.int64)
+        self._vgic.lists.flush_batch(arr)
+        self._hyp_if.restore_state_batch(arr)
+        for i in ids:
+            v = self.vcpus[i]
+            v.loaded = v.running = True
         self._running_changed(len(ids))
 
     def exit_vcpus(self, vcpus: Any = None) -> None:
-        """``exit()`` for many vCPUs: one hyp-save and one fold kernel call."""
+        """``exit()`` of many vCPUs: one hyp-save and one fold kernel call."""
         ids = self._batch_ids(vcpus, running=True)
-        self._hyp_if.save_state_batch(ids)
-        self._vgic.lists.fold_batch(ids)
-        for i in ids.tolist():
+        arr = np.array(ids, dtype=np.int64)
+        self._hyp_if.save_state_batch(arr)
+        self._vgic.lists.fold_batch(arr)
+        for i in ids:
             self.vcpus[i].running = False
         self._running_changed(-len(ids))
+
+    def put_vcpus(self, vcpus: Any = None) -> None:
+        """``put()`` of many vCPUs (none may be running): one kernel call."""
+        ids = self._batch_ids(vcpus, running=False)
+        self._hyp_if.put_batch([i for i in ids if self.vcpus[i].loaded])
+        for i in ids:
+            self.vcpus[i].loaded = False
 
     # ------------------------------------------------------------ introspection
     @property

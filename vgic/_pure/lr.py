@@ -144,6 +144,16 @@ class HypIf:
             self.save_state(i)
             self.restore_state(i)
 
+    def load_batch(self, idx: Any) -> None:
+        """restore_vmcr_aprs for the vCPU indices in ``idx``."""
+        for i in self._indices(idx):
+            self.restore_vmcr_aprs(i)
+
+    def put_batch(self, idx: Any) -> None:
+        """save_aprs for the vCPU indices in ``idx``."""
+        for i in self._indices(idx):
+            self.save_aprs(i)
+
 
 def _fields_array(fields: Any) -> np.ndarray:
     if not isinstance(fields, np.ndarray) or fields.dtype != ich.LR_FIELDS:
