@@ -14,7 +14,7 @@ if PURE:
     from vgic._pure import aplist, icv, lr, mmio
 else:
     try:
-        from vgic._core import aplist, icv, lr, mmio
+        from vgic._core import aplist, icv, lr, mmio  # type: ignore[no-redef]
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise ImportError(
             "vgic's compiled core (vgic._core) is not importable: install the package "

@@ -139,6 +139,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     summary: dict[str, Any] = {}
     if core:
+        assert core_write is not None and noop is not None and bsearch is not None
         summary = {
             **ws,
             "mmio_write_over_noop": core_write / noop,
@@ -192,7 +193,7 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
     sr_core = per_call(pair(core_lr.HypIf(_records(4, 16), 16, 5, False)), (), calls, repeat) if core_lr else None
     row("lr save+restore, 16 LRs (per call)", sr_core, sr_twin, "vCPUs")
     out: dict[str, Any] = {}
-    if core_lr:
+    if core_lr and sr_core is not None:
         out["save_restore_over_noop"] = sr_core / per_call(pair(core_lr.Noop()), (), calls, repeat)
     twin_b = best_time(pure_lr.HypIf(_records(twin_batch, 16), 16, 5, False).save_restore_batch,
                        max(1, repeat // 2)) / twin_batch

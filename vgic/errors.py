@@ -35,7 +35,8 @@ class KvmError(VgicError, OSError):
         OSError.__init__(self, err, message)
 
     def __str__(self) -> str:
-        name = _errno.errorcode.get(self.errno, str(self.errno))
+        code = self.errno if self.errno is not None else 0
+        name = _errno.errorcode.get(code, str(code))
         return f"[{name}] {self.strerror}"
 
 

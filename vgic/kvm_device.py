@@ -114,9 +114,9 @@ def get_attr(vm: "VM", group: int, attr: int) -> int:
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return vm.nr_irqs
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
-        vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        target = vm.vcpus[_vcpu_from_attr(vm, attr)]
         _lock_all_vcpus(vm)
-        return cpu_sysregs.get(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
+        return cpu_sysregs.get(target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         vcpu, intid = _level_info(vm, attr)
         _lock_all_vcpus(vm)
@@ -158,9 +158,9 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
         raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         value = _check_u("value", value, U64)
-        vcpu = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        target = vm.vcpus[_vcpu_from_attr(vm, attr)]
         _lock_all_vcpus(vm)
-        cpu_sysregs.set(vcpu, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
+        cpu_sysregs.set(target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         value = _check_u("value", value, U32)

@@ -262,9 +262,9 @@ class VM:
         self._nr_running = 0
         # The hot entry points are the backend's own methods, bound once, so a
         # call costs one method call and no Python frame of ours.
-        self.mmio_read = self._gic.mmio_read
-        self.mmio_write = self._gic.mmio_write
-        self.mmio_replay = self._gic.mmio_replay
+        self.mmio_read = self._gic.mmio_read  # type: ignore[method-assign]
+        self.mmio_write = self._gic.mmio_write  # type: ignore[method-assign]
+        self.mmio_replay = self._gic.mmio_replay  # type: ignore[method-assign]
 
     def _running_changed(self, delta: int) -> None:
         # While any vCPU runs, guest active-state MMIO halts them (KVM's

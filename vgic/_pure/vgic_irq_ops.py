@@ -106,7 +106,7 @@ def read_idregs(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
 # ------------------------------------------- GICD_IGROUPR / GICR_IGROUPR0
 def read_group(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
     """One group bit per IRQ, 1 = Group 1 (kvm-facts §1.2)."""
-    return _pack(_bit_irqs(gic, vcpu, intid, size), lambda irq: irq.group)
+    return _pack(_bit_irqs(gic, vcpu, intid, size), lambda irq: bool(irq.group))
 
 
 def write_group(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
