@@ -12,8 +12,13 @@ One documented simplification: KVM appends an interrupt to its target's
 ap_list the moment it becomes pending (vgic_queue_irq_unlock).  Here an
 interrupt is appended when its target next enters, in INTID order, so two
 interrupts that became pending between the same two entries keep INTID order
-rather than event order.  The order only matters when they tie on KVM's
-comparator; everything KVM would deliver is delivered.
+rather than event order.  What this changes: the LR each one lands in, hence
+which of two pending interrupts of equal priority the guest acknowledges
+first (the architecture leaves that tie to the implementation; the model
+takes the lowest LR), and ties on KVM's comparator when it sorts.  An SPI
+whose IROUTER moves while it is pending is taken by its new target at that
+vCPU's next entry, where KVM would first migrate it at the old target's next
+exit.  Everything KVM would deliver is delivered.
 """
 from __future__ import annotations
 
