@@ -17,7 +17,9 @@ prints operations per second for both implementations and their ratio:
   100,000 vCPUs in both LR storage orders (with one memcpy of the same
   records as the baseline), KVM's flush + fold of one vCPU with 8 pending
   SPIs on 4 LRs (the sort path), and a whole guest cycle (enter, ICC_IAR1,
-  ICC_EOIR1, exit) through :class:`vgic.VM` of each backend.
+  ICC_EOIR1, exit) through :class:`vgic.VM` of each backend, and the batch
+  world switch of 256 vCPUs (``set_irq_levels``, ``enter_vcpus``,
+  ``exit_vcpus``), per vCPU.
 
 Timings are the best of several repeats of ``time.perf_counter`` around a
 batch, so they are a per-operation minimum, as pytest-benchmark's ``min``.
@@ -236,6 +238,24 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
         return run
     cyc = {b: best_time(cycle(_cycle_vm(b)), repeat) / 200 for b in ("core", "pure") if b != "core" or core_lr}
     row("guest cycle: enter, IAR1, EOIR1, exit", cyc.get("core"), cyc["pure"], "cycles")
+
+    def many(backend: str) -> float:
+        # 256 vCPUs, each with a pending PPI: one batch injection of a
+        # report per vCPU, enter_vcpus and exit_vcpus, per vCPU.
+        from vgic import VM
+        vm = VM(nr_vcpus=256, nr_irqs=64, backend=backend)
+        vm.mmio_write(vm.dist_base + regmap.GICD_CTLR, 4, regmap.GICD_CTLR_ENABLE_G1)
+        for v in vm.vcpus:
+            vm.mmio_write(v.sgi_base + regmap.GICR_ISENABLER0, 4, 1 << 20, v.id)
+        ids, ones, vcpus = np.full(256, 20), np.ones(256, bool), np.arange(256)
+
+        def run() -> None:
+            vm.set_irq_levels(ids, ones, vcpus)
+            vm.enter_vcpus()
+            vm.exit_vcpus()
+        return best_time(run, repeat) / 256
+    bw = {b: many(b) for b in ("core", "pure") if b != "core" or core_lr}
+    row("batch: inject + enter_vcpus + exit_vcpus", bw.get("core"), bw["pure"], "vCPUs")
     if core_lr:
         out["cycle_us"] = cyc["core"] * 1e6
     return out
