@@ -69,6 +69,11 @@ cdef inline int32_t oracle(const GicState *g, const int32_t *queued_on, int vcpu
     return -1
 
 
+# Stamps are compared in 48 bits (with the INTID below them): after 2**47
+# events they saturate and ties fall back to INTID order.
+cdef uint64_t STAMP_MAX = (<uint64_t>1 << 47) - 1
+
+
 cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
     cdef uint64_t x = (<const uint64_t *>a)[0], y = (<const uint64_t *>b)[0]
     return (x > y) - (x < y)
@@ -91,10 +96,12 @@ cdef struct Lists:
 # ----------------------------------------------------------------- ap_list
 cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
     # Append to the row what is deliverable to this vCPU and queued nowhere,
-    # scanning its private bank and then the SPI banks in INTID order.
+    # in the order it became deliverable (the stamps of gicstate.stamp_new),
+    # which is where KVM's vgic_queue_irq_unlock would have appended it.
     cdef GicState *g = s.g
     cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef uint32_t w, b, bits, intid, idx
+    cdef uint32_t w, b, bits, intid, idx, n = 0, k
+    cdef uint64_t stamp
     for w in range(g.nr_irqs >> 5):
         b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
         bits = g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
@@ -103,13 +110,23 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
             intid = (w << 5) | <uint32_t>count_trailing_zeros(bits)
             bits &= bits - 1
             idx = irq_index(b, intid)
-            if s.queued_on[idx] < 0 and oracle(g, s.queued_on, vcpu, intid) == vcpu \
-                    and <uint32_t>s.ap_len[vcpu] < s.cap:
-                row[s.ap_len[vcpu]] = <int32_t>intid
-                s.ap_len[vcpu] += 1
-                s.queued_on[idx] = vcpu
-                if intid >= NR_PRIVATE:
-                    s.spis_queued += 1
+            if s.queued_on[idx] < 0 and oracle(g, s.queued_on, vcpu, intid) == vcpu and n < s.cap:
+                stamp = g.seq[idx]
+                if stamp > STAMP_MAX:
+                    stamp = STAMP_MAX
+                s.keys[n] = (stamp << 16) | intid
+                n += 1
+    if n > 1:
+        qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
+    for k in range(n):
+        intid = <uint32_t>(s.keys[k] & 0xFFFF)
+        if <uint32_t>s.ap_len[vcpu] >= s.cap:
+            break
+        row[s.ap_len[vcpu]] = <int32_t>intid
+        s.ap_len[vcpu] += 1
+        s.queued_on[irq_index(bank_of(g, vcpu, intid), intid)] = vcpu
+        if intid >= NR_PRIVATE:
+            s.spis_queued += 1
 
 
 cdef void prune(Lists *s, int vcpu) noexcept nogil:

@@ -53,6 +53,8 @@ cdef struct GicState:
     uint32_t mpidrs_default     # every mpidr[i] is KVM's default for vCPU i
     uint64_t *pendbaser         # nr_vcpus
     uint32_t *gicr_ctlr         # nr_vcpus
+    uint64_t *seq               # nr_banks * 32: when each IRQ last became deliverable
+    uint64_t seq_counter        # the last stamp handed out
 
 # One signature for every guest handler, read or write (a read ignores `val`,
 # a write returns 0), so dispatch is a single indirect call indexed by the
@@ -106,3 +108,25 @@ cdef inline int32_t mpidr_to_vcpu(const GicState *g, uint64_t aff) noexcept nogi
         if (g.mpidr[i] & 0xFF00FFFFFFULL) == aff:
             return <int32_t>i
     return -1
+
+
+cdef extern from *:
+    int gic_ctz "__builtin_ctz"(unsigned int x) nogil
+
+cdef inline uint32_t deliverable(const GicState *g, uint32_t b) noexcept nogil:
+    # The IRQs of bank b that KVM's oracle could queue: active, or enabled
+    # and pending (latch, or line level of a level interrupt).
+    return g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
+        g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])))
+
+cdef inline void stamp_new(GicState *g, uint32_t b, uint32_t before) noexcept nogil:
+    # KVM queues an interrupt on its target's ap_list when it becomes
+    # deliverable (vgic_queue_irq_unlock).  The model queues at the target's
+    # next entry, in the order of these stamps, so the ap_list keeps event
+    # order.  IRQs of one register write are stamped in INTID order, as KVM's
+    # for_each_set_bit loops queue them.
+    cdef uint32_t fresh = deliverable(g, b) & ~before
+    while fresh:
+        g.seq_counter += 1
+        g.seq[(b << 5) | <uint32_t>gic_ctz(fresh)] = g.seq_counter
+        fresh &= fresh - 1

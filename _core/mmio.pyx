@@ -18,6 +18,7 @@ from libc.string cimport memcpy, memset
 from cpython.pycapsule cimport PyCapsule_New
 
 from vgic._core.gicstate cimport (GicState, Region, URegion, access_fn, uwrite_fn,
+    deliverable, stamp_new,
     bank_of, prio_index, default_mpidr, NR_PRIVATE, SPI_BANKS, INTID_SPACE,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS, FRAME_GICD, FRAME_GICR_RD, FRAME_GICR_SGI, NR_FRAMES,
@@ -308,6 +309,20 @@ cdef inline uint64_t guest_access(GicState *g, int frame, uint32_t off, int vcpu
     return searched_access(g, frame, off, vcpu, size, is_write, val)
 
 
+cdef inline void line_report(GicState *g, uint32_t b, uint32_t bit, bint level) noexcept nogil:
+    # kvm_vgic_inject_irq: an edge interrupt latches on a rising report (a
+    # falling one is no event); a level interrupt's line follows the report.
+    cdef uint32_t before = deliverable(g, b)
+    if g.bm[BM_EDGE][b] & bit:
+        if level:
+            g.bm[BM_PENDING_LATCH][b] |= bit
+    elif level:
+        g.bm[BM_LINE_LEVEL][b] |= bit
+    else:
+        g.bm[BM_LINE_LEVEL][b] &= ~bit
+    stamp_new(g, b, before)
+
+
 cdef inline bint halts_guest(const GicState *g, int frame, uint32_t off, int size) noexcept nogil:
     # A valid guest access to GICD_I[SC]ACTIVER<n> (n >= 1) or GICR_I[SC]ACTIVER0:
     # KVM's active-state handlers halt every vCPU around their work; an access
@@ -453,7 +468,7 @@ cdef class Gic:
     is the pure-Python twin.
     """
     cdef GicState st
-    cdef object _bits, _priority, _route, _target, _mpidr, _pendbaser, _gicr_ctlr
+    cdef object _bits, _priority, _route, _target, _mpidr, _pendbaser, _gicr_ctlr, _seq
     # Every mutable array lives in one buffer, so the whole state can be
     # saved and restored with one memcpy (replay rollback, later snapshots).
     cdef object _state, _scratch
@@ -470,6 +485,7 @@ cdef class Gic:
         cdef int32_t[::1] target
         cdef uint64_t[::1] mp, pend
         cdef uint32_t[::1] ctlr
+        cdef uint64_t[::1] seq
         cdef int r, v
         if self.st.nr_vcpus:
             raise TypeError("a Gic is initialised once")
@@ -495,7 +511,8 @@ cdef class Gic:
         nb = self.st.nr_banks
         layout = [("bits", np.uint32, NR_BITMAPS * nb), ("priority", np.uint8, nb * 32 + 8),
                   ("route", np.uint32, INTID_SPACE), ("target", np.int32, INTID_SPACE),
-                  ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus)]
+                  ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus),
+                  ("seq", np.uint64, nb * 32)]
         total = sum(-(-np.dtype(dt).itemsize * count // 8) * 8 for _, dt, count in layout)
         self._state = np.zeros(total, dtype=np.uint8)
         self._scratch = np.zeros(total, dtype=np.uint8)
@@ -513,6 +530,7 @@ cdef class Gic:
         self._pendbaser = views["pendbaser"]
         self._pendbaser[:] = regmap.INITIAL_PENDBASER
         self._gicr_ctlr = views["gicr_ctlr"]
+        self._seq = views["seq"]
         self._mpidr = mpidr_arr.copy()
         cdef uint8_t[::1] state_view = self._state
         cdef uint8_t[::1] scratch_view = self._scratch
@@ -526,6 +544,7 @@ cdef class Gic:
         mp = self._mpidr
         pend = self._pendbaser
         ctlr = self._gicr_ctlr
+        seq = self._seq
         for r in range(NR_BITMAPS):
             self.st.bm[r] = &bits[r, 0]
         self.st.priority = &prio[0]
@@ -534,6 +553,7 @@ cdef class Gic:
         self.st.mpidr = &mp[0]
         self.st.pendbaser = &pend[0]
         self.st.gicr_ctlr = &ctlr[0]
+        self.st.seq = &seq[0]
         self.st.mpidrs_default = all(
             int(mpidr_arr[i]) == default_mpidr(i) for i in range(nr_vcpus))
         self._reset()
@@ -709,6 +729,7 @@ cdef class Gic:
             self.st.dist_enabled = saved.dist_enabled
             self.st.implementation_rev = saved.implementation_rev
             self.st.propbaser = saved.propbaser
+            self.st.seq_counter = saved.seq_counter
             self._first_bad(acc + bad, 1, &kind)
             self._raise_bad(arr[bad], bad, kind)
         return out
@@ -905,7 +926,9 @@ cdef class Gic:
         if m == 0:
             return
         # Set whatever the trigger mode, so restore order does not matter.
+        cdef uint32_t before = deliverable(&self.st, b)
         self.st.bm[BM_LINE_LEVEL][b] = (self.st.bm[BM_LINE_LEVEL][b] & ~m) | (value & m)
+        stamp_new(&self.st, b, before)
 
     # ------------------------------------------------------- interrupt lines
     cdef uint32_t _bank_checked(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
@@ -918,15 +941,7 @@ cdef class Gic:
     def set_irq_level(self, int vcpu, uint32_t intid, bint level):
         """kvm_vgic_inject_irq for an SPI (``vcpu`` ignored) or a PPI."""
         cdef uint32_t b = self._bank_checked(vcpu, intid)
-        cdef uint32_t bit = 1u << (intid & 31)
-        if self.st.bm[BM_EDGE][b] & bit:
-            # Edge: a rising level latches; a falling one is no event.
-            if level:
-                self.st.bm[BM_PENDING_LATCH][b] |= bit
-        elif level:
-            self.st.bm[BM_LINE_LEVEL][b] |= bit
-        else:
-            self.st.bm[BM_LINE_LEVEL][b] &= ~bit
+        line_report(&self.st, b, 1u << (intid & 31), level)
 
     def set_irq_level_batch(self, vcpus, intids, levels):
         """set_irq_level for every (vcpu, intid, level) of three equal-length
@@ -941,7 +956,7 @@ cdef class Gic:
         cdef const int64_t[::1] it = n_
         cdef const uint8_t[::1] lvl = lv
         cdef Py_ssize_t k, m = v.shape[0]
-        cdef uint32_t b, bit, intid
+        cdef uint32_t intid
         for k in range(m):
             if not 0 <= it[k] < self.st.nr_irqs:
                 raise ValueError(f"intids[{k}] = {it[k]} is not below nr_irqs {self.st.nr_irqs}")
@@ -949,15 +964,7 @@ cdef class Gic:
                 raise ValueError(f"vcpus[{k}] = {vc[k]} is out of range: the VM has {self.st.nr_vcpus} vCPUs")
         for k in range(m):
             intid = <uint32_t>it[k]
-            b = bank_of(&self.st, <int>vc[k], intid)
-            bit = 1u << (intid & 31)
-            if self.st.bm[BM_EDGE][b] & bit:
-                if lvl[k]:
-                    self.st.bm[BM_PENDING_LATCH][b] |= bit
-            elif lvl[k]:
-                self.st.bm[BM_LINE_LEVEL][b] |= bit
-            else:
-                self.st.bm[BM_LINE_LEVEL][b] &= ~bit
+            line_report(&self.st, bank_of(&self.st, <int>vc[k], intid), 1u << (intid & 31), lvl[k] != 0)
 
     # ------------------------------------------------ the KVM side's access
     def set_irq_bit(self, int vcpu, uint32_t intid, int field, bint value):
@@ -968,10 +975,12 @@ cdef class Gic:
         cdef uint32_t bit = 1u << (intid & 31)
         if not 0 <= field < NR_BITMAPS:
             raise ValueError(f"field {field} is not one of 0..{NR_BITMAPS - 1}")
+        cdef uint32_t before = deliverable(&self.st, b)
         if value:
             self.st.bm[field][b] |= bit
         else:
             self.st.bm[field][b] &= ~bit
+        stamp_new(&self.st, b, before)
 
     def irq_scan(self, int vcpu):
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
@@ -1019,5 +1028,7 @@ cdef class Gic:
         out["propbaser"] = int(self.st.propbaser)
         out["pendbaser"] = self._pendbaser.copy()
         out["gicr_ctlr"] = self._gicr_ctlr.copy()
+        out["seq"] = self._seq.copy()
+        out["seq_counter"] = int(self.st.seq_counter)
         return out
 

@@ -4,7 +4,7 @@
 # 32-INTID bank and each handler is a single word operation.
 # Sources: kvm-facts §1.2, §1.6, §2, §3.2; IHI 0069 §12.9.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from vgic._core.gicstate cimport (GicState, bank_of, prio_index, NR_PRIVATE,
+from vgic._core.gicstate cimport (GicState, bank_of, prio_index, NR_PRIVATE, deliverable, stamp_new,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
     edge_from_icfgr, size_mask)
@@ -37,7 +37,10 @@ cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t i
     return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
 
 cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    g.bm[BM_ENABLED][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t before = deliverable(g, b)
+    g.bm[BM_ENABLED][b] |= <uint32_t>val
+    stamp_new(g, b, before)
     return 0
 
 cdef inline uint64_t write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
@@ -52,7 +55,10 @@ cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t 
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
 cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t before = deliverable(g, b)
+    g.bm[BM_PENDING_LATCH][b] |= <uint32_t>val
+    stamp_new(g, b, before)
     return 0
 
 cdef inline uint64_t write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
@@ -67,7 +73,10 @@ cdef inline uint64_t uread_spending(GicState *g, int vcpu, uint32_t off, uint32_
 cdef inline int uwrite_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # A restore assigns the latch whatever the trigger mode, so that the
     # order of restoring ICFGR and ISPENDR does not matter.
-    g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] = <uint32_t>val
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t before = deliverable(g, b)
+    g.bm[BM_PENDING_LATCH][b] = <uint32_t>val
+    stamp_new(g, b, before)
     return 0
 
 # ---- ISACTIVER / ICACTIVER
@@ -75,7 +84,10 @@ cdef inline uint64_t read_active(GicState *g, int vcpu, uint32_t off, uint32_t i
     return g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)]
 
 cdef inline uint64_t write_sactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)] |= <uint32_t>val
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t before = deliverable(g, b)
+    g.bm[BM_ACTIVE][b] |= <uint32_t>val
+    stamp_new(g, b, before)
     return 0
 
 cdef inline uint64_t write_cactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:

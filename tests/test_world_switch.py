@@ -1796,6 +1796,48 @@ def test_sysreg_write_after_exit_without_put_reaches_the_guest():
     v.exit()
 
 
+def test_ap_list_keeps_injection_order():
+    """kvm-facts §3.3: KVM appends an interrupt to its target's ap_list when
+    it becomes deliverable (vgic_queue_irq_unlock), and with no more
+    interrupts than LRs the flush fills LRs in ap_list order (§4.6 step 3).
+    SPI 41 is injected before SPI 40, both at priority 0x40: LR0 holds 41,
+    LR1 holds 40, and the guest acknowledges 41 first (equal priorities: the
+    lowest LR, the model's documented tie-break)."""
+    vm = make_vm(nr_vcpus=1)
+    enable_spi(vm, 40, 0x40)
+    enable_spi(vm, 41, 0x40)
+    vm.set_irq_level(41, 1)
+    vm.set_irq_level(40, 1)
+    v = vm.vcpus[0]
+    v.enter()
+    assert [lr & 0xFFFFFFFF for lr in hyp_lrs(v, 2)] == [41, 40]
+    guest_open(v)
+    assert ack(v) == 41
+    assert ack(v) == SPURIOUS                 # 40 does not preempt 41 (same priority)
+    eoi(v, 41)
+    assert ack(v) == 40
+    eoi(v, 40)
+    v.exit()
+
+
+def test_queue_order_is_when_deliverable_not_when_pending():
+    """KVM queues an interrupt when it becomes deliverable: SPI 40 pending
+    while disabled is not queued (oracle NULL, §3.3); enabling it later
+    queues it then, after SPI 41 which was enabled and made pending in
+    between; so 41 is ahead of 40 on the ap_list and in the LRs."""
+    vm = make_vm(nr_vcpus=1)
+    vm.mmio_write(vm.dist_base + R.GICD_IPRIORITYR + 40, 1, 0x40)
+    vm.set_irq_level(40, 1)                   # pending, disabled: not queued
+    enable_spi(vm, 41, 0x40)
+    vm.set_irq_level(41, 1)                   # queued now
+    vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 1 << 8)   # 40 queued now
+    v = vm.vcpus[0]
+    v.enter()
+    assert [lr & 0xFFFFFFFF for lr in hyp_lrs(v, 2)] == [41, 40]
+    assert vm._vgic.lists.ap_list(0) == [41, 40]
+    v.exit()
+
+
 # ====================================================== routing and enables
 def test_disabled_interrupt_not_delivered_until_enabled():
     """kvm-facts §3.3 oracle: only enabled && pending interrupts are queued;

@@ -8,17 +8,18 @@ hardware.  On exit the hyp code saves them back, ``fold`` returns their state
 to the per-IRQ state, interrupts the guest completed outside the LRs are
 deactivated by replaying ICH_HCR_EL2.EOIcount, and the ap_list is pruned.
 
-One documented simplification: KVM appends an interrupt to its target's
-ap_list the moment it becomes pending (vgic_queue_irq_unlock).  Here an
-interrupt is appended when its target next enters, in INTID order, so two
-interrupts that became pending between the same two entries keep INTID order
-rather than event order.  What this changes: the LR each one lands in, hence
-which of two pending interrupts of equal priority the guest acknowledges
-first (the architecture leaves that tie to the implementation; the model
-takes the lowest LR), and ties on KVM's comparator when it sorts.  An SPI
-whose IROUTER moves while it is pending is taken by its new target at that
-vCPU's next entry, where KVM would first migrate it at the old target's next
-exit.  Everything KVM would deliver is delivered.
+Queueing: KVM appends an interrupt to its target's ap_list the moment it
+becomes deliverable (vgic_queue_irq_unlock).  The model appends it when its
+target next enters, but in the order the interrupts became deliverable: the
+C state stamps each interrupt when a write, a line report or an SGI makes it
+active or enabled-and-pending (gicstate.pxd ``stamp_new``; the twin stamps
+the same events), and the entry queues by stamp.  So ap_lists, LR order and
+the order in which equal-priority interrupts are acknowledged follow event
+order as in KVM.  What remains different: an SPI whose IROUTER moves while
+it is pending is taken by its new target at that vCPU's next entry, where
+KVM would first migrate it at the old target's next exit; and an interrupt
+made deliverable while the distributor is disabled is queued once the
+distributor is enabled, where KVM queues it only at its next event.
 """
 from __future__ import annotations
 

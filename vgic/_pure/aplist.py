@@ -16,6 +16,9 @@ from vgic._pure.irq import VgicIrq
 from vgic.regmap import NR_PRIVATE_IRQS, NR_SGIS
 
 
+STAMP_MAX = (1 << 47) - 1       # stamps saturate here, as in the core
+
+
 class ApLists:
     """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold."""
 
@@ -60,11 +63,18 @@ class ApLists:
 
     # --------------------------------------------------------------- ap_list
     def _queue_new(self, vcpu: int) -> None:
+        """Append what is deliverable here and queued nowhere, in the order it
+        became deliverable (its stamp, then INTID): where KVM's
+        vgic_queue_irq_unlock would have appended it."""
+        fresh = []
         for intid in self.gic.irq_scan(vcpu):
             irq = self.gic._irq(vcpu, intid)
             if irq.ap_vcpu < 0 and self._oracle(irq) == vcpu:
-                self.lists[vcpu].append(irq)
-                irq.ap_vcpu = vcpu
+                fresh.append(irq)
+        fresh.sort(key=lambda irq: (min(irq.seq, STAMP_MAX), irq.intid))
+        for irq in fresh:
+            self.lists[vcpu].append(irq)
+            irq.ap_vcpu = vcpu
 
     def _prune(self, vcpu: int) -> None:
         """vgic_prune_ap_list()."""

@@ -31,6 +31,7 @@ class VgicIrq:
         "target_vcpu",
         "ap_vcpu",
         "in_lr",
+        "seq",
     )
 
     def __init__(self, intid: int, *, enabled: bool = False, config_edge: bool = True,
@@ -48,6 +49,11 @@ class VgicIrq:
         self.target_vcpu = target_vcpu
         self.ap_vcpu = -1           # the vCPU whose ap_list holds it (irq->vcpu)
         self.in_lr = False          # held in a list register between flush and fold
+        self.seq = 0                # when it last became deliverable (stamp order)
+
+    def deliverable(self) -> bool:
+        """What KVM's oracle could queue: active, or enabled and pending."""
+        return bool(self.active or (self.enabled and self.pending()))
 
     def pending(self) -> bool:
         """KVM's ``irq_is_pending``: the latch, or the input line of a

@@ -31,6 +31,9 @@ Structure, after Linux ``vgic-mmio.c`` / ``vgic-mmio-v3.c`` (kvm-facts §2):
   ``"target"``: ``np.int32[1024]`` (-1 where there is no SPI or no vCPU).
 * ``"dist_enabled"``, ``"implementation_rev"``, ``"propbaser"``: int;
   ``"pendbaser"``: ``np.uint64[nr_vcpus]``; ``"gicr_ctlr"``: ``np.uint32[nr_vcpus]``.
+* ``"seq"``: ``np.uint64[(32 + nr_vcpus) * 32]``, indexed as ``"priority"``:
+  the stamp of the moment each interrupt last became deliverable (the order
+  in which KVM would have queued it); ``"seq_counter"``: the last stamp.
 """
 from __future__ import annotations
 
@@ -317,7 +320,7 @@ class Gic:
         "_nr_vcpus", "_nr_irqs", "_dist_base", "_redist_base", "_mpidrs",
         "_affinity_to_vcpu", "_private", "_spis",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
-        "_halt_hook",
+        "_halt_hook", "_seq_counter",
     )
 
     # MPIDR_EL1 affinity fields Aff3 [39:32] and Aff2.Aff1.Aff0 [23:0]
@@ -359,6 +362,7 @@ class Gic:
         self._pendbaser: list[int] = [INITIAL_PENDBASER] * self._nr_vcpus
         self._gicr_ctlr: list[int] = [0] * self._nr_vcpus
         self._halt_hook: Callable[[], Any] | None = None
+        self._seq_counter = 0           # the last deliverability stamp handed out
 
     # ---- geometry ---------------------------------------------------------
     @property
@@ -657,11 +661,13 @@ class Gic:
         """
         self._check_line_args(vcpu, intid)
         value = _check_u(value, 32, "value")
-        for i in range(32):
-            n = intid + i
-            if n < NR_SGIS or n >= self._nr_irqs:
-                continue
-            self._irq(vcpu, n).line_level = bool((value >> i) & 1)
+        rows = [(self._irq(vcpu, intid + i), bool((value >> i) & 1)) for i in range(32)
+                if NR_SGIS <= intid + i < self._nr_irqs]
+
+        def change() -> None:
+            for irq, level in rows:
+                irq.line_level = level
+        irq_ops.stamped(self, [irq for irq, _ in rows], change)
 
     # ---- interrupt lines ----------------------------------------------------
     def set_irq_level(self, vcpu: int, intid: int, level: bool) -> None:
@@ -671,11 +677,14 @@ class Gic:
         latches pending on a rising report and ignores 0 (kvm-facts §3.3).
         """
         irq = self._checked_irq(vcpu, intid)
-        if irq.config_edge:
-            if level:
-                irq.pending_latch = True
-        elif irq.line_level != bool(level):
-            irq.line_level = bool(level)
+
+        def change() -> None:
+            if irq.config_edge:
+                if level:
+                    irq.pending_latch = True
+            elif irq.line_level != bool(level):
+                irq.line_level = bool(level)
+        irq_ops.stamped(self, [irq], change)
 
     def set_irq_level_batch(self, vcpus: Any, intids: Any, levels: Any) -> None:
         """set_irq_level for each (vcpu, intid, level), all checked first."""
@@ -703,7 +712,8 @@ class Gic:
         irq = self._checked_irq(vcpu, intid)
         if not 0 <= field < len(self._FIELDS):
             raise ValueError(f"field {field} is not one of 0..{len(self._FIELDS) - 1}")
-        setattr(irq, self._FIELDS[field], int(bool(value)) if field == 4 else bool(value))
+        irq_ops.stamped(self, [irq], lambda: setattr(
+            irq, self._FIELDS[field], int(bool(value)) if field == 4 else bool(value)))
 
     def irq_scan(self, vcpu: int) -> list[int]:
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
@@ -747,6 +757,7 @@ class Gic:
         priority = np.zeros(nwords * 32, dtype=np.uint8)
         route = np.zeros(MAX_INTID_SPACE, dtype=np.uint32)
         target = np.full(MAX_INTID_SPACE, -1, dtype=np.int32)
+        seq = np.zeros(nwords * 32, dtype=np.uint64)
 
         def record(irq: VgicIrq, slot: int) -> None:
             # ``slot`` is the flat bit/byte index: the SPI's INTID, or
@@ -755,6 +766,7 @@ class Gic:
                 if getattr(irq, attr):
                     words[key][slot >> 5] |= 1 << (slot & 31)
             priority[slot] = irq.priority
+            seq[slot] = irq.seq
 
         for irq in self._spis:
             record(irq, irq.intid)
@@ -774,5 +786,7 @@ class Gic:
             propbaser=int(self._propbaser),
             pendbaser=np.array(self._pendbaser, dtype=np.uint64),
             gicr_ctlr=np.array(self._gicr_ctlr, dtype=np.uint32),
+            seq=seq,
+            seq_counter=int(self._seq_counter),
         )
         return state

@@ -55,6 +55,18 @@ def _ones(irqs: list[VgicIrq], value: int) -> Iterator[VgicIrq]:
             yield irq
 
 
+def stamped(gic: Gic, irqs: list[VgicIrq], change: Callable[[], None]) -> None:
+    """Run ``change`` and stamp, in INTID order, each of ``irqs`` that it made
+    deliverable: the order in which KVM's vgic_queue_irq_unlock would have
+    queued them (the twin of gicstate.pxd's stamp_new)."""
+    before = [irq.deliverable() for irq in irqs]
+    change()
+    for irq, was in zip(irqs, before):
+        if not was and irq.deliverable():
+            gic._seq_counter += 1
+            irq.seq = gic._seq_counter
+
+
 def uaccess_via_guest(write: WriteFn) -> UaccessWriteFn:
     """A userspace write that behaves as the guest write and always succeeds.
 
@@ -123,8 +135,12 @@ def read_enable(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
 
 def write_senable(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
     """Write-1-to-set on ``enabled``."""
-    for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
-        irq.enabled = True
+    irqs = _bit_irqs(gic, vcpu, intid, size)
+
+    def change() -> None:
+        for irq in _ones(irqs, value):
+            irq.enabled = True
+    stamped(gic, irqs, change)
 
 
 def write_cenable(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
@@ -141,8 +157,12 @@ def read_pending(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int
 
 def write_spending(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
     """Write-1-to-set on the latch; the line level is never touched (kvm-facts §3.2)."""
-    for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
-        irq.pending_latch = True
+    irqs = _bit_irqs(gic, vcpu, intid, size)
+
+    def change() -> None:
+        for irq in _ones(irqs, value):
+            irq.pending_latch = True
+    stamped(gic, irqs, change)
 
 
 def write_cpending(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
@@ -162,8 +182,12 @@ def uaccess_write_spending(gic: Gic, vcpu: int, offset: int, intid: int, size: i
     """Userspace assigns the latch for every bit, 0 included, whatever the
     trigger mode, so a restore does not depend on ICFGR being restored first
     (kvm-facts §2, KVM's ``vgic_v3_uaccess_write_pending``)."""
-    for i, irq in enumerate(_bit_irqs(gic, vcpu, intid, size)):
-        irq.pending_latch = bool((value >> i) & 1)
+    irqs = _bit_irqs(gic, vcpu, intid, size)
+
+    def change() -> None:
+        for i, irq in enumerate(irqs):
+            irq.pending_latch = bool((value >> i) & 1)
+    stamped(gic, irqs, change)
     return 0
 
 
@@ -176,8 +200,12 @@ def read_active(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
 def write_sactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
     """Write-1-to-set on ``active``.  (KVM halts every vCPU around this; the
     model has no running vCPUs, so there is nothing to halt.)"""
-    for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
-        irq.active = True
+    irqs = _bit_irqs(gic, vcpu, intid, size)
+
+    def change() -> None:
+        for irq in _ones(irqs, value):
+            irq.active = True
+    stamped(gic, irqs, change)
 
 
 def write_cactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
