@@ -119,14 +119,23 @@ cdef inline uint32_t deliverable(const GicState *g, uint32_t b) noexcept nogil:
     return g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
         g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])))
 
-cdef inline void stamp_new(GicState *g, uint32_t b, uint32_t before) noexcept nogil:
+cdef inline void stamp_fresh(GicState *g, uint32_t b, uint32_t fresh) noexcept nogil:
     # KVM queues an interrupt on its target's ap_list when it becomes
     # deliverable (vgic_queue_irq_unlock).  The model queues at the target's
-    # next entry, in the order of these stamps, so the ap_list keeps event
-    # order.  IRQs of one register write are stamped in INTID order, as KVM's
+    # next entry, in the order of these stamps (then INTID), so the ap_list
+    # keeps event order.  The IRQs one event makes deliverable share a stamp:
+    # with the INTID as tie-break they queue in INTID order, as KVM's
     # for_each_set_bit loops queue them.
-    cdef uint32_t fresh = deliverable(g, b) & ~before
-    while fresh:
+    cdef uint64_t stamp
+    cdef uint64_t *row
+    if fresh:
         g.seq_counter += 1
-        g.seq[(b << 5) | <uint32_t>gic_ctz(fresh)] = g.seq_counter
-        fresh &= fresh - 1
+        stamp = g.seq_counter
+        row = g.seq + (b << 5)
+        while fresh:
+            row[gic_ctz(fresh)] = stamp
+            fresh &= fresh - 1
+
+cdef inline void stamp_new(GicState *g, uint32_t b, uint32_t before) noexcept nogil:
+    # Stamp what became deliverable in bank b since `before` was read.
+    stamp_fresh(g, b, deliverable(g, b) & ~before)

@@ -5,6 +5,7 @@
 # Sources: kvm-facts §1.2, §1.6, §2, §3.2; IHI 0069 §12.9.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from vgic._core.gicstate cimport (GicState, bank_of, prio_index, NR_PRIVATE, deliverable, stamp_new,
+    stamp_fresh,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
     edge_from_icfgr, size_mask)
@@ -36,11 +37,15 @@ cdef inline uint64_t write_group(GicState *g, int vcpu, uint32_t off, uint32_t i
 cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
 
+cdef inline uint32_t pending_word(const GicState *g, uint32_t b) noexcept nogil:
+    return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
+
 cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    # Newly enabled, pending and not active: deliverable from now on.
     cdef uint32_t b = bank_of(g, vcpu, intid)
-    cdef uint32_t before = deliverable(g, b)
-    g.bm[BM_ENABLED][b] |= <uint32_t>val
-    stamp_new(g, b, before)
+    cdef uint32_t en = g.bm[BM_ENABLED][b]
+    g.bm[BM_ENABLED][b] = en | <uint32_t>val
+    stamp_fresh(g, b, <uint32_t>val & ~en & ~g.bm[BM_ACTIVE][b] & pending_word(g, b))
     return 0
 
 cdef inline uint64_t write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
@@ -55,10 +60,11 @@ cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t 
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
 cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    # Newly pending, enabled and not active: deliverable from now on.
     cdef uint32_t b = bank_of(g, vcpu, intid)
-    cdef uint32_t before = deliverable(g, b)
+    cdef uint32_t was = pending_word(g, b)
     g.bm[BM_PENDING_LATCH][b] |= <uint32_t>val
-    stamp_new(g, b, before)
+    stamp_fresh(g, b, <uint32_t>val & ~was & g.bm[BM_ENABLED][b] & ~g.bm[BM_ACTIVE][b])
     return 0
 
 cdef inline uint64_t write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:

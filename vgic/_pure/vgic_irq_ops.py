@@ -56,14 +56,16 @@ def _ones(irqs: list[VgicIrq], value: int) -> Iterator[VgicIrq]:
 
 
 def stamped(gic: Gic, irqs: list[VgicIrq], change: Callable[[], None]) -> None:
-    """Run ``change`` and stamp, in INTID order, each of ``irqs`` that it made
-    deliverable: the order in which KVM's vgic_queue_irq_unlock would have
-    queued them (the twin of gicstate.pxd's stamp_new)."""
+    """Run ``change`` (one event) and give each of ``irqs`` that it made
+    deliverable the event's stamp: with the INTID as tie-break, the order in
+    which KVM's vgic_queue_irq_unlock would have queued them (the twin of
+    gicstate.pxd's stamp_fresh)."""
     before = [irq.deliverable() for irq in irqs]
     change()
-    for irq, was in zip(irqs, before):
-        if not was and irq.deliverable():
-            gic._seq_counter += 1
+    fresh = [irq for irq, was in zip(irqs, before) if not was and irq.deliverable()]
+    if fresh:
+        gic._seq_counter += 1
+        for irq in fresh:
             irq.seq = gic._seq_counter
 
 
