@@ -41,11 +41,14 @@ cdef inline uint32_t pending_word(const GicState *g, uint32_t b) noexcept nogil:
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
 cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    # Newly enabled, pending and not active: deliverable from now on.
+    # Newly enabled, pending and not active: deliverable from now on.  A
+    # write that enables nothing new (the common repeat) stops early.
     cdef uint32_t b = bank_of(g, vcpu, intid)
     cdef uint32_t en = g.bm[BM_ENABLED][b]
+    cdef uint32_t newly = <uint32_t>val & ~en
     g.bm[BM_ENABLED][b] = en | <uint32_t>val
-    stamp_fresh(g, b, <uint32_t>val & ~en & ~g.bm[BM_ACTIVE][b] & pending_word(g, b))
+    if newly:
+        stamp_fresh(g, b, newly & ~g.bm[BM_ACTIVE][b] & pending_word(g, b))
     return 0
 
 cdef inline uint64_t write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
@@ -60,11 +63,15 @@ cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t 
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
 cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
-    # Newly pending, enabled and not active: deliverable from now on.
+    # Newly pending, enabled and not active: deliverable from now on.  Only a
+    # newly set latch can make an interrupt newly pending.
     cdef uint32_t b = bank_of(g, vcpu, intid)
-    cdef uint32_t was = pending_word(g, b)
-    g.bm[BM_PENDING_LATCH][b] |= <uint32_t>val
-    stamp_fresh(g, b, <uint32_t>val & ~was & g.bm[BM_ENABLED][b] & ~g.bm[BM_ACTIVE][b])
+    cdef uint32_t latch = g.bm[BM_PENDING_LATCH][b]
+    cdef uint32_t newly = <uint32_t>val & ~latch
+    g.bm[BM_PENDING_LATCH][b] = latch | <uint32_t>val
+    if newly:
+        stamp_fresh(g, b, newly & ~(g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
+                    & g.bm[BM_ENABLED][b] & ~g.bm[BM_ACTIVE][b])
     return 0
 
 cdef inline uint64_t write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
