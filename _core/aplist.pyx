@@ -13,9 +13,10 @@ vCPU v's own; an SPI is on at most one row), ``queued_on`` maps every
 (bank, bit) of the Gic's bitmaps to the vCPU whose row holds it (KVM's
 ``irq->vcpu``), and ``in_lr`` marks what the current LRs hold.
 
-One documented simplification (see :mod:`vgic.vgic_v3`): an interrupt is
-appended to its target's ap_list when that vCPU next enters, in INTID order,
-rather than at the moment it became pending.
+Queueing: an interrupt is appended to its target's ap_list when that vCPU
+next enters, ordered by the stamp the C state gave it when it became
+deliverable (then by INTID), which is the order KVM's vgic_queue_irq_unlock
+appends in (see :mod:`vgic.vgic_v3` for what still differs).
 """
 import numpy as np
 
