@@ -24,7 +24,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport qsort
 
-from vgic._core.gicstate cimport (GicState, bank_of, NR_PRIVATE, SPI_BANKS,
+from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, NR_PRIVATE, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, lr_slot, lr_encode,
     LR_VINTID_MASK, LR_EOI, LR_PENDING, LR_ACTIVE, LR_STATE, HCR_EN, HCR_UIE,
@@ -45,8 +45,7 @@ cdef inline uint32_t irq_index(uint32_t bank, uint32_t intid) noexcept nogil:
 
 
 cdef inline bint is_pending(const GicState *g, uint32_t b, uint32_t bit) noexcept nogil:
-    # irq_is_pending(): the latch, or the line of a level interrupt.
-    return ((g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])) & bit) != 0
+    return (pending_word(g, b) & bit) != 0
 
 
 cdef inline int32_t target_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
@@ -105,8 +104,7 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
     cdef uint64_t stamp
     for w in range(g.nr_irqs >> 5):
         b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
-        bits = g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
-            g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])))
+        bits = deliverable(g, b)
         while bits:
             intid = (w << 5) | <uint32_t>count_trailing_zeros(bits)
             bits &= bits - 1

@@ -113,11 +113,15 @@ cdef inline int32_t mpidr_to_vcpu(const GicState *g, uint64_t aff) noexcept nogi
 cdef extern from *:
     int gic_ctz "__builtin_ctz"(unsigned int x) nogil
 
+cdef inline uint32_t pending_word(const GicState *g, uint32_t b) noexcept nogil:
+    # KVM's irq_is_pending() for bank b: the latch, or the line of a level
+    # interrupt.
+    return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
+
 cdef inline uint32_t deliverable(const GicState *g, uint32_t b) noexcept nogil:
     # The IRQs of bank b that KVM's oracle could queue: active, or enabled
-    # and pending (latch, or line level of a level interrupt).
-    return g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & (
-        g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])))
+    # and pending.
+    return g.bm[BM_ACTIVE][b] | (g.bm[BM_ENABLED][b] & pending_word(g, b))
 
 cdef inline void stamp_fresh(GicState *g, uint32_t b, uint32_t fresh) noexcept nogil:
     # KVM queues an interrupt on its target's ap_list when it becomes

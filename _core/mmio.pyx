@@ -992,8 +992,7 @@ cdef class Gic:
             raise vcpu_error(vcpu, self.st.nr_vcpus)
         for w in range(self.st.nr_irqs >> 5):
             b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
-            bits = self.st.bm[BM_ACTIVE][b] | (self.st.bm[BM_ENABLED][b] & (
-                self.st.bm[BM_PENDING_LATCH][b] | (self.st.bm[BM_LINE_LEVEL][b] & ~self.st.bm[BM_EDGE][b])))
+            bits = deliverable(&self.st, b)
             while bits:
                 out.append((w << 5) | count_trailing_zeros(bits))
                 bits &= bits - 1

@@ -5,7 +5,7 @@
 # Sources: kvm-facts §1.2, §1.6, §2, §3.2; IHI 0069 §12.9.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from vgic._core.gicstate cimport (GicState, bank_of, prio_index, NR_PRIVATE, deliverable, stamp_new,
-    stamp_fresh,
+    stamp_fresh, pending_word,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
     edge_from_icfgr, size_mask)
@@ -37,9 +37,6 @@ cdef inline uint64_t write_group(GicState *g, int vcpu, uint32_t off, uint32_t i
 cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
 
-cdef inline uint32_t pending_word(const GicState *g, uint32_t b) noexcept nogil:
-    return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
-
 cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Newly enabled, pending and not active: deliverable from now on.  A
     # write that enables nothing new (the common repeat) stops early.
@@ -60,7 +57,7 @@ cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t 
     # A guest sees pending = latch for edge, latch OR line level for level
     # (KVM irq_is_pending()).
     cdef uint32_t b = bank_of(g, vcpu, intid)
-    return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
+    return pending_word(g, b)
 
 cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     # Newly pending, enabled and not active: deliverable from now on.  Only a
