@@ -238,21 +238,28 @@ cdef inline bint decode(const GicState *g, uint64_t addr, int accessor, int *fra
     return (in_d | in_r) != 0
 
 
+cdef inline access_fn direct_handler(const GicState *g, int frame, uint32_t off, int size,
+                                    int is_write, uint32_t *intid) noexcept nogil:
+    # The handler of an access through the direct region index, with no
+    # data-dependent branch (on a random trace each would mispredict):
+    # unmapped words hit the RAZ/WI sentinel, the INTID is computed for every
+    # region and kept only for per-IRQ ones, and an access the region check
+    # refuses gets the RAZ/WI handler.  `off` must lie inside the frame.
+    cdef const Region *r = &REGIONS[frame][DIRECT[frame][off >> 2]]
+    cdef uint32_t i = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
+    cdef uint32_t bad
+    i &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
+    bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
+        | ((r.bpi != 0) & (i >= g.nr_irqs))
+    intid[0] = i
+    return REFUSED[is_write] if bad else r.guest[is_write]
+
+
 cdef inline uint64_t direct_access(GicState *g, int frame, uint32_t off, int vcpu,
                                    int size, int is_write, uint64_t val) noexcept nogil:
-    # The hot path, with the direct region index and one rarely taken
-    # branch: on a random trace every data-dependent branch here would be a
-    # misprediction.  Unmapped words hit the RAZ/WI sentinel; the INTID is
-    # computed for every region and kept only for per-IRQ ones.
-    cdef const Region *r = &REGIONS[frame][DIRECT[frame][off >> 2]]
-    cdef uint32_t intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
-    cdef uint32_t bad
-    intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
-    bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
-        | ((r.bpi != 0) & (intid >= g.nr_irqs))
-    if bad:
-        return 0
-    return r.guest[is_write](g, vcpu, off, intid, size, val)
+    cdef uint32_t intid
+    cdef access_fn fn = direct_handler(g, frame, off, size, is_write, &intid)
+    return fn(g, vcpu, off, intid, size, val)
 
 
 cdef struct Prepared:
@@ -273,20 +280,13 @@ cdef inline bint prepare(const GicState *g, const MmioAccess *a, Prepared *p) no
     # data-dependent branch; False if the address is outside every frame.
     # Refused accesses get a RAZ/WI handler, so dispatch never branches.
     cdef int frame, owner
-    cdef uint32_t off, intid, bad
-    cdef const Region *r
+    cdef uint32_t off
     cdef int size = a.size
     cdef bint ok = decode(g, a.addr, a.vcpu, &frame, &off, &owner)
     off &= FRAME_SIZE - 1               # in range even for an undecodable address
-    r = &REGIONS[frame][DIRECT[frame][off >> 2]]
-    intid = r.first_intid + (((off - r.offset) << 3) >> r.bpi_shift)
-    intid &= <uint32_t>0 - <uint32_t>(r.bpi != 0)
-    bad = ((r.widths & width_flag(size)) == 0) | ((off & <uint32_t>(size - 1)) != 0) \
-        | ((r.bpi != 0) & (intid >= g.nr_irqs))
-    p.fn = REFUSED[a.write != 0] if bad else r.guest[a.write != 0]
+    p.fn = direct_handler(g, frame, off, size, a.write != 0, &p.intid)
     p.val = a.value
     p.off = off
-    p.intid = intid
     p.vcpu = owner
     p.size = size
     return ok
