@@ -333,9 +333,7 @@ cdef class ApLists:
         except AttributeError:
             raise TypeError(f"gic must be a vgic._core.mmio.Gic, not {type(gic).__name__}") from None
         g = <GicState *>PyCapsule_GetPointer(capsule, "vgic._core.GicState")
-        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
-                or not records.flags.c_contiguous or not records.flags.writeable:
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] != g.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {g.nr_vcpus} vCPUs")
         if not 1 <= nr_lrs <= MAX_LRS:
@@ -412,16 +410,11 @@ cdef class ApLists:
                 else:
                     fold_one(&self.s, <int>i)
             return
-        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
+        arr = ich.vcpu_indices(idx, n)
         m = arr.shape[0]
         if m == 0:
             return
         ix = arr
-        for k in range(m):
-            if not 0 <= ix[k] < n:
-                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{n - 1})")
         for k in range(m):
             if flush:
                 flush_one(&self.s, <int>ix[k])

@@ -246,9 +246,7 @@ cdef class Icv:
 
     def __init__(self, records, int nr_lrs, int pri_bits, int pre_bits):
         cdef uint8_t[::1] raw
-        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
-                or not records.flags.c_contiguous or not records.flags.writeable:
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
         if not 1 <= nr_lrs <= MAX_LRS:
@@ -311,16 +309,11 @@ cdef class Icv:
         """acknowledge on the vCPUs in ``idx`` (an integer array, validated
         whole first), in order; returns the INTIDs as a uint32 array."""
         cdef int g = self._group(group)
-        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
+        arr = ich.vcpu_indices(idx, self.n)
         cdef const long long[::1] ix = arr
         cdef Py_ssize_t k, m = arr.shape[0]
         out = np.zeros(m, dtype=np.uint32)
         cdef uint32_t[::1] o = out
-        for k in range(m):
-            if not 0 <= ix[k] < self.n:
-                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         for k in range(m):
             o[k] = acknowledge(&self.rec[ix[k]], &self.geo, g)
         return out
@@ -329,18 +322,15 @@ cdef class Icv:
         """eoi on the vCPUs in ``idx`` with the matching ``values``; returns
         the physical INTIDs to deactivate (-1 for none) as an int64 array."""
         cdef int g = self._group(group)
-        arr = np.array(idx, dtype=np.int64, copy=True)   # a private copy: checked once, then used
+        arr = ich.vcpu_indices(idx, self.n)
         vals = np.array(values, dtype=np.uint64, copy=True)
-        if arr.ndim != 1 or vals.shape != arr.shape:
+        if vals.shape != arr.shape:
             raise ValueError("idx and values must be one-dimensional and of one length")
         cdef const long long[::1] ix = arr
         cdef const uint64_t[::1] v = vals
         cdef Py_ssize_t k, m = arr.shape[0]
         out = np.zeros(m, dtype=np.int64)
         cdef long long[::1] o = out
-        for k in range(m):
-            if not 0 <= ix[k] < self.n:
-                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         for k in range(m):
             o[k] = end_of_interrupt(&self.rec[ix[k]], &self.geo, g, v[k])
         return out

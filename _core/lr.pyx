@@ -136,9 +136,7 @@ cdef class HypIf:
     cdef object _view
 
     def __init__(self, records, int nr_lrs, int pre_bits, bint reverse):
-        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
-                or not records.flags.c_contiguous or not records.flags.writeable:
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
         if not 1 <= nr_lrs <= MAX_LRS:
@@ -239,16 +237,11 @@ cdef class HypIf:
                 for i in range(self.n):
                     apply_one(&self.rec[i], self._nr_lrs, self._reverse, save, self._nr_aprs)
             return
-        arr = np.array(idx, dtype=np.int64, copy=True)   # private: checked, then used without the GIL
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
+        arr = ich.vcpu_indices(idx, self.n)     # private, checked: safe without the GIL
         m = arr.shape[0]
         if m == 0:
             return
         ix = arr
-        for k in range(m):
-            if not 0 <= ix[k] < self.n:
-                raise ValueError(f"idx[{k}] = {ix[k]} is not a vCPU index (0..{self.n - 1})")
         with nogil:
             for k in range(m):
                 apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save, self._nr_aprs)

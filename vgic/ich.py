@@ -116,6 +116,30 @@ LR_FIELDS = np.dtype(
 )
 
 
+def check_records(records: object) -> None:
+    """The contract of every kernel that works on ``VCPU_IF`` records in
+    place: a writable, C-contiguous, 1-D array of :data:`VCPU_IF`
+    (``TypeError`` otherwise)."""
+    if (not isinstance(records, np.ndarray) or records.dtype != VCPU_IF or records.ndim != 1
+            or not records.flags.c_contiguous or not records.flags.writeable):
+        raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+
+
+def vcpu_indices(idx: object, n: int) -> np.ndarray:
+    """The vCPU indices of a batch call as a private 1-D ``int64`` copy, each
+    below ``n`` (``ValueError`` naming the first that is not).  A private
+    copy: the kernels check it once and then use it, so no other thread can
+    change an index in between."""
+    arr = np.array(idx, dtype=np.int64, copy=True)
+    if arr.ndim != 1:
+        raise ValueError("idx must be one-dimensional")
+    bad = (arr < 0) | (arr >= n)
+    if bad.any():
+        k = int(np.argmax(bad))
+        raise ValueError(f"idx[{k}] = {int(arr[k])} is not a vCPU index (0..{n - 1})")
+    return arr
+
+
 def nr_aprs(pre_bits: int) -> int:
     """Active-priority registers per group implied by the preemption bits:
     2^(PREbits + 1 - 5), so 5 bits -> 1, 6 -> 2, 7 -> 4 (IHI 0069 §12.4.1)."""

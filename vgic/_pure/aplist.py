@@ -25,9 +25,7 @@ class ApLists:
     def __init__(self, gic: Any, records: np.ndarray, nr_lrs: int, reverse: bool) -> None:
         if not hasattr(gic, "_irq"):
             raise TypeError(f"gic must be a vgic._pure.mmio.Gic, not {type(gic).__name__}")
-        if not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1 \
-                or not records.flags.c_contiguous or not records.flags.writeable:
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] != gic.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {gic.nr_vcpus} vCPUs")
         if not 1 <= nr_lrs <= ich.MAX_LRS:
@@ -184,14 +182,7 @@ class ApLists:
     def _indices(self, idx: Any) -> list[int]:
         if idx is None:
             return list(range(self.gic.nr_vcpus))
-        arr = np.asarray(idx, dtype=np.int64)
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
-        n = self.gic.nr_vcpus
-        for k, i in enumerate(arr.tolist()):
-            if not 0 <= i < n:
-                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{n - 1})")
-        return arr.tolist()
+        return ich.vcpu_indices(idx, self.gic.nr_vcpus).tolist()
 
     def flush_batch(self, idx: Any = None) -> None:
         """flush for every vCPU in index order, or for the indices in ``idx``."""

@@ -21,9 +21,7 @@ class Icv:
     """The guest's acknowledge / EOI / deactivate accesses on ``records``."""
 
     def __init__(self, records: np.ndarray, nr_lrs: int, pri_bits: int, pre_bits: int) -> None:
-        if (not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1
-                or not records.flags.c_contiguous or not records.flags.writeable):
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
         if not 1 <= nr_lrs <= ich.MAX_LRS:
@@ -161,14 +159,7 @@ class Icv:
 
     # ---- many vCPUs
     def _indices(self, idx: Any) -> list[int]:
-        arr = np.asarray(idx, dtype=np.int64)
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
-        n = len(self.records)
-        for k, i in enumerate(arr.tolist()):
-            if not 0 <= i < n:
-                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{n - 1})")
-        return arr.tolist()
+        return ich.vcpu_indices(idx, len(self.records)).tolist()
 
     def acknowledge_batch(self, idx: Any, group: int) -> np.ndarray:
         """acknowledge on the vCPUs in ``idx``, in order (uint32 INTIDs)."""
@@ -178,10 +169,9 @@ class Icv:
     def eoi_batch(self, idx: Any, group: int, values: Any) -> np.ndarray:
         """eoi on the vCPUs in ``idx`` with ``values`` (int64 results)."""
         self._group(group)
-        ids = np.asarray(idx)
+        ids_list = self._indices(idx)
         vals = np.asarray(values, dtype=np.uint64)
-        if ids.ndim != 1 or vals.shape != ids.shape:
+        if vals.shape != (len(ids_list),):
             raise ValueError("idx and values must be one-dimensional and of one length")
-        ids_list = self._indices(ids)
         return np.array([self.eoi(i, group, int(v)) for i, v in zip(ids_list, vals.tolist())],
                         dtype=np.int64)

@@ -34,9 +34,7 @@ class HypIf:
     """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records."""
 
     def __init__(self, records: np.ndarray, nr_lrs: int, pre_bits: int, reverse: bool) -> None:
-        if (not isinstance(records, np.ndarray) or records.dtype != ich.VCPU_IF or records.ndim != 1
-                or not records.flags.c_contiguous or not records.flags.writeable):
-            raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
+        ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
         if not 1 <= nr_lrs <= MAX_LRS:
@@ -120,13 +118,7 @@ class HypIf:
     def _indices(self, idx: Any) -> list[int]:
         if idx is None:
             return list(range(self._records.shape[0]))
-        arr = np.ascontiguousarray(idx, dtype=np.int64)
-        if arr.ndim != 1:
-            raise ValueError("idx must be one-dimensional")
-        for k, i in enumerate(arr.tolist()):
-            if not 0 <= i < self._records.shape[0]:
-                raise ValueError(f"idx[{k}] = {i} is not a vCPU index (0..{self._records.shape[0] - 1})")
-        return arr.tolist()
+        return ich.vcpu_indices(idx, self._records.shape[0]).tolist()
 
     def save_state_batch(self, idx: Any = None) -> None:
         """save_state for every vCPU, or for the vCPU indices in ``idx``."""
