@@ -11,19 +11,9 @@ import pytest
 import vgic
 from vgic import ich
 from vgic import regmap as R
-from vgic.bench import best_time, per_call
+from vgic.bench import best_time, lr_records, per_call, running_vm
 
 N_BATCH = 100_000
-
-
-def records(n, used):
-    """n VCPU_IF records with `used` LRs in use and nothing empty in hardware,
-    so every used LR is read back on save (the most work)."""
-    r = np.zeros(n, ich.VCPU_IF)
-    r["used_lrs"] = used
-    r["ich_lr"] = ich.lr_value(40, 0xA0, pending=True)
-    r["vgic_lr"] = ich.lr_value(41, 0xA0, pending=True)
-    return r
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +32,7 @@ def lr_pure():
 def test_lr_save_restore_per_call(benchmark, impl, lr_core, lr_pure):
     """Save + restore of one vCPU with 16 used LRs from Python, 1000 rounds."""
     mod = lr_core if impl == "core" else lr_pure
-    h = mod.HypIf(records(4, 16), 16, 5, False)
+    h = mod.HypIf(lr_records(4, 16), 16, 5, False)
 
     def run():
         for _ in range(1000):
@@ -68,27 +58,15 @@ def test_lr_noop_baseline(benchmark, lr_core):
 @pytest.mark.benchmark(group="lr_batch")
 def test_lr_batch(benchmark, lr_core, used, order):
     """save_restore_batch over 100,000 vCPUs, by used LRs and storage order."""
-    h = lr_core.HypIf(records(N_BATCH, used), 16, 5, order == "reverse")
+    h = lr_core.HypIf(lr_records(N_BATCH, used), 16, 5, order == "reverse")
     benchmark(h.save_restore_batch)
 
 
 @pytest.mark.benchmark(group="lr_batch")
 def test_lr_batch_memcpy_baseline(benchmark, lr_core):
     """The baseline: one memcpy of the same 100,000 records."""
-    src, dst = records(N_BATCH, 16), records(N_BATCH, 16)
+    src, dst = lr_records(N_BATCH, 16), lr_records(N_BATCH, 16)
     benchmark(lr_core.copy_records, dst, src)
-
-
-def _running_vm(**kw):
-    vm = vgic.VM(nr_vcpus=2, nr_irqs=64, **kw)
-    vm.mmio_write(vm.dist_base + R.GICD_CTLR, 4, R.GICD_CTLR_ENABLE_G1)
-    vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 0xFFFFFFFF)
-    for v in vm.vcpus:
-        v.enter()
-        v.sysreg_write("ICC_PMR_EL1", 0xFF)
-        v.sysreg_write("ICC_IGRPEN1_EL1", 1)
-        v.exit()
-    return vm
 
 
 @pytest.mark.parametrize("backend", ["core", "pure"])
@@ -96,7 +74,7 @@ def _running_vm(**kw):
 def test_world_switch_cycle(benchmark, backend, lr_core):
     """enter, guest IAR1, guest EOIR1, exit with one pending SPI, on a VM of
     each backend (the guest's CPU interface is shared Python code)."""
-    vm = _running_vm(backend=backend)
+    vm = running_vm(backend=backend)
     v = vm.vcpus[0]
 
     def cycle():
@@ -112,7 +90,7 @@ def test_world_switch_cycle(benchmark, backend, lr_core):
 def test_flush_fold(benchmark, backend, lr_core):
     """KVM's flush + fold of one vCPU with 8 pending SPIs on 4 LRs (the
     sort path: more interrupts than LRs), kernel of each backend."""
-    vm = _running_vm(backend=backend)
+    vm = running_vm(backend=backend)
     lists, gic = vm._vgic.lists, vm._gic
 
     def run():
@@ -198,7 +176,7 @@ def test_lr_codec(benchmark, impl, lr_core, lr_pure):
 @pytest.mark.benchmark(group="eoi")
 def test_eoi(benchmark):
     """kvm-unit-tests micro-bench `eoi`: a guest EOI of the spurious INTID."""
-    vm = _running_vm()
+    vm = running_vm()
     v = vm.vcpus[0]
     v.enter()
     benchmark(v.sysreg_write, "ICC_EOIR1_EL1", 1023)
@@ -209,7 +187,7 @@ def test_eoi(benchmark):
 def test_ipi(benchmark):
     """kvm-unit-tests micro-bench `ipi`: vCPU 0 sends SGI 1 to vCPU 1, which
     takes and completes it."""
-    vm = _running_vm()
+    vm = running_vm()
     v0, v1 = vm.vcpus
     v0.enter()
 
@@ -227,7 +205,7 @@ def test_ipi(benchmark):
 def test_target_save_restore_vs_noop(lr_core):
     """Issue #3: save + restore of one vCPU with 16 used LRs from Python costs
     at most 2x no-op extension-method calls with the same arguments."""
-    h = lr_core.HypIf(records(4, 16), 16, 5, False)
+    h = lr_core.HypIf(lr_records(4, 16), 16, 5, False)
     nop = lr_core.Noop()
 
     def pair(obj):
@@ -244,9 +222,9 @@ def test_target_save_restore_vs_noop(lr_core):
 def test_target_batch_vs_memcpy(lr_core, used, order):
     """Issue #3: batch save + restore over 100,000 vCPUs within 1.5x of one
     memcpy of the same records, for both orders and used LRs 0, 1, 4, 16."""
-    r = records(N_BATCH, used)
+    r = lr_records(N_BATCH, used)
     h = lr_core.HypIf(r, 16, 5, order == "reverse")
-    dst = records(N_BATCH, used)
+    dst = lr_records(N_BATCH, used)
     ratio = min(best_time(h.save_restore_batch, 5) / best_time(lambda: lr_core.copy_records(dst, r), 5)
                 for _ in range(3))
     assert ratio <= 1.5, f"{order} used={used}: {ratio:.2f}x memcpy"

@@ -153,8 +153,9 @@ def run(quick: bool = False) -> dict[str, Any]:
     return {"vcpus": NR_VCPUS, "irqs": NR_IRQS, "rows": rows, "summary": summary}
 
 
-def _cycle_vm(backend: str, nr_lrs: int = 4) -> Any:
-    """A 2-vCPU VM whose guest has opened its CPU interface, SPIs 32..63 on."""
+def running_vm(backend: str | None = None, nr_lrs: int = 4) -> Any:
+    """A 2-vCPU VM whose guest has opened its CPU interface, SPIs 32..63 on
+    (the world-switch workloads, here and in ``benchmarks/``)."""
     from vgic import VM
     vm = VM(nr_vcpus=2, nr_irqs=64, nr_lrs=nr_lrs, backend=backend)
     vm.mmio_write(vm.dist_base + regmap.GICD_CTLR, 4, regmap.GICD_CTLR_ENABLE_G1)
@@ -167,7 +168,9 @@ def _cycle_vm(backend: str, nr_lrs: int = 4) -> Any:
     return vm
 
 
-def _records(n: int, used: int) -> np.ndarray:
+def lr_records(n: int, used: int) -> np.ndarray:
+    """``n`` VCPU_IF records with ``used`` LRs in use and none empty in
+    hardware, so every used LR is read back on save (the most work)."""
     from vgic import ich
     r = np.zeros(n, ich.VCPU_IF)
     r["used_lrs"] = used
@@ -191,25 +194,25 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
             h.save_state(1)
             h.restore_state(1)
         return run
-    sr_twin = per_call(pair(pure_lr.HypIf(_records(4, 16), 16, 5, False)), (), twin_calls // 4, repeat)
-    sr_core = per_call(pair(core_lr.HypIf(_records(4, 16), 16, 5, False)), (), calls, repeat) if core_lr else None
+    sr_twin = per_call(pair(pure_lr.HypIf(lr_records(4, 16), 16, 5, False)), (), twin_calls // 4, repeat)
+    sr_core = per_call(pair(core_lr.HypIf(lr_records(4, 16), 16, 5, False)), (), calls, repeat) if core_lr else None
     row("lr save+restore, 16 LRs (per call)", sr_core, sr_twin, "vCPUs")
     out: dict[str, Any] = {}
     if core_lr and sr_core is not None:
         out["save_restore_over_noop"] = sr_core / per_call(pair(core_lr.Noop()), (), calls, repeat)
-    twin_b = best_time(pure_lr.HypIf(_records(twin_batch, 16), 16, 5, False).save_restore_batch,
+    twin_b = best_time(pure_lr.HypIf(lr_records(twin_batch, 16), 16, 5, False).save_restore_batch,
                        max(1, repeat // 2)) / twin_batch
     for order in ("direct", "reverse"):
         core_b = None
         if core_lr:
-            r = _records(n_batch, 16)
+            r = lr_records(n_batch, 16)
             core_b = best_time(core_lr.HypIf(r, 16, 5, order == "reverse").save_restore_batch,
                                repeat) / n_batch
             out[f"batch_{order}_s"] = core_b
         row(f"lr batch save+restore, {order} (16 LRs)", core_b,
             twin_b if order == "direct" else None, "vCPUs")
     if core_lr:
-        src, dst = _records(n_batch, 16), _records(n_batch, 16)
+        src, dst = lr_records(n_batch, 16), lr_records(n_batch, 16)
         memcpy = best_time(lambda: core_lr.copy_records(dst, src), repeat) / n_batch
         out["batch_over_memcpy"] = out["batch_direct_s"] / memcpy
         out["reverse_over_direct"] = out.pop("batch_reverse_s") / out.pop("batch_direct_s")
@@ -223,7 +226,7 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
             lists.flush(0)
             lists.fold(0)
         return run
-    ff = {b: best_time(flush_fold(_cycle_vm(b)), repeat) for b in ("core", "pure") if b != "core" or core_lr}
+    ff = {b: best_time(flush_fold(running_vm(b)), repeat) for b in ("core", "pure") if b != "core" or core_lr}
     row("flush+fold, 8 pending on 4 LRs (per call)", ff.get("core"), ff["pure"], "vCPUs")
 
     def cycle(vm: Any) -> Callable[[], None]:
@@ -236,7 +239,7 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
                 v.sysreg_write("ICC_EOIR1_EL1", v.sysreg_read("ICC_IAR1_EL1"))
                 v.exit()
         return run
-    cyc = {b: best_time(cycle(_cycle_vm(b)), repeat) / 200 for b in ("core", "pure") if b != "core" or core_lr}
+    cyc = {b: best_time(cycle(running_vm(b)), repeat) / 200 for b in ("core", "pure") if b != "core" or core_lr}
     row("guest cycle: enter, IAR1, EOIR1, exit", cyc.get("core"), cyc["pure"], "cycles")
 
     def many(backend: str) -> float:
