@@ -260,6 +260,12 @@ def priority_mask(pri_bits: int) -> int:
     return (0xFF << (8 - pri_bits)) & 0xFF
 
 
+def vpmr(vmcr: int, pri_bits: int) -> int:
+    """ICV_PMR_EL1 (IHI 0069 §12.3): ICH_VMCR_EL2.VPMR with the unimplemented
+    low priority bits reading as zero."""
+    return ((vmcr & ich.VMCR_PMR_MASK) >> ich.VMCR_PMR_SHIFT) & priority_mask(pri_bits)
+
+
 def lr_state(lr: int) -> int:
     """ICH_LR<n>_EL2.State: 0 invalid, 1 pending, 2 active, 3 pending+active."""
     return (lr >> 62) & 3
@@ -620,8 +626,7 @@ class GuestCpuIf(_VcpuIfState):
 
     # ---- PMR, BPRs, CTLR
     def _read_pmr(self) -> int:
-        # ICV_PMR_EL1 (§12.3): VPMR; unimplemented low priority bits RAZ.
-        return ((self.vmcr & ich.VMCR_PMR_MASK) >> ich.VMCR_PMR_SHIFT) & priority_mask(self.pri_bits)
+        return vpmr(self.vmcr, self.pri_bits)
 
     def _write_pmr(self, value: int) -> None:
         # Unimplemented bits are WI; [63:8] RES0.
@@ -739,6 +744,6 @@ class HypRegs(_VcpuIfState):
 __all__ = [
     "GuestCpuIf", "HypRegs", "CpuIfHooks", "SysReg", "SYSREGS", "SYSREGS_BY_ENCODING", "ICH_SYSREGS",
     "ICH_SYSREGS_BY_ENCODING", "encode", "resolve", "resolve_ich", "priority_mask", "group_priority",
-    "running_priority", "highest_active", "hppi", "find_active_lr", "eisr", "elrsr", "misr",
+    "running_priority", "highest_active", "vpmr", "hppi", "find_active_lr", "eisr", "elrsr", "misr",
     "bpr0", "bpr1", "min_bpr0", "min_bpr1", "apr_index", "check_geometry", "INTID_SPURIOUS",
 ]

@@ -52,10 +52,6 @@ class Icv:
             raise ValueError(f"value {value} does not fit a 64-bit register")
         return int(value)
 
-    def _pmr(self, rec: Any) -> int:
-        vmcr = int(rec["ich_vmcr"])
-        return ((vmcr & ich.VMCR_PMR_MASK) >> ich.VMCR_PMR_SHIFT) & cpuif.priority_mask(self.pri_bits)
-
     def _rpr_of(self, rec: Any) -> int:
         return cpuif.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
 
@@ -94,7 +90,7 @@ class Icv:
         if cpuif.lr_group(lr) != group:
             return cpuif.INTID_SPURIOUS
         prio = cpuif.lr_priority(lr, self.pri_bits)
-        if prio >= self._pmr(rec):
+        if prio >= cpuif.vpmr(vmcr, self.pri_bits):
             return cpuif.INTID_SPURIOUS
         gprio = cpuif.group_priority(prio, group, vmcr, self.pre_bits)
         if gprio >= self._rpr_of(rec):
