@@ -657,19 +657,20 @@ cdef class Gic:
             return self._replay_halting(trace)
         return self._replay(trace)
 
-    cdef _check_trace(self, trace):
+    cdef int _check_trace(self, trace) except -1:
         if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:
             raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not "
                             f"{type(trace).__name__} {getattr(trace, 'dtype', '')}")
-        # A private copy: no other thread can change a record between its
-        # check and its use.
-        return np.array(trace, copy=True, order="C")
+        return 0
 
     cdef _replay_halting(self, trace):
         # With vCPUs running, each active-state access halts them around
         # itself, as it would one by one; the rest run as usual.  The whole
         # trace is validated first, so a rejected trace halts nothing.
-        arr = self._check_trace(trace)
+        self._check_trace(trace)
+        # A private copy: the halts run Python code, so another thread could
+        # otherwise change a record between its check and its use.
+        arr = np.array(trace, copy=True, order="C")
         cdef Py_ssize_t n = arr.shape[0], i = 0, j
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
@@ -696,9 +697,7 @@ cdef class Gic:
         return out
 
     cdef _replay(self, trace):
-        if not isinstance(trace, np.ndarray) or trace.dtype != MMIO_ACCESS or trace.ndim != 1:
-            raise TypeError("trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not "
-                            f"{type(trace).__name__} {getattr(trace, 'dtype', '')}")
+        self._check_trace(trace)
         cdef Py_ssize_t n = trace.shape[0]
         out = np.zeros(n, dtype=np.uint64)
         if n == 0:
