@@ -15,7 +15,7 @@ from vgic.errors import KvmError, UndefinedInstruction, UnmappedAccess, VgicErro
 from vgic.trace import MMIO_ACCESS
 from vgic.vm import VCPU, VM, IrqState, default_mpidr
 
-__version__ = "0.1.0"
+from vgic._version import __version__
 
 __all__ = [
     "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "UndefinedInstruction", "UnmappedAccess", "VCPU", "VM",
