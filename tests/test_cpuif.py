@@ -13,7 +13,24 @@ import numpy as np
 import pytest
 
 from vgic import ich
-from vgic.cpuif import (SYSREGS, GuestCpuIf, HypRegs, encode, resolve, resolve_ich)
+from vgic import _backend, sysregs
+from vgic.cpuif import GuestCpuIf, HypRegs
+from vgic.sysregs import encode
+
+# The guest's ICC_*_EL1 rows of the one sysreg table, by name.
+SYSREGS = {r.name: r for r in sysregs.TABLE if r.name.startswith("ICC_")}
+
+
+def resolve(reg):
+    """The name of a guest register (UndefinedInstruction for an EL2 one)."""
+    row = sysregs.lookup(reg)
+    if row.trap == sysregs.EL2:
+        raise UndefinedInstruction(reg)
+    return row.name
+
+
+def resolve_ich(reg):
+    return sysregs.lookup(reg).name
 from vgic.errors import UndefinedInstruction
 
 ALL64 = (1 << 64) - 1
@@ -42,7 +59,8 @@ class Env:
         self.records = np.zeros(nr_vcpus, ich.VCPU_IF)
         self.index = index
         self.hooks = Hooks()
-        self.cpu = GuestCpuIf(self.records, index, nr_lrs, pri_bits, pre_bits, self.hooks)
+        icv = _backend.icv.Icv(self.records, nr_lrs, pri_bits, pre_bits)
+        self.cpu = GuestCpuIf(self.records, index, nr_lrs, pri_bits, pre_bits, self.hooks, icv)
         self.hyp = HypRegs(self.records, index, nr_lrs, pri_bits, pre_bits)
 
     # guest shorthands
@@ -230,7 +248,7 @@ def test_bad_geometry(nr_lrs, pri_bits, pre_bits):
     # ICH_VTR_EL2 (§12.4.9): 1..16 LRs, 5..7 priority and preemption bits, PREbits <= PRIbits.
     records = np.zeros(1, ich.VCPU_IF)
     with pytest.raises(ValueError):
-        GuestCpuIf(records, 0, nr_lrs, pri_bits, pre_bits, Hooks())
+        GuestCpuIf(records, 0, nr_lrs, pri_bits, pre_bits, Hooks(), None)
     with pytest.raises(ValueError):
         HypRegs(records, 0, nr_lrs, pri_bits, pre_bits)
 
@@ -1034,8 +1052,32 @@ def test_hcr_and_vmcr_writable_bits():
     e.hyp.write("ICH_HCR_EL2", ALL64)
     assert e.hyp.read("ICH_HCR_EL2") == 0xF800_FDFF
     e.hyp.write("ICH_VMCR_EL2", ALL64)
-    assert e.hyp.read("ICH_VMCR_EL2") == 0xFFFC_021F
-    assert e.records["ich_vmcr"][0] == 0xFFFC_021F
+    # VPMR keeps its 5 implemented priority bits (0xFF -> 0xF8).
+    assert e.hyp.read("ICH_VMCR_EL2") == 0xF8FC_021F
+    assert e.records["ich_vmcr"][0] == 0xF8FC_021F
+
+
+@pytest.mark.parametrize("pri_bits, pre_bits, bpr0_min, bpr1_min, pmr", [
+    (5, 5, 2, 3, 0xF8), (6, 5, 2, 3, 0xFC), (6, 6, 1, 2, 0xFC), (7, 7, 0, 1, 0xFE)])
+def test_vmcr_stores_what_the_hardware_holds(pri_bits, pre_bits, bpr0_min, bpr1_min, pmr):
+    # ICH_VMCR_EL2 (IHI 0069 §12.4.10): VBPR0/VBPR1 alias ICV_BPR0/1_EL1, where a
+    # binary point below the minimum is stored as the minimum (§12.3
+    # ICV_BPR0_EL1: minimum 7 - PREbits; ICV_BPR1_EL1: one more); VPMR aliases
+    # ICV_PMR_EL1, whose unimplemented low priority bits are RAZ/WI.  A
+    # hypervisor write of 0 (KVM's reset VMCR) therefore reads back the minima.
+    e = Env(pri_bits=pri_bits, pre_bits=pre_bits)
+    e.hyp.write("ICH_VMCR_EL2", 0)
+    vmcr = e.hyp.read("ICH_VMCR_EL2")
+    assert (vmcr & ich.VMCR_BPR0_MASK) >> ich.VMCR_BPR0_SHIFT == bpr0_min
+    assert (vmcr & ich.VMCR_BPR1_MASK) >> ich.VMCR_BPR1_SHIFT == bpr1_min
+    e.hyp.write("ICH_VMCR_EL2", 0xFF << ich.VMCR_PMR_SHIFT | 7 << ich.VMCR_BPR0_SHIFT)
+    vmcr = e.hyp.read("ICH_VMCR_EL2")
+    assert (vmcr & ich.VMCR_PMR_MASK) >> ich.VMCR_PMR_SHIFT == pmr
+    assert (vmcr & ich.VMCR_BPR0_MASK) >> ich.VMCR_BPR0_SHIFT == 7     # at or above the minimum: kept
+    # The guest's view agrees with the stored value.
+    assert e.r("ICC_BPR0_EL1") == 7
+    assert e.r("ICC_BPR1_EL1") == bpr1_min
+    assert e.r("ICC_PMR_EL1") == pmr
 
 
 @pytest.mark.parametrize("nr_lrs, pri_bits, pre_bits", [(4, 5, 5), (16, 7, 7), (1, 6, 5)])

@@ -10,39 +10,14 @@ refuses is -EINVAL.
 from __future__ import annotations
 
 import errno
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from vgic import ich
-from vgic.cpuif import SYSREGS
+from vgic import ich, sysregs
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
     from vgic.vm import VCPU
-
-
-def _attr(name: str) -> int:
-    # The attribute encoding of an ICC register, from the one sysreg table.
-    return SYSREGS[name].attr
-
-
-ICC_PMR_EL1 = _attr("ICC_PMR_EL1")          # 0xC230
-ICC_BPR0_EL1 = _attr("ICC_BPR0_EL1")        # 0xC643
-ICC_AP0R_EL1 = [_attr(f"ICC_AP0R{n}_EL1") for n in range(4)]   # 0xC644..7
-ICC_AP1R_EL1 = [_attr(f"ICC_AP1R{n}_EL1") for n in range(4)]   # 0xC648..B
-ICC_BPR1_EL1 = _attr("ICC_BPR1_EL1")        # 0xC663
-ICC_CTLR_EL1 = _attr("ICC_CTLR_EL1")        # 0xC664
-ICC_SRE_EL1 = _attr("ICC_SRE_EL1")          # 0xC665
-ICC_IGRPEN0_EL1 = _attr("ICC_IGRPEN0_EL1")  # 0xC666
-ICC_IGRPEN1_EL1 = _attr("ICC_IGRPEN1_EL1")  # 0xC667
-
-CTLR_CBPR = 1 << 0
-CTLR_EOIMODE = 1 << 1
-CTLR_PRIBITS_SHIFT = 8
-CTLR_IDBITS_SHIFT = 11
-CTLR_SEIS = 1 << 14
-CTLR_A3V = 1 << 15
-SRE_VALUE = 0x7                 # SRE | DFB | DIB: system registers only
-ID_BITS = 0                     # 16-bit INTIDs (ICH_VTR_EL2.IDbits = 0)
 
 
 def _field(vmcr: int, mask: int, shift: int) -> int:
@@ -52,7 +27,7 @@ def _field(vmcr: int, mask: int, shift: int) -> int:
 class _Vmcr:
     """Read-modify-write of the saved ICH_VMCR_EL2 of one vCPU."""
 
-    def __init__(self, vcpu: "VCPU") -> None:
+    def __init__(self, vcpu: VCPU) -> None:
         self.rec = vcpu.vm._cpu_if_records[vcpu.id]
 
     def get(self, mask: int, shift: int = 0) -> int:
@@ -64,45 +39,45 @@ class _Vmcr:
         self.rec["vgic_vmcr"] = vmcr | ((value << shift) & mask) | ich.VMCR_FIQEN
 
 
-def _max_apr_index(vcpu: "VCPU") -> int:
+def _max_apr_index(vcpu: VCPU) -> int:
     # vgic_v3_max_apr_idx(): 7 priority bits -> 3, 6 -> 1, 5 -> 0.
     return {7: 3, 6: 1}.get(vcpu.num_pri_bits, 0)
 
 
-def _ctlr_read(vcpu: "VCPU") -> int:
+def _ctlr_read(vcpu: VCPU) -> int:
     v = _Vmcr(vcpu)
-    value = (v.get(ich.VMCR_CBPR) and CTLR_CBPR) | (v.get(ich.VMCR_EOIM) and CTLR_EOIMODE)
-    return (value | ((vcpu.num_pri_bits - 1) << CTLR_PRIBITS_SHIFT)
-            | (ID_BITS << CTLR_IDBITS_SHIFT) | CTLR_A3V)
+    value = (v.get(ich.VMCR_CBPR) and ich.CTLR_CBPR) | (v.get(ich.VMCR_EOIM) and ich.CTLR_EOIMODE)
+    return (value | ((vcpu.num_pri_bits - 1) << ich.CTLR_PRIBITS_SHIFT)
+            | (ich.ID_BITS << ich.CTLR_IDBITS_SHIFT) | ich.CTLR_A3V)
 
 
-def _ctlr_write(vcpu: "VCPU", value: int) -> None:
+def _ctlr_write(vcpu: VCPU, value: int) -> None:
     # No more priority or ID bits than the vCPU currently has (a restore may
     # lower them, never raise them again), and the host's SEIS and A3V.
-    pri = ((value >> CTLR_PRIBITS_SHIFT) & 7) + 1
-    idb = (value >> CTLR_IDBITS_SHIFT) & 7
-    if pri > vcpu.num_pri_bits or idb > ID_BITS or bool(value & CTLR_SEIS) or not value & CTLR_A3V:
+    pri = ((value >> ich.CTLR_PRIBITS_SHIFT) & 7) + 1
+    idb = (value >> ich.CTLR_IDBITS_SHIFT) & 7
+    if pri > vcpu.num_pri_bits or idb > ich.ID_BITS or bool(value & ich.CTLR_SEIS) or not value & ich.CTLR_A3V:
         raise KvmError(errno.EINVAL, f"ICC_CTLR_EL1 {value:#x} does not match the host")
     vcpu.num_pri_bits = pri
     v = _Vmcr(vcpu)
-    v.set(ich.VMCR_CBPR, 4, 1 if value & CTLR_CBPR else 0)
-    v.set(ich.VMCR_EOIM, 9, 1 if value & CTLR_EOIMODE else 0)
+    v.set(ich.VMCR_CBPR, 4, 1 if value & ich.CTLR_CBPR else 0)
+    v.set(ich.VMCR_EOIM, 9, 1 if value & ich.CTLR_EOIMODE else 0)
 
 
-def _bpr1_read(vcpu: "VCPU") -> int:
+def _bpr1_read(vcpu: VCPU) -> int:
     v = _Vmcr(vcpu)
     if v.get(ich.VMCR_CBPR):
         return min(v.get(ich.VMCR_BPR0_MASK, ich.VMCR_BPR0_SHIFT) + 1, 7)
     return v.get(ich.VMCR_BPR1_MASK, ich.VMCR_BPR1_SHIFT)
 
 
-def _bpr1_write(vcpu: "VCPU", value: int) -> None:
+def _bpr1_write(vcpu: VCPU, value: int) -> None:
     v = _Vmcr(vcpu)
     if not v.get(ich.VMCR_CBPR):
         v.set(ich.VMCR_BPR1_MASK, ich.VMCR_BPR1_SHIFT, value & 7)
 
 
-def _sre_write(vcpu: "VCPU", value: int) -> None:
+def _sre_write(vcpu: VCPU, value: int) -> None:
     if not value & 1:
         raise KvmError(errno.EINVAL, "ICC_SRE_EL1.SRE cannot be cleared for a GICv3 guest")
 
@@ -113,34 +88,39 @@ def _vmcr_field(mask: int, shift: int, width_mask: int) -> tuple[Callable, Calla
 
 
 def _apr(field: str, n: int) -> tuple[Callable, Callable]:
-    def check(vcpu: "VCPU") -> None:
+    def check(vcpu: VCPU) -> None:
         if n > _max_apr_index(vcpu):
             raise KvmError(errno.EINVAL, f"ICC_AP{field[-3]}R{n}_EL1 does not exist with "
                                          f"{vcpu.num_pri_bits} priority bits")
 
-    def read(vcpu: "VCPU") -> int:
+    def read(vcpu: VCPU) -> int:
         check(vcpu)
         return int(vcpu.vm._cpu_if_records[vcpu.id][field][n])
 
-    def write(vcpu: "VCPU", value: int) -> None:
+    def write(vcpu: VCPU, value: int) -> None:
         check(vcpu)
         vcpu.vm._cpu_if_records[vcpu.id][field][n] = value & 0xFFFFFFFF
 
     return read, write
 
 
-#: encoding -> (read, write): one row per register KVM exposes.
-REGISTERS: dict[int, tuple[Callable, Callable]] = {
-    ICC_PMR_EL1: _vmcr_field(ich.VMCR_PMR_MASK, ich.VMCR_PMR_SHIFT, 0xFF),
-    ICC_BPR0_EL1: _vmcr_field(ich.VMCR_BPR0_MASK, ich.VMCR_BPR0_SHIFT, 0x7),
-    ICC_BPR1_EL1: (_bpr1_read, _bpr1_write),
-    ICC_CTLR_EL1: (_ctlr_read, _ctlr_write),
-    ICC_SRE_EL1: (lambda vcpu: SRE_VALUE, _sre_write),
-    ICC_IGRPEN0_EL1: _vmcr_field(ich.VMCR_ENG0, 0, 1),
-    ICC_IGRPEN1_EL1: _vmcr_field(ich.VMCR_ENG1, 1, 1),
-    **{enc: _apr("vgic_ap0r", n) for n, enc in enumerate(ICC_AP0R_EL1)},
-    **{enc: _apr("vgic_ap1r", n) for n, enc in enumerate(ICC_AP1R_EL1)},
+#: name -> (read, write): one row per register of the CPU_SYSREGS group.
+ACCESSORS: dict[str, tuple[Callable, Callable]] = {
+    "ICC_PMR_EL1": _vmcr_field(ich.VMCR_PMR_MASK, ich.VMCR_PMR_SHIFT, 0xFF),
+    "ICC_BPR0_EL1": _vmcr_field(ich.VMCR_BPR0_MASK, ich.VMCR_BPR0_SHIFT, 0x7),
+    "ICC_BPR1_EL1": (_bpr1_read, _bpr1_write),
+    "ICC_CTLR_EL1": (_ctlr_read, _ctlr_write),
+    "ICC_SRE_EL1": (lambda vcpu: ich.ICC_SRE_VALUE, _sre_write),
+    "ICC_IGRPEN0_EL1": _vmcr_field(ich.VMCR_ENG0, 0, 1),
+    "ICC_IGRPEN1_EL1": _vmcr_field(ich.VMCR_ENG1, 1, 1),
+    **{f"ICC_AP0R{n}_EL1": _apr("vgic_ap0r", n) for n in range(ich.MAX_APRS)},
+    **{f"ICC_AP1R{n}_EL1": _apr("vgic_ap1r", n) for n in range(ich.MAX_APRS)},
 }
+#: The packed encoding -> (read, write), for the rows the sysreg table marks.
+REGISTERS: dict[int, tuple[Callable, Callable]] = {
+    attr: ACCESSORS[row.name] for attr, row in sysregs.CPU_SYSREGS.items()}
+if set(ACCESSORS) != {row.name for row in sysregs.CPU_SYSREGS.values()}:  # pragma: no cover
+    raise ImportError("vgic.cpu_sysregs and vgic.sysregs disagree on the CPU_SYSREGS registers")
 
 
 def _row(encoding: int) -> tuple[Callable, Callable]:
@@ -150,12 +130,12 @@ def _row(encoding: int) -> tuple[Callable, Callable]:
         raise KvmError(errno.ENXIO, f"system register encoding {encoding:#x} is not a vGICv3 CPU register") from None
 
 
-def get(vcpu: "VCPU", encoding: int) -> int:
+def get(vcpu: VCPU, encoding: int) -> int:
     """Read one register of a vCPU's saved interface."""
     return _row(encoding)[0](vcpu)
 
 
-def set(vcpu: "VCPU", encoding: int, value: int) -> None:  # noqa: A001 - KVM's verb
+def set(vcpu: VCPU, encoding: int, value: int) -> None:
     """Write one register of a vCPU's saved interface."""
     _row(encoding)[1](vcpu, value)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from vgic import cpuif, ich
+from vgic import ich
 
 #: Return codes of eoi/deactivate besides a physical INTID.
 NONE = -1
@@ -53,24 +53,24 @@ class Icv:
         return int(value)
 
     def _rpr_of(self, rec: Any) -> int:
-        return cpuif.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
+        return ich.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
 
     def _bump_eoicount(self, rec: Any) -> None:
         hcr = int(rec["ich_hcr"])
-        count = (cpuif.eoicount(hcr) + 1) & 0x1F
+        count = (ich.eoicount(hcr) + 1) & 0x1F
         rec["ich_hcr"] = (hcr & ~ich.HCR_EOICOUNT_MASK) | (count << ich.HCR_EOICOUNT_SHIFT)
 
     @staticmethod
     def _deactivate_lr(rec: Any, n: int) -> int:
         lr = int(rec["ich_lr"][n])
         rec["ich_lr"][n] = lr & ~ich.LR_ACTIVE
-        return cpuif.lr_pintid(lr) if lr & ich.LR_HW else NONE
+        return ich.lr_pintid(lr) if lr & ich.LR_HW else NONE
 
     def _priority_drop(self, rec: Any, group: int) -> bool:
-        idx = cpuif.highest_active(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
+        idx = ich.highest_active(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
         if idx < 0:
             return False
-        reg, bit = divmod(idx, cpuif.APR_BITS)
+        reg, bit = divmod(idx, ich.APR_BITS)
         aprs = rec["ich_ap1r" if group else "ich_ap0r"]
         if not int(aprs[reg]) & (1 << bit):
             return False
@@ -83,55 +83,55 @@ class Icv:
         group = self._group(group)
         rec = self._rec(i)
         lrs, vmcr = rec["ich_lr"], int(rec["ich_vmcr"])
-        n = cpuif.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
+        n = ich.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
         if n < 0:
-            return cpuif.INTID_SPURIOUS
+            return ich.INTID_SPURIOUS
         lr = int(lrs[n])
-        if cpuif.lr_group(lr) != group:
-            return cpuif.INTID_SPURIOUS
-        prio = cpuif.lr_priority(lr, self.pri_bits)
-        if prio >= cpuif.vpmr(vmcr, self.pri_bits):
-            return cpuif.INTID_SPURIOUS
-        gprio = cpuif.group_priority(prio, group, vmcr, self.pre_bits)
+        if ich.lr_group(lr) != group:
+            return ich.INTID_SPURIOUS
+        prio = ich.lr_priority(lr, self.pri_bits)
+        if prio >= ich.vpmr(vmcr, self.pri_bits):
+            return ich.INTID_SPURIOUS
+        gprio = ich.group_priority(prio, group, vmcr, self.pre_bits)
         if gprio >= self._rpr_of(rec):
-            return cpuif.INTID_SPURIOUS
+            return ich.INTID_SPURIOUS
         lrs[n] = (lr & ~ich.LR_STATE_MASK) | ich.LR_ACTIVE
-        reg, bit = divmod(cpuif.apr_index(gprio, self.pre_bits), cpuif.APR_BITS)
+        reg, bit = divmod(ich.apr_index(gprio, self.pre_bits), ich.APR_BITS)
         aprs = rec["ich_ap1r" if group else "ich_ap0r"]
         aprs[reg] = int(aprs[reg]) | (1 << bit)
-        return cpuif.lr_vintid(lr) & cpuif.INTID_FIELD
+        return ich.lr_vintid(lr) & ich.INTID_FIELD
 
     def eoi(self, i: int, group: int, value: int) -> int:
         """ICV_EOIR<group>_EL1 write: a physical INTID to deactivate, or -1."""
         group = self._group(group)
         rec = self._rec(i)
-        intid = self._value(value) & cpuif.INTID_FIELD
-        if cpuif.SPECIAL_FIRST <= intid <= cpuif.SPECIAL_LAST:
+        intid = self._value(value) & ich.INTID_FIELD
+        if ich.SPECIAL_FIRST <= intid <= ich.SPECIAL_LAST:
             return NONE
         dropped = self._priority_drop(rec, group)
-        lpi = intid >= cpuif.LPI_BASE
+        lpi = intid >= ich.LPI_BASE
         if int(rec["ich_vmcr"]) & ich.VMCR_EOIM and not lpi:
             return NONE
-        n = cpuif.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
+        n = ich.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
         if n < 0:
             if dropped and not lpi:
                 self._bump_eoicount(rec)
             return NONE
-        if cpuif.lr_group(int(rec["ich_lr"][n])) != group:
+        if ich.lr_group(int(rec["ich_lr"][n])) != group:
             return NONE
         return self._deactivate_lr(rec, n)
 
     def deactivate(self, i: int, value: int) -> int:
         """ICV_DIR_EL1 write: a physical INTID to deactivate, -1, or -2 (trap)."""
         rec = self._rec(i)
-        intid = self._value(value) & cpuif.INTID_FIELD
+        intid = self._value(value) & ich.INTID_FIELD
         if int(rec["ich_hcr"]) & ich.HCR_TDIR:
             return TRAP
         if not int(rec["ich_vmcr"]) & ich.VMCR_EOIM:
             return NONE
-        if cpuif.SPECIAL_FIRST <= intid <= cpuif.SPECIAL_LAST or intid >= cpuif.LPI_BASE:
+        if ich.SPECIAL_FIRST <= intid <= ich.SPECIAL_LAST or intid >= ich.LPI_BASE:
             return NONE
-        n = cpuif.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
+        n = ich.find_active_lr(rec["ich_lr"], self.nr_lrs, intid)
         if n < 0:
             self._bump_eoicount(rec)
             return NONE
@@ -141,13 +141,13 @@ class Icv:
         """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
         group = self._group(group)
         rec = self._rec(i)
-        n = cpuif.hppi(rec["ich_lr"], self.nr_lrs, int(rec["ich_vmcr"]), self.pri_bits)
+        n = ich.hppi(rec["ich_lr"], self.nr_lrs, int(rec["ich_vmcr"]), self.pri_bits)
         if n < 0:
-            return cpuif.INTID_SPURIOUS
+            return ich.INTID_SPURIOUS
         lr = int(rec["ich_lr"][n])
-        if cpuif.lr_group(lr) != group:
-            return cpuif.INTID_SPURIOUS
-        return cpuif.lr_vintid(lr) & cpuif.INTID_FIELD
+        if ich.lr_group(lr) != group:
+            return ich.INTID_SPURIOUS
+        return ich.lr_vintid(lr) & ich.INTID_FIELD
 
     def rpr(self, i: int) -> int:
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
