@@ -11,7 +11,6 @@ the build generates ``consts.pxd`` from them into the mirror, so the kernels
 """
 import importlib.util
 import os
-import shutil
 import sys
 import types
 

@@ -20,19 +20,17 @@ appends in (see :mod:`vgic.vgic_v3` for what still differs).
 """
 import numpy as np
 
-from cpython.pycapsule cimport PyCapsule_GetPointer
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport qsort
 
-from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, NR_PRIVATE, SPI_BANKS,
+from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS
+from vgic._core.gic cimport Gic
+from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
-from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, lr_slot, lr_encode,
-    LR_VINTID_MASK, LR_EOI, LR_PENDING, LR_ACTIVE, LR_STATE, HCR_EN, HCR_UIE,
-    HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE,
-    HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT, HCR_EOICOUNT_SHIFT,
-    VMCR_ENG0, VMCR_ENG1, VMCR_EOIM)
+from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
+from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE, HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1)
 
-from vgic import ich
+from vgic import gic_state, ich
 
 cdef extern from *:
     int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
@@ -50,7 +48,7 @@ cdef inline bint is_pending(const GicState *g, uint32_t b, uint32_t bit) noexcep
 
 cdef inline int32_t target_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
     # irq->target_vcpu: the owner of a private INTID, the IROUTER target of an SPI.
-    return vcpu if intid < NR_PRIVATE else g.target[intid]
+    return vcpu if intid < NR_PRIVATE_IRQS else g.target[intid]
 
 
 cdef inline int32_t oracle(const GicState *g, const int32_t *queued_on, int vcpu,
@@ -65,7 +63,7 @@ cdef inline int32_t oracle(const GicState *g, const int32_t *queued_on, int vcpu
         q = queued_on[irq_index(b, intid)]
         return q if q >= 0 else target_of(g, vcpu, intid)
     if (g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit):
-        return target_of(g, vcpu, intid) if g.dist_enabled else -1
+        return target_of(g, vcpu, intid) if g.s.dist_enabled else -1
     return -1
 
 
@@ -124,7 +122,7 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
         row[s.ap_len[vcpu]] = <int32_t>intid
         s.ap_len[vcpu] += 1
         s.queued_on[irq_index(bank_of(g, vcpu, intid), intid)] = vcpu
-        if intid >= NR_PRIVATE:
+        if intid >= NR_PRIVATE_IRQS:
             s.spis_queued += 1
 
 
@@ -141,7 +139,7 @@ cdef void prune(Lists *s, int vcpu) noexcept nogil:
             n += 1
         else:
             s.queued_on[irq_index(bank_of(s.g, vcpu, intid), intid)] = -1
-            if intid >= NR_PRIVATE:
+            if intid >= NR_PRIVATE_IRQS:
                 s.spis_queued -= 1
     s.ap_len[vcpu] = n
 
@@ -217,7 +215,7 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
             nr_act += 1
         elif is_pending(g, b, bit):
             nr_pend += 1
-        if intid < 16:
+        if intid < NR_SGIS:
             nr_sgi += 1
     total = nr_pend + nr_act
     if total > s.nr_lrs:
@@ -271,7 +269,7 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
         if lr & LR_PENDING:
             # The guest never took it: the pending state returns to the latch.
             g.bm[BM_PENDING_LATCH][b] |= bit
-    elif not (lr & LR_STATE):
+    elif not (lr & LR_STATE_MASK):
         # Completed: only a line still high can make it pending again.
         g.bm[BM_PENDING_LATCH][b] &= ~bit
 
@@ -283,13 +281,15 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
     cdef VcpuIf *r = &s.rec[vcpu]
     cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
     cdef uint32_t i, intid, b, bit, used = r.used_lrs if r.used_lrs < s.nr_lrs else s.nr_lrs
-    cdef uint32_t eoicount = <uint32_t>((r.vgic_hcr & HCR_EOICOUNT) >> HCR_EOICOUNT_SHIFT)
+    cdef uint32_t eoicount = <uint32_t>((r.vgic_hcr & HCR_EOICOUNT_MASK) >> HCR_EOICOUNT_SHIFT)
     for i in range(used):
         fold_lr(s, vcpu, r.vgic_lr[lr_slot(i, s.reverse)])
-    if eoicount and not (r.vgic_vmcr & VMCR_EOIM):
+    if eoicount:
         # The guest completed interrupts that had no LR: KVM folds a
         # synthesised LR without Active for each active one outside the LRs,
         # in ap_list order, which also consumes a level interrupt's latch.
+        # Whatever EOImode is now: the guest may have changed it after
+        # those EOIs, and KVM replays regardless (vgic_v3_fold_lr_state).
         for i in range(<uint32_t>s.ap_len[vcpu]):
             if eoicount == 0:
                 break
@@ -301,7 +301,7 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
                 if not (g.bm[BM_EDGE][b] & bit):
                     g.bm[BM_PENDING_LATCH][b] &= ~bit
                 eoicount -= 1
-        r.vgic_hcr &= ~HCR_EOICOUNT
+        r.vgic_hcr &= ~HCR_EOICOUNT_MASK
     r.used_lrs = 0
     for i in range(<uint32_t>s.ap_len[vcpu]):
         intid = <uint32_t>row[i]
@@ -319,7 +319,7 @@ cdef class ApLists:
     cdef Lists s
     cdef object _gic, _records, _ap, _ap_len, _queued_on, _in_lr, _keys
 
-    def __init__(self, gic, records, int nr_lrs, bint reverse):
+    def __init__(self, Gic gic not None, records, int nr_lrs, bint reverse):
         cdef GicState *g
         cdef uint8_t[::1] raw
         cdef int32_t[:, ::1] ap
@@ -328,12 +328,12 @@ cdef class ApLists:
         cdef uint64_t[::1] keys
         if self._gic is not None:
             raise TypeError("an ApLists is initialised once")
-        try:
-            capsule = gic.state_capsule()
-        except AttributeError:
-            raise TypeError(f"gic must be a vgic._core.mmio.Gic, not {type(gic).__name__}") from None
-        g = <GicState *>PyCapsule_GetPointer(capsule, "vgic._core.GicState")
-        ich.check_records(records)
+        if gic.st.nr_vcpus == 0:
+            raise TypeError("gic is not an initialised vgic._core.gic.Gic")
+        # The Gic is held for as long as this object lives: its state is
+        # what the kernels below work on.
+        g = &gic.st
+        records = ich.check_records(records)
         if records.shape[0] != g.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {g.nr_vcpus} vCPUs")
         if not 1 <= nr_lrs <= MAX_LRS:
@@ -441,6 +441,43 @@ cdef class ApLists:
         """vgic_target_oracle(): the vCPU that should hold the interrupt, or -1."""
         self._index(vcpu, intid)
         return oracle(self.s.g, self.s.queued_on, vcpu, intid)
+
+    def state(self):
+        """``{"ap_list": [INTIDs in list order, per vCPU], "in_lr": [sorted
+        INTIDs held in an LR, per vCPU]}`` (see :mod:`vgic.gic_state`)."""
+        cdef int v
+        cdef uint32_t intid
+        self._ready()
+        lists, held = [], []
+        for v in range(<int>self.s.g.nr_vcpus):
+            row = [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
+            lists.append(row)
+            held.append(sorted(i for i in row if self.s.in_lr[irq_index(bank_of(self.s.g, v, i), i)]))
+        return {"ap_list": lists, "in_lr": held}
+
+    def load_state(self, state):
+        """Replace every ap_list by ``state`` (as :meth:`state` returns it),
+        checked first by :func:`vgic.gic_state.check_ap_lists` (nothing
+        changes on a bad field)."""
+        cdef int v, k
+        cdef uint32_t intid, idx
+        self._ready()
+        lists, held = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs)
+        self._ap[:] = -1
+        self._ap_len[:] = 0
+        self._queued_on[:] = -1
+        self._in_lr[:] = 0
+        self.s.spis_queued = 0
+        for v in range(<int>self.s.g.nr_vcpus):
+            for k, intid in enumerate(lists[v]):
+                idx = irq_index(bank_of(self.s.g, v, intid), intid)
+                self._ap[v, k] = intid
+                self._queued_on[idx] = v
+                if intid >= NR_PRIVATE_IRQS:
+                    self.s.spis_queued += 1
+            self._ap_len[v] = len(lists[v])
+            for intid in held[v]:
+                self._in_lr[irq_index(bank_of(self.s.g, v, intid), intid)] = 1
 
     @property
     def spis_queued(self):

@@ -20,26 +20,13 @@ import numpy as np
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
-from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, LR_VINTID_MASK, LR_PINTID_SHIFT,
-    LR_PRIORITY_SHIFT, LR_GROUP, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE, HCR_TDIR,
-    HCR_EOICOUNT, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1, VMCR_EOIM)
+from vgic._core.vcpu_if cimport VcpuIf
+from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_PINTID_SHIFT, LR_PRIORITY_SHIFT, LR_GROUP, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1, VMCR_EOIM, VMCR_CBPR, VMCR_BPR1_SHIFT, VMCR_BPR0_SHIFT, VMCR_PMR_SHIFT, INTID_SPURIOUS, SPECIAL_FIRST, SPECIAL_LAST, LPI_BASE, INTID_FIELD, IDLE_PRIORITY)
 
 from vgic import ich
 
 cdef extern from *:
     int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
-
-cdef enum:
-    INTID_SPURIOUS = 1023
-    SPECIAL_FIRST = 1020
-    SPECIAL_LAST = 1023
-    LPI_BASE = 8192
-    INTID_FIELD = 0xFFFFFF
-    IDLE_PRIORITY = 0xFF
-    VMCR_CBPR = 1 << 4
-    VMCR_BPR1_SHIFT = 18
-    VMCR_BPR0_SHIFT = 21
-    VMCR_PMR_SHIFT = 24
 
 # Return codes of eoi/deactivate besides a physical INTID.
 cdef enum:
@@ -112,7 +99,7 @@ cdef inline int hppi(const VcpuIf *r, const Geometry *geo) noexcept nogil:
     cdef uint64_t lr, enabled
     for n in range(geo.nr_lrs):
         lr = r.ich_lr[n]
-        if (lr & LR_STATE) != LR_PENDING:
+        if (lr & LR_STATE_MASK) != LR_PENDING:
             continue
         enabled = r.ich_vmcr & (VMCR_ENG1 if lr & LR_GROUP else VMCR_ENG0)
         if not enabled:
@@ -135,8 +122,8 @@ cdef inline int find_active_lr(const VcpuIf *r, uint32_t nr_lrs, uint32_t intid)
 
 cdef inline void bump_eoicount(VcpuIf *r) noexcept nogil:
     # ICH_HCR_EL2.EOIcount: 5 bits, wrapping.
-    cdef uint64_t count = (((r.ich_hcr & HCR_EOICOUNT) >> HCR_EOICOUNT_SHIFT) + 1) & 0x1F
-    r.ich_hcr = (r.ich_hcr & ~HCR_EOICOUNT) | (count << HCR_EOICOUNT_SHIFT)
+    cdef uint64_t count = (((r.ich_hcr & HCR_EOICOUNT_MASK) >> HCR_EOICOUNT_SHIFT) + 1) & 0x1F
+    r.ich_hcr = (r.ich_hcr & ~HCR_EOICOUNT_MASK) | (count << HCR_EOICOUNT_SHIFT)
 
 
 cdef inline long deactivate_lr(VcpuIf *r, int n) noexcept nogil:
@@ -186,7 +173,7 @@ cdef uint32_t acknowledge(VcpuIf *r, const Geometry *geo, int group) noexcept no
     gprio = group_priority(prio, group, r.ich_vmcr, geo.pre_bits)
     if gprio >= running_priority(r, geo):
         return INTID_SPURIOUS
-    r.ich_lr[n] = (lr & ~LR_STATE) | LR_ACTIVE
+    r.ich_lr[n] = (lr & ~LR_STATE_MASK) | LR_ACTIVE
     idx = gprio >> (8 - geo.pre_bits)
     if group:
         r.ich_ap1r[idx >> 5] |= 1u << (idx & 31)
@@ -246,13 +233,10 @@ cdef class Icv:
 
     def __init__(self, records, int nr_lrs, int pri_bits, int pre_bits):
         cdef uint8_t[::1] raw
-        ich.check_records(records)
+        records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        if not 1 <= nr_lrs <= MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
-        if not 5 <= pri_bits <= 7 or not 5 <= pre_bits <= pri_bits:
-            raise ValueError(f"pri_bits {pri_bits} / pre_bits {pre_bits}: need 5 <= pre_bits <= pri_bits <= 7")
+        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         raw = records.view(np.uint8)
         self._records = records
         self.rec = <VcpuIf *>&raw[0]
@@ -263,6 +247,8 @@ cdef class Icv:
         self.geo.pre_bits = pre_bits
 
     cdef inline VcpuIf *_at(self, Py_ssize_t i) except NULL:
+        if self.rec == NULL:
+            raise TypeError("this Icv was not initialised")
         if not 0 <= i < self.n:
             raise ValueError(f"vcpu {i} out of range: {self.n} vCPUs")
         return &self.rec[i]

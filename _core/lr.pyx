@@ -11,13 +11,13 @@ today's, slot n holds LR n.  Guest-visible behaviour is the same in both.
 import numpy as np
 
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int64_t
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from vgic import ich
 
-from vgic._core.vcpu_if cimport (VcpuIf, MAX_LRS, MAX_APRS, LR_STATE, LR_HW, LR_EOI,
-    LR_GROUP, LR_PENDING, LR_ACTIVE, LR_VINTID_MASK, HCR_LRENPIE, HCR_EOICOUNT,
-    lr_encode)
+from vgic._core.vcpu_if cimport VcpuIf, stored_vmcr, lr_encode
+from vgic._core.consts cimport (MAX_LRS, MAX_APRS, LR_STATE_MASK, LR_HW, LR_EOI, LR_GROUP, LR_PENDING,
+    LR_ACTIVE, LR_VINTID_MASK, HCR_LRENPIE, HCR_EOICOUNT_MASK)
 
 cdef packed struct LrFields:
     # vgic.ich.LR_FIELDS (12 bytes)
@@ -39,7 +39,7 @@ cdef inline uint32_t lr_elrsr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogi
     # for an EOI maintenance interrupt (IHI 0069 §12.4.7).
     cdef uint32_t n, m = 0
     for n in range(nr_lrs):
-        if (lr[n] & LR_STATE) == 0 and ((lr[n] & LR_HW) or not (lr[n] & LR_EOI)):
+        if (lr[n] & LR_STATE_MASK) == 0 and ((lr[n] & LR_HW) or not (lr[n] & LR_EOI)):
             m |= 1u << n
     return m
 
@@ -48,127 +48,263 @@ cdef inline uint32_t lr_eisr(const uint64_t *lr, uint32_t nr_lrs) noexcept nogil
     # ICH_EISR_EL2: State 00, HW 0 and EOI 1: an EOI maintenance request.
     cdef uint32_t n, m = 0
     for n in range(nr_lrs):
-        if (lr[n] & (LR_STATE | LR_HW | LR_EOI)) == LR_EOI:
+        if (lr[n] & (LR_STATE_MASK | LR_HW | LR_EOI)) == LR_EOI:
             m |= 1u << n
     return m
 
 
-cdef inline uint64_t saved_lr(uint64_t hw, uint64_t cached) noexcept nogil:
-    # One LR of __vgic_v3_save_state: an LR the hardware reports empty in
-    # ICH_ELRSR_EL2 keeps KVM's cached value with its State cleared instead
-    # of being read back (written branch-free so the loop vectorises).
-    cdef uint64_t empty = ((hw & LR_STATE) == 0) & (((hw & LR_HW) != 0) | ((hw & LR_EOI) == 0))
-    cdef uint64_t keep = <uint64_t>0 - empty          # all ones if empty
-    return (keep & (cached & ~LR_STATE)) | (~keep & hw)
+# ------------------------------------------------------- the hyp kernels
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+
+    /* One LR of __vgic_v3_save_state: an LR the hardware reports empty in
+       ICH_ELRSR_EL2 (State 00, and HW set or EOI clear) keeps KVM's cached
+       value with its State cleared instead of being read back.  Written
+       with shifts, ands and a negate only, so it is one formula for a
+       scalar and for a vector of LRs. */
+    #define VGIC_SAVED_LR(T, hw, cached, one, zero) ({                         \
+        T s_ = (hw) >> 62;                                                     \
+        T empty_ = ~(s_ | (s_ >> 1)) & (((hw) >> 61) | ~((hw) >> 41)) & (one); \
+        T keep_ = (zero) - empty_;                                             \
+        (keep_ & (cached) & ~((one) << 62) & ~((one) << 63)) | (~keep_ & (hw)); })
+
+    static inline uint64_t vgic_saved_lr(uint64_t hw, uint64_t cached) {
+        return VGIC_SAVED_LR(uint64_t, hw, cached, 1ULL, 0ULL);
+    }
+
+    /* Four LRs per vector operation: one AVX2 instruction where the host has
+       AVX2 (the kernel is cloned for it), two SSE2 or NEON ones elsewhere. */
+    typedef uint64_t vgic_v4u64 __attribute__((vector_size(32)));
+
+    /* Where the fields of a VCPU_IF record are (taken from the Cython struct
+       at import, so the layout is written once), and the ICH_HCR_EL2 bits
+       the save needs. */
+    typedef struct {
+        size_t size, ich_lr, ich_hcr, ich_vmcr, vgic_lr, vgic_hcr, vgic_vmcr, used;
+        uint64_t lrenpie, eoicount;
+    } vgic_record_layout;
+
+    enum { VGIC_RESTORE = 0, VGIC_SAVE = 1, VGIC_SAVE_RESTORE = 2 };
+
+    static inline vgic_v4u64 vgic_rev4(vgic_v4u64 v) {
+        const vgic_v4u64 order = {3, 2, 1, 0};
+        return __builtin_shuffle(v, order);
+    }
+
+    /* The used LRs of one vCPU.  save: each is read back (or kept, if empty)
+       into KVM's slot and the hardware LR zeroed; restore: KVM's slot is
+       written to the hardware; save then restore: both, the hardware LR
+       ending as the value saved.  Slot i holds LR i, or LR 15 - i reversed. */
+    static inline __attribute__((always_inline))
+    void vgic_lrs(uint64_t *hw, uint64_t *slot, uint32_t used, int what, int reverse) {
+        const vgic_v4u64 one = {1, 1, 1, 1}, zero = {0, 0, 0, 0};
+        uint32_t i = 0;
+        if (what == VGIC_RESTORE && !reverse) {
+            memcpy(hw, slot, used * sizeof(uint64_t));
+            return;
+        }
+        for (; i + 4 <= used; i += 4) {
+            vgic_v4u64 h, c, v;
+            uint64_t *s = reverse ? slot + 16 - 4 - i : slot + i;
+            memcpy(&c, s, 32);
+            if (reverse) c = vgic_rev4(c);
+            if (what == VGIC_RESTORE) {
+                memcpy(hw + i, &c, 32);
+                continue;
+            }
+            memcpy(&h, hw + i, 32);
+            v = VGIC_SAVED_LR(vgic_v4u64, h, c, one, zero);
+            memcpy(hw + i, what == VGIC_SAVE ? &zero : &v, 32);
+            if (reverse) v = vgic_rev4(v);
+            memcpy(s, &v, 32);
+        }
+        for (; i < used; i++) {
+            uint64_t *s = reverse ? slot + 15 - i : slot + i;
+            if (what == VGIC_RESTORE) {
+                hw[i] = *s;
+                continue;
+            }
+            *s = vgic_saved_lr(hw[i], *s);
+            hw[i] = what == VGIC_SAVE ? 0 : *s;
+        }
+    }
+
+    /* __vgic_v3_save_state / __vgic_v3_restore_state (or one then the
+       other) of the records base[idx[k]] (idx NULL: every record). */
+    static inline __attribute__((always_inline))
+    void vgic_hyp_body(char *base, const int64_t *idx, size_t n, uint32_t nr_lrs,
+                       int reverse, int what, const vgic_record_layout *L) {
+        for (size_t k = 0; k < n; k++) {
+            char *r = base + (size_t)(idx ? idx[k] : (int64_t)k) * L->size;
+            uint32_t used;
+            uint64_t hcr, ich_hcr;
+            /* The records stream through the cache: ask for one a few ahead. */
+            if (k + 4 < n) {
+                const char *p = base + (size_t)(idx ? idx[k + 4] : (int64_t)(k + 4)) * L->size;
+                for (size_t off = 0; off < L->size; off += 64) __builtin_prefetch(p + off, 1, 3);
+            }
+            memcpy(&used, r + L->used, 4);
+            if (used > nr_lrs) used = nr_lrs;
+            vgic_lrs((uint64_t *)(r + L->ich_lr), (uint64_t *)(r + L->vgic_lr), used, what, reverse);
+            memcpy(&hcr, r + L->vgic_hcr, 8);
+            if (what != VGIC_RESTORE) {
+                /* VMCR is saved at every exit (eager since 6.19); with
+                   LRENPIE the EOIs of IRQs outside the LRs are kept. */
+                memcpy(r + L->vgic_vmcr, r + L->ich_vmcr, 8);
+                memcpy(&ich_hcr, r + L->ich_hcr, 8);
+                if (hcr & L->lrenpie) {
+                    hcr = (hcr & ~L->eoicount) | (ich_hcr & L->eoicount);
+                    memcpy(r + L->vgic_hcr, &hcr, 8);
+                }
+            }
+            /* The save writes 0 (traps off, TDIR included); the restore,
+               KVM's copy. */
+            if (what == VGIC_SAVE)
+                hcr = 0;
+            memcpy(r + L->ich_hcr, &hcr, 8);
+        }
+    }
+    #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && defined(__linux__)
+    __attribute__((target_clones("avx2", "default")))
+    #endif
+    static void vgic_hyp_batch(char *base, const int64_t *idx, size_t n, uint32_t nr_lrs,
+                               int reverse, int what, const vgic_record_layout *L) {
+        /* One specialised loop per step and order (constants inline). */
+        #define VGIC_HYP(rev, step) vgic_hyp_body(base, idx, n, nr_lrs, rev, step, L)
+        if (!reverse) {
+            if (what == VGIC_SAVE_RESTORE) VGIC_HYP(0, VGIC_SAVE_RESTORE);
+            else if (what == VGIC_SAVE) VGIC_HYP(0, VGIC_SAVE);
+            else VGIC_HYP(0, VGIC_RESTORE);
+        } else {
+            if (what == VGIC_SAVE_RESTORE) VGIC_HYP(1, VGIC_SAVE_RESTORE);
+            else if (what == VGIC_SAVE) VGIC_HYP(1, VGIC_SAVE);
+            else VGIC_HYP(1, VGIC_RESTORE);
+        }
+        #undef VGIC_HYP
+    }
+    """
+    ctypedef struct RecordLayout "vgic_record_layout":
+        size_t size, ich_lr, ich_hcr, ich_vmcr, vgic_lr, vgic_hcr, vgic_vmcr, used
+        uint64_t lrenpie, eoicount
+    enum:
+        DO_RESTORE "VGIC_RESTORE"
+        DO_SAVE "VGIC_SAVE"
+        DO_SAVE_RESTORE "VGIC_SAVE_RESTORE"
+    void hyp_batch "vgic_hyp_batch"(char *base, const int64_t *idx, size_t n, uint32_t nr_lrs,
+                                    int reverse, int what, const RecordLayout *layout) noexcept nogil
+
+cdef RecordLayout LAYOUT
+cdef VcpuIf _probe
+LAYOUT.size = sizeof(VcpuIf)
+LAYOUT.ich_lr = <char *>&_probe.ich_lr[0] - <char *>&_probe
+LAYOUT.ich_hcr = <char *>&_probe.ich_hcr - <char *>&_probe
+LAYOUT.ich_vmcr = <char *>&_probe.ich_vmcr - <char *>&_probe
+LAYOUT.vgic_lr = <char *>&_probe.vgic_lr[0] - <char *>&_probe
+LAYOUT.vgic_hcr = <char *>&_probe.vgic_hcr - <char *>&_probe
+LAYOUT.vgic_vmcr = <char *>&_probe.vgic_vmcr - <char *>&_probe
+LAYOUT.used = <char *>&_probe.used_lrs - <char *>&_probe
+LAYOUT.lrenpie = HCR_LRENPIE
+LAYOUT.eoicount = HCR_EOICOUNT_MASK
+
+# Steps of a batch besides DO_RESTORE / DO_SAVE / DO_SAVE_RESTORE.
+cdef enum:
+    DO_LOAD = 3
+    DO_PUT = 4
 
 
-cdef inline void save_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept nogil:
-    # __vgic_v3_save_state: only the used LRs are touched, each is read back
-    # (or kept, if empty) and then zeroed in the hardware.
-    cdef uint32_t i, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
-    if reverse:
-        for i in range(used):
-            r.vgic_lr[MAX_LRS - 1 - i] = saved_lr(r.ich_lr[i], r.vgic_lr[MAX_LRS - 1 - i])
-            r.ich_lr[i] = 0
-    else:
-        for i in range(used):
-            r.vgic_lr[i] = saved_lr(r.ich_lr[i], r.vgic_lr[i])
-            r.ich_lr[i] = 0
-    r.vgic_vmcr = r.ich_vmcr                     # eager since 6.19
-    if r.vgic_hcr & HCR_LRENPIE:                 # EOIs of IRQs outside the LRs
-        r.vgic_hcr = (r.vgic_hcr & ~HCR_EOICOUNT) | (r.ich_hcr & HCR_EOICOUNT)
-    r.ich_hcr = 0                                # traps off, including TDIR
+cdef struct Geo:
+    # The modelled hardware: ICH_VTR_EL2's counts and KVM's LR storage order.
+    uint32_t nr_lrs
+    uint32_t nr_aprs
+    uint32_t pri_bits
+    uint32_t pre_bits
+    bint reverse
 
 
-cdef inline void restore_one(VcpuIf *r, uint32_t nr_lrs, bint reverse) noexcept nogil:
-    # __vgic_v3_restore_state: ICH_HCR_EL2 always, then the used LRs.
-    cdef uint32_t i, used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
-    r.ich_hcr = r.vgic_hcr
-    if reverse:
-        for i in range(used):
-            r.ich_lr[i] = r.vgic_lr[MAX_LRS - 1 - i]
-    else:
-        memcpy(r.ich_lr, r.vgic_lr, used * sizeof(uint64_t))
-
-
-cdef inline void load_one(VcpuIf *r, uint32_t nr_aprs) noexcept nogil:
-    # vcpu_load: ICH_VMCR_EL2 and the active-priority registers.
+cdef inline void load_one(VcpuIf *r, const Geo *g) noexcept nogil:
+    # vcpu_load: ICH_VMCR_EL2 (the hardware stores what its fields can hold)
+    # and the active-priority registers.
     cdef uint32_t k
-    r.ich_vmcr = r.vgic_vmcr
-    for k in range(nr_aprs):
+    r.ich_vmcr = stored_vmcr(r.vgic_vmcr, g.pri_bits, g.pre_bits)
+    for k in range(g.nr_aprs):
         r.ich_ap0r[k] = r.vgic_ap0r[k]
         r.ich_ap1r[k] = r.vgic_ap1r[k]
 
 
-cdef inline void put_one(VcpuIf *r, uint32_t nr_aprs) noexcept nogil:
+cdef inline void put_one(VcpuIf *r, const Geo *g) noexcept nogil:
     # vcpu_put: the active-priority registers (VMCR is saved at every exit).
     cdef uint32_t k
-    for k in range(nr_aprs):
+    for k in range(g.nr_aprs):
         r.vgic_ap0r[k] = r.ich_ap0r[k]
         r.vgic_ap1r[k] = r.ich_ap1r[k]
 
 
-cdef inline void apply_one(VcpuIf *r, uint32_t nr_lrs, bint reverse, int what, uint32_t nr_aprs) noexcept nogil:
-    # what: 0 restore, 1 save, 2 save then restore, 3 load, 4 put.
-    if what == 3:
-        load_one(r, nr_aprs)
-        return
-    if what == 4:
-        put_one(r, nr_aprs)
-        return
-    if what:
-        save_one(r, nr_lrs, reverse)
-    if what != 1:
-        restore_one(r, nr_lrs, reverse)
+cdef inline void plain_one(VcpuIf *r, uint32_t nr_lrs) noexcept nogil:
+    # The copies of one save + restore and nothing else (no ELRSR test, no
+    # storage order, no EOIcount): the benchmarks' "plain C loop" baseline.
+    cdef uint32_t used = r.used_lrs if r.used_lrs < nr_lrs else nr_lrs
+    memcpy(r.vgic_lr, r.ich_lr, used * sizeof(uint64_t))
+    memset(r.ich_lr, 0, used * sizeof(uint64_t))
+    r.vgic_vmcr = r.ich_vmcr
+    r.ich_hcr = r.vgic_hcr
+    memcpy(r.ich_lr, r.vgic_lr, used * sizeof(uint64_t))
 
 
 cdef class HypIf:
     """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records.
 
     ``records`` is a 1-D numpy array of :data:`vgic.ich.VCPU_IF` that this
-    object works on in place (it is kept alive and cannot be resized).
+    object works on in place (it is kept alive and cannot be resized);
+    ``nr_lrs``, ``pri_bits`` and ``pre_bits`` describe the modelled hardware
+    (ICH_VTR_EL2), ``reverse`` KVM's LR storage order.
     """
     cdef VcpuIf *rec
     cdef Py_ssize_t n
-    cdef uint32_t _nr_lrs, _nr_aprs
-    cdef bint _reverse
+    cdef Geo g
     cdef object _records
     cdef object _view
 
-    def __init__(self, records, int nr_lrs, int pre_bits, bint reverse):
-        ich.check_records(records)
+    def __init__(self, records, int nr_lrs, int pri_bits, int pre_bits, bint reverse):
+        records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        if not 1 <= nr_lrs <= MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
-        if not 5 <= pre_bits <= 7:
-            raise ValueError(f"pre_bits {pre_bits} is not in 5..7")
+        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         cdef uint8_t[::1] raw = records.view(np.uint8)
         self._records = records
         self._view = raw
         self.rec = <VcpuIf *> &raw[0]
         self.n = records.shape[0]
-        self._nr_lrs = nr_lrs
-        self._nr_aprs = 1u << (pre_bits - 5)
-        self._reverse = reverse
+        self.g.nr_lrs = nr_lrs
+        self.g.nr_aprs = 1u << (pre_bits - 5)
+        self.g.pri_bits = pri_bits
+        self.g.pre_bits = pre_bits
+        self.g.reverse = reverse
+
+    cdef int _ready(self) except -1:
+        if self.rec == NULL:
+            raise TypeError("this HypIf was not initialised")
+        return 0
 
     @property
     def nr_lrs(self):
-        return self._nr_lrs
+        return self.g.nr_lrs
 
     @property
     def nr_aprs(self):
-        return self._nr_aprs
+        return self.g.nr_aprs
 
     @property
     def reverse(self):
-        return self._reverse
+        return self.g.reverse
 
     @property
     def records(self):
         return self._records
 
     cdef inline VcpuIf *_at(self, Py_ssize_t i) except NULL:
+        self._ready()
         if not 0 <= i < self.n:
             raise ValueError(f"vcpu {i} out of range: {self.n} vCPUs")
         return &self.rec[i]
@@ -177,74 +313,91 @@ cdef class HypIf:
         """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
         if not 0 <= n < MAX_LRS:
             raise ValueError(f"LR {n} is not in 0..15")
-        return MAX_LRS - 1 - n if self._reverse else n
+        return MAX_LRS - 1 - n if self.g.reverse else n
 
     # ---- one vCPU ------------------------------------------------------------
     def save_state(self, Py_ssize_t i):
         """__vgic_v3_save_state for vCPU ``i`` (every exit)."""
-        save_one(self._at(i), self._nr_lrs, self._reverse)
+        hyp_batch(<char *>self._at(i), NULL, 1, self.g.nr_lrs, self.g.reverse, DO_SAVE, &LAYOUT)
 
     def restore_state(self, Py_ssize_t i):
         """__vgic_v3_restore_state for vCPU ``i`` (every entry)."""
-        restore_one(self._at(i), self._nr_lrs, self._reverse)
+        hyp_batch(<char *>self._at(i), NULL, 1, self.g.nr_lrs, self.g.reverse, DO_RESTORE, &LAYOUT)
 
     def save_aprs(self, Py_ssize_t i):
         """vcpu_put: save the active-priority registers the PREbits imply."""
-        put_one(self._at(i), self._nr_aprs)
+        put_one(self._at(i), &self.g)
 
     def restore_vmcr_aprs(self, Py_ssize_t i):
         """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
-        load_one(self._at(i), self._nr_aprs)
+        load_one(self._at(i), &self.g)
 
-    def load_batch(self, idx):
-        """restore_vmcr_aprs for the vCPU indices in ``idx`` (vcpu_load of many)."""
-        self._batch(idx, 3)
+    def load_batch(self, idx=None):
+        """restore_vmcr_aprs for every vCPU, or the indices in ``idx`` (vcpu_load of many)."""
+        self._batch(idx, DO_LOAD)
 
-    def put_batch(self, idx):
-        """save_aprs for the vCPU indices in ``idx`` (vcpu_put of many)."""
-        self._batch(idx, 4)
+    def put_batch(self, idx=None):
+        """save_aprs for every vCPU, or the indices in ``idx`` (vcpu_put of many)."""
+        self._batch(idx, DO_PUT)
 
     def elrsr(self, Py_ssize_t i):
         """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
-        return lr_elrsr(self._at(i).ich_lr, self._nr_lrs)
+        return lr_elrsr(self._at(i).ich_lr, self.g.nr_lrs)
 
     def eisr(self, Py_ssize_t i):
         """ICH_EISR_EL2 of vCPU ``i``'s modelled hardware."""
-        return lr_eisr(self._at(i).ich_lr, self._nr_lrs)
+        return lr_eisr(self._at(i).ich_lr, self.g.nr_lrs)
 
     # ---- many vCPUs ----------------------------------------------------------
     def save_state_batch(self, idx=None):
         """save_state for every vCPU, or for the vCPU indices in ``idx``
         (an integer numpy array, validated whole before anything runs)."""
-        self._batch(idx, True)
+        self._batch(idx, DO_SAVE)
 
     def restore_state_batch(self, idx=None):
         """restore_state for every vCPU, or for the indices in ``idx``."""
-        self._batch(idx, False)
+        self._batch(idx, DO_RESTORE)
 
     def save_restore_batch(self, idx=None):
         """save_state then restore_state of each vCPU (every vCPU, or the
         indices in ``idx``) in one pass: one exit and re-entry per vCPU,
         touching each record once."""
-        self._batch(idx, 2)
+        self._batch(idx, DO_SAVE_RESTORE)
 
-    cdef _batch(self, idx, int save):
-        # save: 0 restore, 1 save, 2 both, 3 load, 4 put (see apply_one)
+    def plain_copy_batch(self):
+        """The copies of save_restore_batch over every vCPU in a plain C loop
+        (memcpy of the used LRs there and back, VMCR, HCR; no ELRSR test,
+        storage order or EOIcount): the baseline its benchmark compares with."""
+        cdef Py_ssize_t i
+        self._ready()
+        with nogil:
+            for i in range(self.n):
+                plain_one(&self.rec[i], self.g.nr_lrs)
+
+    cdef _batch(self, idx, int what):
         cdef Py_ssize_t i, k, m
         cdef const int64_t[::1] ix
+        cdef const int64_t *ids = NULL
+        self._ready()
         if idx is None:
-            with nogil:
-                for i in range(self.n):
-                    apply_one(&self.rec[i], self._nr_lrs, self._reverse, save, self._nr_aprs)
-            return
-        arr = ich.vcpu_indices(idx, self.n)     # private, checked: safe without the GIL
-        m = arr.shape[0]
-        if m == 0:
-            return
-        ix = arr
+            m = self.n
+        else:
+            arr = ich.vcpu_indices(idx, self.n)     # private, checked: safe without the GIL
+            m = arr.shape[0]
+            if m == 0:
+                return
+            ix = arr
+            ids = &ix[0]
         with nogil:
-            for k in range(m):
-                apply_one(&self.rec[ix[k]], self._nr_lrs, self._reverse, save, self._nr_aprs)
+            if what == DO_LOAD or what == DO_PUT:
+                for k in range(m):
+                    i = ids[k] if ids != NULL else k
+                    if what == DO_LOAD:
+                        load_one(&self.rec[i], &self.g)
+                    else:
+                        put_one(&self.rec[i], &self.g)
+            else:
+                hyp_batch(<char *>self.rec, ids, m, self.g.nr_lrs, self.g.reverse, what, &LAYOUT)
 
 
 # ------------------------------------------------------------ LR codec
@@ -262,10 +415,12 @@ cdef inline LrFields lr_unpack(uint64_t lr) noexcept nogil:
 
 
 cdef object fields_array(fields):
-    if not isinstance(fields, np.ndarray) or fields.dtype != ich.LR_FIELDS:
+    # The real array (a subclass cannot fake its dtype), flattened.
+    arr = np.asarray(fields) if isinstance(fields, np.ndarray) else None
+    if arr is None or arr.dtype != ich.LR_FIELDS:
         raise TypeError("fields must be a numpy array of vgic.ich.LR_FIELDS, not "
-                        f"{type(fields).__name__} {getattr(fields, 'dtype', '')}")
-    return np.ascontiguousarray(fields).reshape(-1)
+                        f"{type(fields).__name__} {'' if arr is None else arr.dtype}")
+    return np.ascontiguousarray(arr).reshape(-1)
 
 
 def lr_encode_batch(fields):
@@ -273,10 +428,11 @@ def lr_encode_batch(fields):
     :data:`vgic.ich.LR_FIELDS` records.  A field outside its width (pINTID
     > 0x3FF, State > 3, a flag > 1) is a ``ValueError`` naming the record."""
     arr = fields_array(fields)
+    shape = np.asarray(fields).shape
     cdef Py_ssize_t i, n = arr.shape[0]
     out = np.zeros(n, dtype=np.uint64)
     if n == 0:
-        return out.reshape(fields.shape)
+        return out.reshape(shape)
     cdef const uint8_t[::1] raw = arr.view(np.uint8)
     cdef const LrFields *f = <const LrFields *>&raw[0]
     cdef uint64_t[::1] o = out
@@ -288,15 +444,15 @@ def lr_encode_batch(fields):
         for i in range(n):
             o[i] = lr_encode(f[i].vintid, f[i].priority, f[i].group, f[i].state & 1,
                              f[i].state >> 1, f[i].hw, f[i].pintid, f[i].eoi)
-    return out.reshape(fields.shape)
+    return out.reshape(shape)
 
 
 def lr_decode_batch(lrs):
     """An array of :data:`vgic.ich.LR_FIELDS` (same shape) from ICH_LR<n>_EL2
     values; RES0 bits are ignored, as the architecture lets hardware do."""
-    arr = np.ascontiguousarray(lrs, dtype=np.uint64)
+    arr = ich.lr_values(lrs)
     shape = arr.shape
-    arr = arr.reshape(-1)
+    arr = np.ascontiguousarray(arr).reshape(-1)
     cdef Py_ssize_t i, n = arr.shape[0]
     out = np.zeros(n, dtype=ich.LR_FIELDS)
     if n == 0:
@@ -313,8 +469,8 @@ def lr_decode_batch(lrs):
 def copy_records(dst, src):
     """memcpy of one record array into another of the same shape: the
     baseline that the batch save/restore benchmarks compare against."""
-    cdef uint8_t[::1] d = dst.view(np.uint8)
-    cdef const uint8_t[::1] s = src.view(np.uint8)
+    cdef uint8_t[::1] d = ich.check_records(dst).view(np.uint8)
+    cdef const uint8_t[::1] s = ich.check_records(src).view(np.uint8)
     if d.shape[0] != s.shape[0]:
         raise ValueError("dst and src differ in size")
     if d.shape[0]:

@@ -1,12 +1,13 @@
 # One vCPU's GICv3 CPU-interface record, shared by the hyp save/restore
-# kernels (lr.pyx) and KVM's flush/fold (aplist.pyx): the C view of
-# vgic.ich.VCPU_IF, field for field (360 bytes), and the ICH_LR<n>_EL2,
-# ICH_HCR_EL2 and ICH_VMCR_EL2 fields they use (IHI 0069 §12.4).
+# kernels (lr.pyx), KVM's flush/fold (aplist.pyx) and the guest's ICV_*
+# accesses (icv.pyx): the C view of vgic.ich.VCPU_IF, field for field (360
+# bytes).  The field constants come from vgic.ich through consts.pxd.
 from libc.stdint cimport uint32_t, uint64_t
 
-cdef enum:
-    MAX_LRS = 16
-    MAX_APRS = 4
+from vgic._core.consts cimport (MAX_LRS, MAX_APRS, LR_PRIORITY_SHIFT, LR_PINTID_SHIFT, LR_VINTID_MASK,
+    LR_EOI, LR_GROUP, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT,
+    VMCR_WRITABLE, VMCR_BPR0_MASK, VMCR_BPR0_SHIFT, VMCR_BPR1_MASK, VMCR_BPR1_SHIFT, VMCR_PMR_MASK,
+    VMCR_PMR_SHIFT)
 
 cdef struct VcpuIf:
     uint64_t ich_lr[MAX_LRS]
@@ -21,50 +22,6 @@ cdef struct VcpuIf:
     uint32_t vgic_ap1r[MAX_APRS]
     uint32_t used_lrs
     uint32_t pad
-
-# ICH_LR<n>_EL2.  The 64-bit masks do not fit a C enum, so they are macros.
-cdef enum:
-    LR_PINTID_SHIFT = 32
-    LR_PRIORITY_SHIFT = 48
-cdef extern from *:
-    """
-    #define VGIC_LR_VINTID_MASK 0xFFFFFFFFULL
-    #define VGIC_LR_EOI (1ULL << 41)
-    #define VGIC_LR_GROUP (1ULL << 60)
-    #define VGIC_LR_HW (1ULL << 61)
-    #define VGIC_LR_PENDING (1ULL << 62)
-    #define VGIC_LR_ACTIVE (1ULL << 63)
-    #define VGIC_LR_STATE (VGIC_LR_PENDING | VGIC_LR_ACTIVE)
-    #define VGIC_HCR_EOICOUNT (0x1FULL << 27)
-    """
-    const uint64_t LR_VINTID_MASK "VGIC_LR_VINTID_MASK"
-    const uint64_t LR_EOI "VGIC_LR_EOI"
-    const uint64_t LR_GROUP "VGIC_LR_GROUP"
-    const uint64_t LR_HW "VGIC_LR_HW"
-    const uint64_t LR_PENDING "VGIC_LR_PENDING"
-    const uint64_t LR_ACTIVE "VGIC_LR_ACTIVE"
-    const uint64_t LR_STATE "VGIC_LR_STATE"
-    const uint64_t HCR_EOICOUNT "VGIC_HCR_EOICOUNT"
-
-# ICH_HCR_EL2
-cdef enum:
-    HCR_EN = 1 << 0
-    HCR_UIE = 1 << 1
-    HCR_LRENPIE = 1 << 2
-    HCR_NPIE = 1 << 3
-    HCR_VGRP0EIE = 1 << 4
-    HCR_VGRP0DIE = 1 << 5
-    HCR_VGRP1EIE = 1 << 6
-    HCR_VGRP1DIE = 1 << 7
-    HCR_VSGIEOICOUNT = 1 << 8
-    HCR_TDIR = 1 << 14
-    HCR_EOICOUNT_SHIFT = 27
-
-# ICH_VMCR_EL2
-cdef enum:
-    VMCR_ENG0 = 1 << 0
-    VMCR_ENG1 = 1 << 1
-    VMCR_EOIM = 1 << 9
 
 
 cdef inline uint32_t lr_slot(uint32_t n, bint reverse) noexcept nogil:
@@ -89,3 +46,19 @@ cdef inline uint64_t lr_encode(uint32_t vintid, uint32_t priority, bint group, b
     elif eoi:
         v |= LR_EOI
     return v
+
+
+cdef inline uint64_t stored_vmcr(uint64_t value, uint32_t pri_bits, uint32_t pre_bits) noexcept nogil:
+    # What ICH_VMCR_EL2 holds after a write of `value` (vgic.ich.stored_vmcr):
+    # RES0 dropped, VBPR0/VBPR1 at least their minimum (7 - PREbits and one
+    # more), VPMR's unimplemented low priority bits cleared.
+    cdef uint64_t v = value & VMCR_WRITABLE
+    cdef uint64_t b0 = (v & VMCR_BPR0_MASK) >> VMCR_BPR0_SHIFT
+    cdef uint64_t b1 = (v & VMCR_BPR1_MASK) >> VMCR_BPR1_SHIFT
+    cdef uint64_t pmr = ((v & VMCR_PMR_MASK) >> VMCR_PMR_SHIFT) & ((0xFF << (8 - pri_bits)) & 0xFF)
+    if b0 < 7 - pre_bits:
+        b0 = 7 - pre_bits
+    if b1 < 8 - pre_bits:
+        b1 = 8 - pre_bits
+    v &= ~(VMCR_BPR0_MASK | VMCR_BPR1_MASK | VMCR_PMR_MASK)
+    return v | (b0 << VMCR_BPR0_SHIFT) | (b1 << VMCR_BPR1_SHIFT) | (pmr << VMCR_PMR_SHIFT)

@@ -3,41 +3,46 @@
 # Every 1-bit-per-IRQ register is 32-bit only, so an access covers exactly one
 # 32-INTID bank and each handler is a single word operation.
 # Sources: kvm-facts §1.2, §1.6, §2, §3.2; IHI 0069 §12.9.
+#
+# Handlers take the part's state as `void *ctx` (the signature of
+# cstate.pxd's access_fn); for these it is the Gic's GicState.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
-from vgic._core.gicstate cimport (GicState, bank_of, prio_index, NR_PRIVATE, deliverable, stamp_new,
+from vgic._core.consts cimport NR_PRIVATE_IRQS, PRIORITY_MASK
+from vgic._core.gicstate cimport (GicState, bank_of, prio_index, deliverable, stamp_new,
     stamp_fresh, pending_word,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
     edge_from_icfgr, size_mask)
 
-cdef enum:
-    PRIORITY_MASK = 0xF8    # VGIC_PRI_BITS = 5: a write keeps bits [7:3]
-
-cdef inline uint64_t raz(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t raz(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return 0
 
-cdef inline uint64_t rao(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t rao(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return size_mask(size)
 
-cdef inline uint64_t wi(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t wi(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return 0
 
-cdef inline int uwi(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline int uwi(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     return 0
 
 # ---- IGROUPR: 1 = Group 1 (KVM keeps groups guest-configurable, IIDR rev >= 2)
-cdef inline uint64_t read_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_group(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     return g.bm[BM_GROUP][bank_of(g, vcpu, intid)]
 
-cdef inline uint64_t write_group(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_group(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     g.bm[BM_GROUP][bank_of(g, vcpu, intid)] = <uint32_t>val
     return 0
 
 # ---- ISENABLER / ICENABLER: read the enable bits, write 1 to set / clear
-cdef inline uint64_t read_enable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_enable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
 
-cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_senable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # Newly enabled, pending and not active: deliverable from now on.  A
     # write that enables nothing new (the common repeat) stops early.
     cdef uint32_t b = bank_of(g, vcpu, intid)
@@ -48,18 +53,21 @@ cdef inline uint64_t write_senable(GicState *g, int vcpu, uint32_t off, uint32_t
         stamp_fresh(g, b, newly & ~g.bm[BM_ACTIVE][b] & pending_word(g, b))
     return 0
 
-cdef inline uint64_t write_cenable(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cenable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     g.bm[BM_ENABLED][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
 # ---- ISPENDR / ICPENDR
-cdef inline uint64_t read_pending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_pending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # A guest sees pending = latch for edge, latch OR line level for level
     # (KVM irq_is_pending()).
     cdef uint32_t b = bank_of(g, vcpu, intid)
     return pending_word(g, b)
 
-cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # Newly pending, enabled and not active: deliverable from now on.  Only a
     # newly set latch can make an interrupt newly pending.
     cdef uint32_t b = bank_of(g, vcpu, intid)
@@ -71,16 +79,19 @@ cdef inline uint64_t write_spending(GicState *g, int vcpu, uint32_t off, uint32_
                     & g.bm[BM_ENABLED][b] & ~g.bm[BM_ACTIVE][b])
     return 0
 
-cdef inline uint64_t write_cpending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cpending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # Clears the latch only: a level interrupt whose line is high stays pending.
     g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
-cdef inline uint64_t uread_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t uread_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # Userspace saves the latch alone; the line level travels via LEVEL_INFO.
     return g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)]
 
-cdef inline int uwrite_spending(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline int uwrite_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # A restore assigns the latch whatever the trigger mode, so that the
     # order of restoring ICFGR and ISPENDR does not matter.
     cdef uint32_t b = bank_of(g, vcpu, intid)
@@ -90,36 +101,43 @@ cdef inline int uwrite_spending(GicState *g, int vcpu, uint32_t off, uint32_t in
     return 0
 
 # ---- ISACTIVER / ICACTIVER
-cdef inline uint64_t read_active(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_active(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     return g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)]
 
-cdef inline uint64_t write_sactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_sactive(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     cdef uint32_t b = bank_of(g, vcpu, intid)
     cdef uint32_t before = deliverable(g, b)
     g.bm[BM_ACTIVE][b] |= <uint32_t>val
     stamp_new(g, b, before)
     return 0
 
-cdef inline uint64_t write_cactive(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_cactive(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
 # ---- IPRIORITYR: one byte per INTID, byte or word access
-cdef inline uint64_t read_priority(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_priority(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     return read_bytes(&g.priority[prio_index(g, vcpu, intid)], size)
 
-cdef inline uint64_t write_prio(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_prio(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     write_priority(&g.priority[prio_index(g, vcpu, intid)], size, val, PRIORITY_MASK)
     return 0
 
 # ---- ICFGR: two bits per INTID, 16 INTIDs per word
-cdef inline uint64_t read_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t read_config(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     return icfgr_from_edge(g.bm[BM_EDGE][bank_of(g, vcpu, intid)] >> (intid & 16))
 
-cdef inline uint64_t write_config(GicState *g, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+cdef inline uint64_t write_config(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
+    cdef GicState *g = <GicState *>ctx
     # SGIs are always edge and KVM keeps PPIs as configured by the kernel,
     # so private INTIDs ignore the write: GICR_ICFGR0/1 are read-only.
-    if intid < NR_PRIVATE:
+    if intid < NR_PRIVATE_IRQS:
         return 0
     cdef uint32_t b = bank_of(g, vcpu, intid)
     cdef uint32_t shift = intid & 16

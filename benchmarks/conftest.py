@@ -2,6 +2,7 @@
 pure-Python twin of the same VM, built side by side so one run measures both."""
 import pytest
 
+
 @pytest.fixture(scope="module")
 def core():
     return pytest.importorskip("vgic._core.mmio")
@@ -13,7 +14,7 @@ def pure():
     return mmio
 
 
-@pytest.fixture(params=["core", "twin"])
+@pytest.fixture(params=["core", "pure"], ids=["core", "twin"])
 def impl(request, core, pure):
-    """Each benchmark runs once on the core and once on the twin."""
-    return core if request.param == "core" else pure
+    """Each benchmark runs once on the core and once on the twin (the backend name)."""
+    return request.param

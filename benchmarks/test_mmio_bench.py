@@ -7,7 +7,7 @@ targets of issue #2 are asserted as ratios measured in the same run.
 import pytest
 
 from vgic import regmap
-from vgic.bench import NR_IRQS, NR_VCPUS, make_gic, per_access, per_call
+from vgic.bench import NR_IRQS, NR_VCPUS, make_vm, per_access, per_call
 from vgic.trace import mixed_trace
 from vgic.vm import DEFAULT_DIST_BASE
 
@@ -26,14 +26,14 @@ def _calls(method, args):
 @pytest.mark.benchmark(group="mmio_read_vgic")
 def test_mmio_read_vgic(benchmark, impl):
     """A guest read of GICD_IIDR from Python, 1000 calls per round."""
-    gic = make_gic(impl)
+    gic = make_vm(impl)
     benchmark(_calls(gic.mmio_read, (IIDR, 4, 0)))
 
 
 @pytest.mark.benchmark(group="mmio_write_isenabler")
 def test_mmio_write_isenabler(benchmark, impl):
     """A guest write of GICD_ISENABLER1 from Python, 1000 calls per round."""
-    gic = make_gic(impl)
+    gic = make_vm(impl)
     benchmark(_calls(gic.mmio_write, (ISENABLER1, 4, 0xFFFF, 0)))
 
 
@@ -47,7 +47,7 @@ def test_noop_method_baseline(benchmark, core):
 @pytest.mark.benchmark(group="mmio_replay")
 def test_mmio_replay(benchmark, core, n):
     """Replay of the mixed trace on the core, by trace length."""
-    gic = make_gic(core)
+    gic = make_vm("core")
     trace = mixed_trace(n, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=n)
     benchmark(gic.mmio_replay, trace)
 
@@ -55,7 +55,7 @@ def test_mmio_replay(benchmark, core, n):
 @pytest.mark.benchmark(group="mmio_replay")
 def test_mmio_replay_twin(benchmark, pure):
     """Replay of 10,000 accesses on the twin (the baseline of the ratio)."""
-    gic = make_gic(pure)
+    gic = make_vm("pure")
     trace = mixed_trace(10_000, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=10_000)
     benchmark.pedantic(gic.mmio_replay, (trace,), rounds=3, iterations=1)
 
@@ -64,7 +64,7 @@ def test_mmio_replay_twin(benchmark, pure):
 @pytest.mark.benchmark(group="region_lookup")
 def test_region_lookup(benchmark, core, mode):
     """Replay of 1,000,000 accesses with each region lookup."""
-    gic = make_gic(core)
+    gic = make_vm("core")
     trace = mixed_trace(1_000_000, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=1)
     core.set_lookup(mode)
     try:
@@ -80,7 +80,7 @@ def test_region_lookup(benchmark, core, mode):
 def test_target_mmio_write_vs_noop(core):
     """Issue #2: vm.mmio_write of a GICD_ISENABLER word costs at most 2x a
     no-op extension method call with the same arguments."""
-    gic = make_gic(core)
+    gic = make_vm("core")
     args = (ISENABLER1, 4, 0xFFFF, 0)
     ratio = min(per_call(gic.mmio_write, args, 100_000, 5) / per_call(core.Noop().mmio_write, args, 100_000, 5)
                 for _ in range(3))
@@ -90,10 +90,10 @@ def test_target_mmio_write_vs_noop(core):
 def test_target_replay_throughput(core, pure):
     """Issue #2: replay >= 30 M accesses/s on 10^6 accesses, >= 100x the twin,
     and linear in trace length (per-access time at 10^6 within 1.5x of 10^4)."""
-    gic = make_gic(core)
+    gic = make_vm("core")
     per = {n: per_access(gic, mixed_trace(n, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS, seed=n), 7)
            for n in (10_000, 100_000, 1_000_000)}
-    twin = per_access(make_gic(pure), mixed_trace(10_000, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS), 2)
+    twin = per_access(make_vm("pure"), mixed_trace(10_000, nr_vcpus=NR_VCPUS, nr_irqs=NR_IRQS), 2)
     assert 1.0 / per[1_000_000] >= 30e6, f"{1 / per[1_000_000] / 1e6:.1f} M accesses/s"
     assert twin / per[1_000_000] >= 100, f"only {twin / per[1_000_000]:.0f}x the twin"
     assert per[1_000_000] <= 1.5 * per[10_000], f"not linear: {per}"

@@ -1,6 +1,5 @@
 """Shared fixtures.  The suite runs once per implementation: as is (Cython
 core) and with VGIC_PUREPYTHON=1 (pure-Python twin); `vgic.BACKEND` says which."""
-import numpy as np
 import pytest
 
 import vgic
@@ -44,3 +43,5 @@ def addr():
     a = A()
     a.gicd, a.gicr, a.gicr_sgi = gicd, gicr, gicr_sgi
     return a
+
+

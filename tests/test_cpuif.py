@@ -12,8 +12,7 @@ interface hands to the hypervisor.
 import numpy as np
 import pytest
 
-from vgic import ich
-from vgic import _backend, sysregs
+from vgic import _backend, ich, sysregs
 from vgic.cpuif import GuestCpuIf, HypRegs
 from vgic.sysregs import encode
 

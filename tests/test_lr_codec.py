@@ -110,16 +110,16 @@ def test_codec_core_equals_twin_and_round_trips(rows, raw):
 @pytest.mark.parametrize("mod,backend", [(core_aplist, "core"), (pure_aplist, "pure")])
 def test_aplists_bad_input(mod, backend):
     vm = vgic.VM(nr_vcpus=2, nr_irqs=64, backend=backend)
-    recs = vm._cpu_if_records
+    recs = vm.cpu_if_records
     with pytest.raises(TypeError, match="records"):
-        mod.ApLists(vm._gic, np.zeros(2, dtype=np.uint64), 4, False)
+        mod.ApLists(vm.gic.gic, np.zeros(2, dtype=np.uint64), 4, False)
     with pytest.raises(ValueError, match="3 records for 2 vCPUs"):
-        mod.ApLists(vm._gic, np.zeros(3, dtype=ich.VCPU_IF), 4, False)
+        mod.ApLists(vm.gic.gic, np.zeros(3, dtype=ich.VCPU_IF), 4, False)
     with pytest.raises(ValueError, match="nr_lrs 17"):
-        mod.ApLists(vm._gic, recs, 17, False)
+        mod.ApLists(vm.gic.gic, recs, 17, False)
     with pytest.raises(TypeError, match="gic"):
         mod.ApLists(object(), recs, 4, False)
-    lists = vm._vgic.lists
+    lists = vm.gic.lists
     with pytest.raises(ValueError, match="vcpu 2"):
         lists.flush(2)
     with pytest.raises(ValueError, match="vcpu -1"):
@@ -133,9 +133,26 @@ def test_aplists_bad_input(mod, backend):
 
 
 def test_core_aplists_refuses_the_twin_gic():
+    # Issue #7: ApLists takes the Gic type itself (and holds it), never an
+    # object that merely looks like one.
     vm = vgic.VM(nr_vcpus=1, backend="pure")
-    with pytest.raises(TypeError, match="vgic._core.mmio.Gic"):
-        core_aplist.ApLists(vm._gic, vm._cpu_if_records, 4, False)
+    with pytest.raises(TypeError, match="vgic._core.gic.Gic"):
+        core_aplist.ApLists(vm.gic.gic, vm.cpu_if_records, 4, False)
+
+
+def test_core_aplists_refuses_a_look_alike_gic():
+    # Issue #7 reproducer: an object with a state_capsule() of another Gic
+    # was accepted and could outlive it (a use-after-free).
+    vm = vgic.VM(nr_vcpus=1, backend="core")
+
+    class LookAlike:
+        nr_vcpus, nr_irqs = 1, 256
+
+        def state_capsule(self):
+            return vgic.VM(nr_vcpus=1, backend="core").gic.gic
+
+    with pytest.raises(TypeError):
+        core_aplist.ApLists(LookAlike(), vm.cpu_if_records, 4, False)
 
 
 @pytest.mark.parametrize("backend", ["core", "pure"])
@@ -149,7 +166,7 @@ def test_aplists_introspection_follows_kvm(backend):
     vm.mmio_write(vm.dist_base + R.GICD_IROUTER + 8 * 40, 8, 1)
     vm.mmio_write(vm.dist_base + R.GICD_ISENABLER + 4, 4, 1 << 8)
     vm.set_irq_level(40, 1)
-    lists = vm._vgic.lists
+    lists = vm.gic.lists
     assert lists.oracle(0, 40) == 1 and lists.queued_on(0, 40) == -1
     vm.vcpus[1].enter()
     assert lists.ap_list(1) == [40] and lists.queued_on(0, 40) == 1 and lists.in_lr(1, 40)

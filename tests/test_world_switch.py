@@ -1569,12 +1569,12 @@ def acked_spi_40(nr_vcpus=1):
 
 def test_halt_hook_set_only_while_a_vcpu_runs():
     vm = make_vm(nr_vcpus=2)
-    assert vm._gic.halt_hook is None
+    assert vm.bus.halt_hook is None
     v = vm.vcpus[1]
     v.enter()
-    assert vm._gic.halt_hook is not None
+    assert vm.bus.halt_hook is not None
     v.exit()
-    assert vm._gic.halt_hook is None
+    assert vm.bus.halt_hook is None
 
 
 @pytest.mark.parametrize("what", ["byte access", "private word", "unmapped SGI-frame word",
@@ -1693,7 +1693,7 @@ def test_replay_while_vcpu_runs_halts_it():
 def test_halt_hook_rejects_non_callable():
     vm = make_vm(nr_vcpus=1)
     with pytest.raises(TypeError, match="halt_hook"):
-        vm._gic.halt_hook = 5
+        vm.bus.halt_hook = 5
 
 
 def test_eoicount_replay_consumes_level_latch():
@@ -1834,7 +1834,7 @@ def test_queue_order_is_when_deliverable_not_when_pending():
     v = vm.vcpus[0]
     v.enter()
     assert [lr & 0xFFFFFFFF for lr in hyp_lrs(v, 2)] == [41, 40]
-    assert vm._vgic.lists.ap_list(0) == [41, 40]
+    assert vm.gic.lists.ap_list(0) == [41, 40]
     v.exit()
 
 

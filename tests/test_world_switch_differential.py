@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 
 import vgic
 from vgic import regmap as R
+from vgic.state import diff
 
 pytest.importorskip("vgic._core.aplist")
 
@@ -109,15 +110,14 @@ def apply(vm: vgic.VM, o: tuple):
 
 
 def assert_same(a: vgic.VM, b: vgic.VM, where: str) -> None:
-    da, db = a._gic.dump(), b._gic.dump()
-    for key in da:
-        assert np.array_equal(np.asarray(da[key]), np.asarray(db[key])), f"{where}: dump[{key!r}]"
-    ra, rb = a._cpu_if_records, b._cpu_if_records
+    d = diff(a.state(), b.state(), limit=3)
+    assert not d, f"{where}: " + "; ".join(d)
+    ra, rb = a.cpu_if_records, b.cpu_if_records
     for name in ra.dtype.names:
         assert np.array_equal(ra[name], rb[name]), f"{where}: VCPU_IF.{name}\n{ra[name]}\n{rb[name]}"
     for v in range(a.nr_vcpus):
-        assert a._vgic.lists.ap_list(v) == b._vgic.lists.ap_list(v), f"{where}: ap_list {v}"
-    assert a._vgic.lists.spis_queued == b._vgic.lists.spis_queued, where
+        assert a.gic.lists.ap_list(v) == b.gic.lists.ap_list(v), f"{where}: ap_list {v}"
+    assert a.gic.lists.spis_queued == b.gic.lists.spis_queued, where
 
 
 @SETTINGS
@@ -165,11 +165,11 @@ def test_batch_kernels_core_equal_twin_per_vcpu(nr_lrs, order, ops, guest):
                 apply(vm, o)
     core_vm, twin_vm = vms
     for states in guest:
-        core_vm._vgic.lists.flush_batch()
-        core_vm._hyp_if.restore_state_batch()
+        core_vm.gic.lists.flush_batch()
+        core_vm.gic.hyp_if.restore_state_batch()
         for v in range(NR_VCPUS):
-            twin_vm._vgic.lists.flush(v)
-            twin_vm._hyp_if.restore_state(v)
+            twin_vm.gic.lists.flush(v)
+            twin_vm.gic.hyp_if.restore_state(v)
         for vm in vms:
             lrs = vm.cpu_if_records["ich_lr"]
             for n in range(nr_lrs):
@@ -177,11 +177,11 @@ def test_batch_kernels_core_equal_twin_per_vcpu(nr_lrs, order, ops, guest):
                     lr = int(lrs[v, n])
                     if lr >> 62:                      # a used LR: the guest moves its State
                         lrs[v, n] = (lr & ~(3 << 62)) | (states[n] << 62)
-        core_vm._hyp_if.save_state_batch()
-        core_vm._vgic.lists.fold_batch(np.arange(NR_VCPUS))
+        core_vm.gic.hyp_if.save_state_batch()
+        core_vm.gic.lists.fold_batch(np.arange(NR_VCPUS))
         for v in range(NR_VCPUS):
-            twin_vm._hyp_if.save_state(v)
-            twin_vm._vgic.lists.fold(v)
+            twin_vm.gic.hyp_if.save_state(v)
+            twin_vm.gic.lists.fold(v)
         assert_same(core_vm, twin_vm, "after a round")
 
 
@@ -223,7 +223,7 @@ def test_enter_exit_vcpus_equal_one_by_one(backend, order):
         for v in vms[1].vcpus:
             v.exit()
         assert_same(*vms, f"round {rnd} after exit")
-    assert any(vms[0]._cpu_if_records["vgic_hcr"])       # the flushes did run
+    assert any(vms[0].cpu_if_records["vgic_hcr"])       # the flushes did run
 
 
 def test_enter_exit_vcpus_validate_first():
@@ -241,7 +241,7 @@ def test_enter_exit_vcpus_validate_first():
     with pytest.raises(TypeError, match="1-D"):
         vm.enter_vcpus([[0]])
     vm.exit_vcpus([1])
-    assert not any(v.running for v in vm.vcpus) and vm._gic.halt_hook is None
+    assert not any(v.running for v in vm.vcpus) and vm.bus.halt_hook is None
 
 
 def test_enter_vcpus_of_none():

@@ -11,13 +11,12 @@ variable ``VGIC_PUREPYTHON=1`` before import selects the pure-Python twin
 """
 from vgic import regmap, uapi
 from vgic._backend import NAME as BACKEND
-from vgic.errors import KvmError, UndefinedInstruction, UnmappedAccess, VgicError
-from vgic.trace import MMIO_ACCESS
-from vgic.vm import VCPU, VM, IrqState, default_mpidr
-
 from vgic._version import __version__
+from vgic.errors import KvmError, StateError, UndefinedInstruction, UnmappedAccess, VgicError
+from vgic.trace import MMIO_ACCESS
+from vgic.vm import PARTS, VCPU, VM, IrqState, default_mpidr
 
 __all__ = [
-    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "UndefinedInstruction", "UnmappedAccess", "VCPU", "VM",
-    "VgicError", "default_mpidr", "regmap", "uapi", "__version__",
+    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "PARTS", "StateError", "UndefinedInstruction",
+    "UnmappedAccess", "VCPU", "VM", "VgicError", "default_mpidr", "regmap", "uapi", "__version__",
 ]

@@ -17,18 +17,35 @@ from vgic import ich, sysregs
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
-    from vgic.vm import VCPU
+    from vgic.vgic_v3 import VgicV3
 
 
 def _field(vmcr: int, mask: int, shift: int) -> int:
     return (vmcr & mask) >> shift
 
 
+class _Vcpu:
+    """One vCPU of the vGICv3: its saved record and KVM's num_pri_bits."""
+
+    def __init__(self, part: VgicV3, vcpu: int) -> None:
+        self.part = part
+        self.id = vcpu
+        self.rec = part.records[vcpu]
+
+    @property
+    def num_pri_bits(self) -> int:
+        return self.part.num_pri_bits[self.id]
+
+    @num_pri_bits.setter
+    def num_pri_bits(self, value: int) -> None:
+        self.part.num_pri_bits[self.id] = value
+
+
 class _Vmcr:
     """Read-modify-write of the saved ICH_VMCR_EL2 of one vCPU."""
 
-    def __init__(self, vcpu: VCPU) -> None:
-        self.rec = vcpu.vm._cpu_if_records[vcpu.id]
+    def __init__(self, vcpu: _Vcpu) -> None:
+        self.rec = vcpu.rec
 
     def get(self, mask: int, shift: int = 0) -> int:
         return _field(int(self.rec["vgic_vmcr"]), mask, shift)
@@ -39,19 +56,19 @@ class _Vmcr:
         self.rec["vgic_vmcr"] = vmcr | ((value << shift) & mask) | ich.VMCR_FIQEN
 
 
-def _max_apr_index(vcpu: VCPU) -> int:
+def _max_apr_index(vcpu: _Vcpu) -> int:
     # vgic_v3_max_apr_idx(): 7 priority bits -> 3, 6 -> 1, 5 -> 0.
     return {7: 3, 6: 1}.get(vcpu.num_pri_bits, 0)
 
 
-def _ctlr_read(vcpu: VCPU) -> int:
+def _ctlr_read(vcpu: _Vcpu) -> int:
     v = _Vmcr(vcpu)
     value = (v.get(ich.VMCR_CBPR) and ich.CTLR_CBPR) | (v.get(ich.VMCR_EOIM) and ich.CTLR_EOIMODE)
     return (value | ((vcpu.num_pri_bits - 1) << ich.CTLR_PRIBITS_SHIFT)
             | (ich.ID_BITS << ich.CTLR_IDBITS_SHIFT) | ich.CTLR_A3V)
 
 
-def _ctlr_write(vcpu: VCPU, value: int) -> None:
+def _ctlr_write(vcpu: _Vcpu, value: int) -> None:
     # No more priority or ID bits than the vCPU currently has (a restore may
     # lower them, never raise them again), and the host's SEIS and A3V.
     pri = ((value >> ich.CTLR_PRIBITS_SHIFT) & 7) + 1
@@ -64,20 +81,20 @@ def _ctlr_write(vcpu: VCPU, value: int) -> None:
     v.set(ich.VMCR_EOIM, 9, 1 if value & ich.CTLR_EOIMODE else 0)
 
 
-def _bpr1_read(vcpu: VCPU) -> int:
+def _bpr1_read(vcpu: _Vcpu) -> int:
     v = _Vmcr(vcpu)
     if v.get(ich.VMCR_CBPR):
         return min(v.get(ich.VMCR_BPR0_MASK, ich.VMCR_BPR0_SHIFT) + 1, 7)
     return v.get(ich.VMCR_BPR1_MASK, ich.VMCR_BPR1_SHIFT)
 
 
-def _bpr1_write(vcpu: VCPU, value: int) -> None:
+def _bpr1_write(vcpu: _Vcpu, value: int) -> None:
     v = _Vmcr(vcpu)
     if not v.get(ich.VMCR_CBPR):
         v.set(ich.VMCR_BPR1_MASK, ich.VMCR_BPR1_SHIFT, value & 7)
 
 
-def _sre_write(vcpu: VCPU, value: int) -> None:
+def _sre_write(vcpu: _Vcpu, value: int) -> None:
     if not value & 1:
         raise KvmError(errno.EINVAL, "ICC_SRE_EL1.SRE cannot be cleared for a GICv3 guest")
 
@@ -88,18 +105,18 @@ def _vmcr_field(mask: int, shift: int, width_mask: int) -> tuple[Callable, Calla
 
 
 def _apr(field: str, n: int) -> tuple[Callable, Callable]:
-    def check(vcpu: VCPU) -> None:
+    def check(vcpu: _Vcpu) -> None:
         if n > _max_apr_index(vcpu):
             raise KvmError(errno.EINVAL, f"ICC_AP{field[-3]}R{n}_EL1 does not exist with "
                                          f"{vcpu.num_pri_bits} priority bits")
 
-    def read(vcpu: VCPU) -> int:
+    def read(vcpu: _Vcpu) -> int:
         check(vcpu)
-        return int(vcpu.vm._cpu_if_records[vcpu.id][field][n])
+        return int(vcpu.rec[field][n])
 
-    def write(vcpu: VCPU, value: int) -> None:
+    def write(vcpu: _Vcpu, value: int) -> None:
         check(vcpu)
-        vcpu.vm._cpu_if_records[vcpu.id][field][n] = value & 0xFFFFFFFF
+        vcpu.rec[field][n] = value & 0xFFFFFFFF
 
     return read, write
 
@@ -130,14 +147,14 @@ def _row(encoding: int) -> tuple[Callable, Callable]:
         raise KvmError(errno.ENXIO, f"system register encoding {encoding:#x} is not a vGICv3 CPU register") from None
 
 
-def get(vcpu: VCPU, encoding: int) -> int:
-    """Read one register of a vCPU's saved interface."""
-    return _row(encoding)[0](vcpu)
+def get(part: VgicV3, vcpu: int, encoding: int) -> int:
+    """Read one register of vCPU ``vcpu``'s saved interface."""
+    return _row(encoding)[0](_Vcpu(part, vcpu))
 
 
-def set(vcpu: VCPU, encoding: int, value: int) -> None:
-    """Write one register of a vCPU's saved interface."""
-    _row(encoding)[1](vcpu, value)
+def set(part: VgicV3, vcpu: int, encoding: int, value: int) -> None:
+    """Write one register of vCPU ``vcpu``'s saved interface."""
+    _row(encoding)[1](_Vcpu(part, vcpu), value)
 
 
 def has(encoding: int) -> bool:

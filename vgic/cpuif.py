@@ -328,6 +328,15 @@ class HypRegs(_VcpuIfState):
             raise UndefinedInstruction(reg, f"{name} is not implemented here")
         return kind, n
 
+    @staticmethod
+    def stored_lr(value: int, pri_bits: int) -> int:
+        """What ICH_LR<n>_EL2 holds after a write of ``value``: the RES0 bits
+        the HW bit selects dropped (§12.4.6), and the unimplemented low
+        priority bits not stored."""
+        res0 = ich.LR_RES0_HW if value & ich.LR_HW else ich.LR_RES0_SW
+        unimpl = (~ich.priority_mask(pri_bits) & 0xFF) << ich.LR_PRIORITY_SHIFT
+        return value & ~(res0 | unimpl)
+
     def read(self, reg: Any) -> int:
         sysreg = _hyp_row(reg)
         idx = self._indexed(sysreg.name, reg)
@@ -360,11 +369,7 @@ class HypRegs(_VcpuIfState):
         if idx is not None:
             kind, n = idx
             if kind == "LR":
-                # RES0 bits depend on the HW bit being written (§12.4.6);
-                # unimplemented low priority bits are not stored.
-                res0 = ich.LR_RES0_HW if value & ich.LR_HW else ich.LR_RES0_SW
-                unimpl = (~ich.priority_mask(self.pri_bits) & 0xFF) << ich.LR_PRIORITY_SHIFT
-                self.set_lr(n, value & ~(res0 | unimpl))
+                self.set_lr(n, self.stored_lr(value, self.pri_bits))
             else:
                 self._aprs[0 if kind == "AP0R" else 1][n] = value & 0xFFFFFFFF
             return

@@ -51,5 +51,11 @@ class UndefinedInstruction(VgicError):
         super().__init__(message or f"{reg!r} is UNDEFINED here")
 
 
-__all__ = ["VgicError", "UnmappedAccess", "KvmError", "UndefinedInstruction"]
+class StateError(VgicError, ValueError):
+    """A state (``load_state``) the model cannot hold: a missing or unknown
+    name, a value outside its field, or an inconsistency between fields.
+    The message names the first offending field; nothing was changed."""
+
+
+__all__ = ["VgicError", "UnmappedAccess", "KvmError", "UndefinedInstruction", "StateError"]
 del _os

@@ -137,6 +137,8 @@ def check_int(label: str, value: Any, lo: int, hi: int) -> int:
     except TypeError:
         raise TypeError(f"{label} must be an integer, not {type(value).__name__}") from None
     if not lo <= value <= hi:
+        if hi <= 0xFFFF:         # a count or a small field: decimal reads best
+            raise ValueError(f"{label} {value} is outside {lo}..{hi}")
         raise ValueError(f"{label} {value:#x} is outside {lo:#x}..{hi:#x}")
     return value
 
@@ -406,6 +408,28 @@ def check_records(records: object) -> np.ndarray:
             or not base.flags.writeable):
         raise TypeError("records must be a writable 1-D C-contiguous array of vgic.ich.VCPU_IF")
     return base
+
+
+def lr_values(lrs: object) -> np.ndarray:
+    """ICH_LR<n>_EL2 values handed to a batch kernel, as a ``uint64`` array
+    of the same shape: integers in 0..2**64-1 (Python ints or an integer
+    numpy array).  ``TypeError`` for anything else (floats, bools, strings),
+    ``ValueError`` naming the first value outside the range."""
+    arr = np.asarray(lrs)
+    if arr.dtype.kind == "O":
+        flat = arr.reshape(-1).tolist()
+        for k, x in enumerate(flat):
+            if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+                raise TypeError(f"lrs[{k}] = {x!r} is not an integer")
+            if not 0 <= int(x) <= U64:
+                raise ValueError(f"lrs[{k}] = {x} does not fit in 64 bits")
+        return np.array([int(x) for x in flat], dtype=np.uint64).reshape(arr.shape)
+    if arr.dtype.kind not in "ui":
+        raise TypeError(f"lrs must hold integers, not {arr.dtype}")
+    if arr.dtype.kind == "i" and arr.size and int(arr.min()) < 0:
+        k = int(np.argmax(arr.reshape(-1) < 0))
+        raise ValueError(f"lrs[{k}] = {int(arr.reshape(-1)[k])} does not fit in 64 bits")
+    return arr.astype(np.uint64)
 
 
 def vcpu_indices(idx: object, n: int) -> np.ndarray:

@@ -23,10 +23,11 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from vgic import cpu_sysregs, regmap, uapi
+from vgic import cpu_sysregs, regmap, topology, uapi
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
+    from vgic.vgic_v3 import VgicV3
     from vgic.vm import VM
 
 U32 = 0xFFFFFFFF
@@ -42,12 +43,12 @@ def _check_u(name: str, value: int, limit: int) -> int:
     return value
 
 
-def _vcpu_from_attr(vm: "VM", attr: int) -> int:
+def _vcpu_from_attr(vm: VM, attr: int) -> int:
     # KVM: kvm_mpidr_to_vcpu(VGIC_TO_MPIDR(attr[63:32])), -EINVAL if none.
-    vcpu = vm.vcpu_by_mpidr(uapi.attr_to_mpidr(attr))
-    if vcpu is None:
+    vcpu = vm._mpidrs.vcpu(uapi.attr_to_mpidr(attr))
+    if vcpu < 0:
         raise KvmError(errno.EINVAL, f"no vCPU has the affinity in attr {attr:#x}")
-    return vcpu.id
+    return vcpu
 
 
 def _redist_frame(offset: int) -> tuple[int, int]:
@@ -57,7 +58,7 @@ def _redist_frame(offset: int) -> tuple[int, int]:
     return regmap.FRAME_GICR_RD, offset
 
 
-def _regs_target(vm: "VM", group: int, attr: int) -> tuple[int, int, int]:
+def _regs_target(vm: VM, group: int, attr: int) -> tuple[int, int, int]:
     """(frame, vcpu, offset) of a DIST_REGS / REDIST_REGS attribute."""
     offset = attr & uapi.KVM_DEV_ARM_VGIC_OFFSET_MASK
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS:
@@ -67,7 +68,7 @@ def _regs_target(vm: "VM", group: int, attr: int) -> tuple[int, int, int]:
     return frame, _vcpu_from_attr(vm, attr), offset
 
 
-def _level_info(vm: "VM", attr: int) -> tuple[int, int]:
+def _level_info(vm: VM, attr: int) -> tuple[int, int]:
     vcpu = _vcpu_from_attr(vm, attr)
     info = (attr & uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_MASK) >> uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT
     if info != uapi.VGIC_LEVEL_INFO_LINE_LEVEL:
@@ -78,7 +79,7 @@ def _level_info(vm: "VM", attr: int) -> tuple[int, int]:
     return vcpu, intid
 
 
-def _addr_value(vm: "VM", attr: int) -> int:
+def _addr_value(vm: VM, attr: int) -> int:
     if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_DIST:
         return vm.dist_base
     if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST:
@@ -90,7 +91,7 @@ def _addr_value(vm: "VM", attr: int) -> int:
     raise KvmError(errno.ENXIO, f"address type {attr} is not a vGICv3 address type")
 
 
-def _lock_all_vcpus(vm: "VM") -> None:
+def _lock_all_vcpus(vm: VM) -> None:
     """lock_all_vcpus(), taken after the attribute is parsed as in KVM's
     vgic_v3_attr_regs_access: -EBUSY while any vCPU runs; loaded vCPUs are put."""
     for v in vm.vcpus:
@@ -100,35 +101,35 @@ def _lock_all_vcpus(vm: "VM") -> None:
         v.put()
 
 
-def get_attr(vm: "VM", group: int, attr: int) -> int:
+def get_attr(part: VgicV3, group: int, attr: int) -> int:
     """KVM_GET_DEVICE_ATTR."""
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
-    gic = vm._gic
+    vm = part.vm
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         return _addr_value(vm, attr)
     if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
         frame, vcpu, offset = _regs_target(vm, group, attr)
         _lock_all_vcpus(vm)
-        return gic.uaccess_read(frame, vcpu, offset)
+        return vm.bus.uaccess_read(frame, vcpu, offset)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return vm.nr_irqs
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
-        target = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        target = _vcpu_from_attr(vm, attr)
         _lock_all_vcpus(vm)
-        return cpu_sysregs.get(target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
+        return cpu_sysregs.get(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         vcpu, intid = _level_info(vm, attr)
         _lock_all_vcpus(vm)
-        return gic.line_level_read(vcpu, intid)
+        return part.gic.line_level_read(vcpu, intid)
     raise KvmError(errno.ENXIO, f"group {group} cannot be read on the vGICv3 device")
 
 
-def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
+def set_attr(part: VgicV3, group: int, attr: int, value: int) -> None:
     """KVM_SET_DEVICE_ATTR."""
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
-    gic = vm._gic
+    vm = part.vm
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         value = _check_u("value", value, U64)
         if attr == uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION:
@@ -140,14 +141,16 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
         value = _check_u("value", value, U32)
         frame, vcpu, offset = _regs_target(vm, group, attr)
         _lock_all_vcpus(vm)
-        ret = gic.uaccess_write(frame, vcpu, offset, value)
+        ret = vm.bus.uaccess_write(frame, vcpu, offset, value)
         if ret:
             raise KvmError(-ret, f"{regmap.FRAME_NAMES[frame]} offset {offset:#x} refuses {value:#x}")
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         value = _check_u("value", value, U32)
-        if value < 64 or value > uapi.VGIC_MAX_RESERVED or value % 32:
-            raise KvmError(errno.EINVAL, f"nr_irqs {value} is not a multiple of 32 in 64..992")
+        try:
+            topology.check_nr_irqs(value)
+        except ValueError as exc:
+            raise KvmError(errno.EINVAL, str(exc)) from None
         raise KvmError(errno.EBUSY, "the number of IRQs is already set")
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CTRL:
         if attr == uapi.KVM_DEV_ARM_VGIC_CTRL_INIT:
@@ -158,24 +161,25 @@ def set_attr(vm: "VM", group: int, attr: int, value: int) -> None:
         raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         value = _check_u("value", value, U64)
-        target = vm.vcpus[_vcpu_from_attr(vm, attr)]
+        target = _vcpu_from_attr(vm, attr)
         _lock_all_vcpus(vm)
-        cpu_sysregs.set(target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
+        cpu_sysregs.set(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         value = _check_u("value", value, U32)
         vcpu, intid = _level_info(vm, attr)
         _lock_all_vcpus(vm)
-        gic.line_level_write(vcpu, intid, value)
+        part.gic.line_level_write(vcpu, intid, value)
         return
     raise KvmError(errno.ENXIO, f"group {group} cannot be written on the vGICv3 device")
 
 
-def has_attr(vm: "VM", group: int, attr: int) -> bool:
+def has_attr(part: VgicV3, group: int, attr: int) -> bool:
     """KVM_HAS_DEVICE_ATTR: True where KVM returns 0, False where -ENXIO;
     other errnos (an unknown MPIDR: EINVAL) raise :class:`vgic.KvmError`."""
     group = _check_u("group", group, U32)
     attr = _check_u("attr", attr, U64)
+    vm = part.vm
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_ADDR:
         return attr in (uapi.KVM_VGIC_V3_ADDR_TYPE_DIST, uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST,
                         uapi.KVM_VGIC_V3_ADDR_TYPE_REDIST_REGION)
@@ -190,7 +194,7 @@ def has_attr(vm: "VM", group: int, attr: int) -> bool:
             if offset >= regmap.REDIST_STRIDE:
                 return False
             frame, offset = _redist_frame(offset)
-        return offset < regmap.FRAME_SIZE and vm._gic.has_region(frame, offset)
+        return offset < regmap.FRAME_SIZE and vm.bus.has_region(frame, offset)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_NR_IRQS:
         return True
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:

@@ -4,11 +4,16 @@ Each MMIO frame is a sorted table of :class:`Region` rows, in the manner of
 Linux ``arch/arm64/kvm/vgic/vgic-mmio-v3.c``: an offset, a length, the number
 of bits each interrupt occupies (0 for a plain register), the access widths
 the region accepts, and the name of the handler family ("ops") that implements
-it.  The Cython core compiles these rows into a C array of region descriptors
-with function pointers; the pure-Python twin binds the same ops names to Python
-functions; the userspace device API, the documentation and (later) snapshots
-walk the same rows.  A register offset is written in this file and nowhere
-else.
+it.  :data:`FRAMES` lists every frame with the part of the VM that owns it:
+that part binds the ops names to its handlers (C functions in the core,
+Python functions in the twin), and its handlers reach its own state.  The
+Cython core compiles these rows into C arrays of region descriptors with
+function pointers; the userspace device API, the documentation and the named
+state walk the same rows.  A register offset is written in this file and
+nowhere else; the build generates the kernels' C constants from it.
+
+A new device adds its frames here: its region tables and one :class:`Frame`
+row each (see ``docs/architecture.md``).
 
 Sources: kvm-facts §1.2, §1.5, §1.6 and §2 (Linux vgic-mmio-v3.c, vgic-mmio.h);
 GICv3 architecture specification IHI 0069, chapter 12 (register maps).
@@ -22,13 +27,8 @@ W8 = 1
 W32 = 2
 W64 = 4
 
-# Frame identifiers shared by the core and the twin.
-FRAME_GICD = 0
-FRAME_GICR_RD = 1
-FRAME_GICR_SGI = 2
-FRAME_NAMES = ("GICD", "GICR_RD", "GICR_SGI")
-
 FRAME_SIZE = 0x10000            # every GIC frame is 64 KiB (KVM_VGIC_V3_DIST_SIZE)
+FRAME_SHIFT = 16
 REDIST_STRIDE = 0x20000         # RD_base + SGI_base per vCPU (KVM_VGIC_V3_REDIST_SIZE)
 SGI_BASE_OFFSET = 0x10000       # SGI_base frame inside a redistributor
 
@@ -36,6 +36,9 @@ NR_SGIS = 16
 NR_PRIVATE_IRQS = 32            # VGIC_NR_PRIVATE_IRQS
 MAX_INTID_SPACE = 1024          # SPIs end at 1019; 1020-1023 are special
 MAX_VCPUS = 512                 # VGIC_V3_MAX_CPUS
+VGIC_MAX_RESERVED = 1023        # the highest INTID below the LPIs KVM accepts for NR_IRQS
+MPIDR_HWID_MASK = 0xFF00FFFFFF  # MPIDR_EL1 Aff3 [39:32] and Aff2.Aff1.Aff0 [23:0]
+MPIDR_AFF210_MASK = 0xFFFFFF    # Aff2.Aff1.Aff0
 
 
 class Region(NamedTuple):
@@ -180,15 +183,41 @@ GICR_SGI_REGIONS: tuple[Region, ...] = (
     Region("GICR_NSACR", GICR_NSACR, 4, W32, "raz_wi"),
 )
 
-FRAMES: tuple[tuple[Region, ...], ...] = (GICD_REGIONS, GICR_RD_REGIONS, GICR_SGI_REGIONS)
 
-# Every ops name a table may use; the core and the twin each bind all of them.
+
+class Frame(NamedTuple):
+    """One 64 KiB MMIO frame: its name, the part that owns it (whose handlers
+    and state serve it; see :mod:`vgic.part`) and its register table."""
+
+    name: str
+    part: str
+    regions: tuple[Region, ...]
+
+
+#: Every frame of every part; a frame's identifier is its index here.
+FRAMES: tuple[Frame, ...] = (
+    Frame("GICD", "vgic_v3", GICD_REGIONS),
+    Frame("GICR_RD", "vgic_v3", GICR_RD_REGIONS),
+    Frame("GICR_SGI", "vgic_v3", GICR_SGI_REGIONS),
+)
+FRAME_NAMES: tuple[str, ...] = tuple(f.name for f in FRAMES)
+NR_FRAMES = len(FRAMES)           # the build sizes the kernels' frame tables from this
+FRAME_GICD = FRAME_NAMES.index("GICD")
+FRAME_GICR_RD = FRAME_NAMES.index("GICR_RD")
+FRAME_GICR_SGI = FRAME_NAMES.index("GICR_SGI")
+
+#: Every ops name a table may use; the part owning a frame binds all of its
+#: frame's ops, in the core and in the twin.
 OPS_NAMES: tuple[str, ...] = (
     "raz_wi", "rao_wi", "idregs",
     "v3_misc", "group", "senable", "cenable", "spending", "cpending",
     "sactive", "cactive", "priority", "config", "irouter",
     "v3r_ctlr", "v3r_iidr", "v3r_typer", "propbase", "pendbase",
 )
+#: Ops whose guest accesses halt every running vCPU around themselves:
+#: KVM's active-state accessors (vgic_access_active_prepare, kvm-facts §2).
+HALTING_OPS = frozenset({"sactive", "cactive"})
+
 
 # ---------------------------------------------------------------- field values
 GICD_CTLR_ENABLE_G1 = 1 << 1      # EnableGrp1 (DS=1 view): dist->enabled
@@ -196,6 +225,8 @@ GICD_CTLR_ARE = 1 << 4            # affinity routing, always on
 GICD_CTLR_DS = 1 << 6             # single security state, always on
 GICD_TYPER_LPIS = 1 << 17
 GICD_TYPER_IDBITS_SHIFT = 19
+INTERRUPT_ID_BITS_SPIS = 10       # GICD_TYPER.IDbits + 1 without an ITS (KVM)
+IIDR_PRODUCT_ID_SHIFT = 24        # GICD_IIDR/GICR_IIDR.ProductID [31:24]
 PRODUCT_ID_KVM = 0x4B             # 'K'
 IMPLEMENTER_ARM = 0x43B
 IIDR_REVISION_SHIFT = 12
@@ -204,6 +235,7 @@ KVM_VGIC_IMP_REV_2 = 2
 KVM_VGIC_IMP_REV_3 = 3
 KVM_VGIC_IMP_REV_LATEST = KVM_VGIC_IMP_REV_3
 PIDR2_GICV3 = 0x3B                # ArchRev 3 in [7:4]
+GICR_CTLR_ENABLE_LPIS = 1 << 0
 GICR_CTLR_CES = 1 << 1
 GICR_CTLR_IR = 1 << 2
 GICR_TYPER_PLPIS = 1 << 0
@@ -217,6 +249,16 @@ INITIAL_PENDBASER = 0x580         # RaWb inner, SameAsInner outer, Inner-shareab
 BASER_INNER_CACHE_SHIFT = 7
 BASER_SHAREABILITY_SHIFT = 10
 BASER_OUTER_CACHE_SHIFT = 56
+BASER_SHAREABILITY_MASK = 0x3
+BASER_CACHE_MASK = 0x7
+# Shareability and cacheability encodings (Linux arm-gic-v3.h GIC_BASER_*)
+GIC_BASER_NON_SHAREABLE = 0
+GIC_BASER_INNER_SHAREABLE = 1
+GIC_BASER_OUTER_SHAREABLE = 2
+GIC_BASER_CACHE_NCNB = 0          # inner field: Device-nGnRnE
+GIC_BASER_CACHE_SAME_AS_INNER = 0  # outer field: same as inner
+GIC_BASER_CACHE_NC = 1
+GIC_BASER_CACHE_RAWB = 3
 PROPBASER_RES0 = (0x1F << 59) | (0xF << 52) | (0x3 << 5)
 PENDBASER_RES0 = (1 << 63) | (0x7 << 59) | (0xF << 52) | (0xF << 12) | 0x7F
 PENDBASER_PTZ = 1 << 62

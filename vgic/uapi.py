@@ -70,16 +70,6 @@ KVM_ARM_IRQ_TYPE_CPU = 0
 KVM_ARM_IRQ_TYPE_SPI = 1
 KVM_ARM_IRQ_TYPE_PPI = 2
 
-# Limits
-VGIC_V3_MAX_CPUS = 512
-VGIC_MAX_RESERVED = 1023
-VGIC_NR_PRIVATE_IRQS = 32
-VGIC_NR_SGIS = 16
-KVM_VGIC_IMP_REV_2 = 2
-KVM_VGIC_IMP_REV_3 = 3
-KVM_VGIC_IMP_REV_LATEST = KVM_VGIC_IMP_REV_3
-
-
 def mpidr_to_attr(mpidr: int) -> int:
     """The packed affinity KVM expects in attr[63:32] for an MPIDR value
     (Aff3 in [63:56], Aff2 [55:48], Aff1 [47:40], Aff0 [39:32])."""

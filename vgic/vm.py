@@ -1,13 +1,32 @@
-"""The VM: a GICv3 distributor, one redistributor per vCPU, and guest RAM."""
+"""The VM: guest RAM, an MMIO bus, vCPUs, and the parts that make the
+machine (:data:`PARTS`, in KVM's order).
+
+Thread safety: a VM and everything reachable from it (its vCPUs, parts,
+kernels and records) is for one thread at a time, as a KVM VM's ioctls on
+one vCPU are.  The kernels hold the GIL while they read Python-visible
+arrays, so sharing a VM between threads cannot crash the process, but
+interleaved calls have no defined order; use one thread per VM or a lock.
+"""
 from __future__ import annotations
 
 import errno
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, ich, kvm_device, regmap
-from vgic.errors import KvmError, VgicError
+from vgic import _backend, ich, regmap, sysregs, topology
+from vgic.errors import KvmError, StateError, UndefinedInstruction, VgicError
+from vgic.part import Part
+from vgic.topology import default_mpidr
+from vgic.vgic_v3 import VgicV3
+
+#: The parts of every VM, in KVM's order (kvm_arch_vcpu_load(): the vgic,
+#: then the timers, then the FP/SVE state).  A new device or CPU feature is
+#: a new row here and a new module (see :mod:`vgic.part`).
+PARTS: tuple[type[Part], ...] = (VgicV3,)
 
 # QEMU `virt` board layout, so traces recorded from real guests replay unchanged.
 DEFAULT_DIST_BASE = 0x0800_0000
@@ -40,135 +59,95 @@ class IrqState(NamedTuple):
         return self.pending_latch or (self.config == "level" and self.line_level)
 
 
-def default_mpidr(vcpu_id: int) -> int:
-    """KVM's reset MPIDR_EL1 for a vCPU id (reset_mpidr(), kvm-facts §1.5):
-    Aff0 = id[3:0], Aff1 = id[11:4], Aff2 = id[19:12], bit 31 RES1."""
-    return (1 << 31) | (vcpu_id & 0xF) | (((vcpu_id >> 4) & 0xFF) << 8) | (((vcpu_id >> 12) & 0xFF) << 16)
-
-
-class CpuIf:
-    """KVM's saved CPU-interface state of one vCPU (``struct vgic_v3_cpu_if``),
-    as live views of the VM's record array."""
-
-    def __init__(self, record: Any, nr_lrs: int, nr_aprs: int) -> None:
-        self._rec = record
-        #: List registers the modelled hardware has (ICH_VTR_EL2.ListRegs + 1).
-        self.nr_lrs = nr_lrs
-        #: Active-priority registers per group that the preemption bits imply.
-        self.nr_aprs = nr_aprs
-
-    vmcr = property(lambda self: int(self._rec["vgic_vmcr"]), doc="Saved ICH_VMCR_EL2.")
-    hcr = property(lambda self: int(self._rec["vgic_hcr"]), doc="ICH_HCR_EL2 KVM restores on entry.")
-    used_lrs = property(lambda self: int(self._rec["used_lrs"]), doc="LRs in use (vgic_v3_cpu_if.used_lrs).")
-
-    @property
-    def lr(self) -> np.ndarray:
-        """The 16 saved LR slots in storage order (a view): slot i holds LR i
-        (``lr_order="direct"``) or LR 15 - i (``"reverse"``)."""
-        return self._rec["vgic_lr"]
-
-    @property
-    def ap0r(self) -> np.ndarray:
-        """Saved ICH_AP0R<n>_EL2 (a view; the first ``nr_aprs`` are used)."""
-        return self._rec["vgic_ap0r"]
-
-    @property
-    def ap1r(self) -> np.ndarray:
-        """Saved ICH_AP1R<n>_EL2 (a view; the first ``nr_aprs`` are used)."""
-        return self._rec["vgic_ap1r"]
-
-
-class _Hooks:
-    """What the guest's CPU interface hands to KVM: trapped SGI generation
-    and DIR, and deactivations of HW-mapped interrupts."""
-
-    def __init__(self, vcpu: "VCPU") -> None:
-        self.vcpu = vcpu
-
-    def sgi(self, name: str, value: int) -> None:
-        self.vcpu.vm._vgic.dispatch_sgi(self.vcpu.id, name, value)
-
-    def dir_trap(self, intid: int) -> None:
-        self.vcpu.vm._vgic.deactivate_trap(self.vcpu.id, intid)
-
-    def deactivate_physical(self, pintid: int) -> None:
-        self.vcpu.vm._vgic.physical_deactivations.append(pintid)
-
-
 class VCPU:
-    """One vCPU of a :class:`VM`: its identity and its world switch."""
+    """One vCPU of a :class:`VM`: its identity and its world switch.  The
+    parts add their per-vCPU views as attributes (``hyp``, ``cpu_if``)."""
 
-    def __init__(self, vm: "VM", vcpu_id: int) -> None:
-        from vgic.cpuif import GuestCpuIf, HypRegs
-
+    def __init__(self, vm: VM, vcpu_id: int) -> None:
         self.vm = vm
         #: vCPU index (KVM's vcpu_id; vCPUs are created in index order).
         self.id = vcpu_id
         #: MPIDR_EL1 as KVM resets it.
-        self.mpidr = default_mpidr(vcpu_id)
+        self.mpidr = vm._mpidrs.mpidrs[vcpu_id]
         #: True between load() and put() (KVM's vcpu_load / vcpu_put).
         self.loaded = False
         #: True between enter() and exit(): the guest runs.
         self.running = False
-        geo = (vm._cpu_if_records, vcpu_id, vm.nr_lrs, vm.pri_bits, vm.pre_bits)
-        #: The modelled hardware ICH_*_EL2 registers, by name.
-        self.hyp = HypRegs(*geo)
-        #: KVM's saved CPU-interface state.
-        self.cpu_if = CpuIf(vm._cpu_if_records[vcpu_id], vm.nr_lrs, ich.nr_aprs(vm.pre_bits))
-        self._guest = GuestCpuIf(*geo, _Hooks(self), vm._icv)
-        #: ICC_CTLR_EL1.PRIbits + 1 as userspace may lower it (CPU_SYSREGS).
-        self.num_pri_bits = vm.pri_bits
+        # Name -> the part accessor serving the guest's access to it.
+        self._sysregs: dict[str, Any] = {}
+        for part in vm.parts:
+            for name, obj in part.vcpu_attrs(self).items():
+                setattr(self, name, obj)
+            accessor = part.vcpu_sysregs(self)
+            if accessor is not None:
+                for row in sysregs.TABLE:
+                    if row.owner == part.name and row.trap != sysregs.EL2:
+                        self._sysregs[row.name] = accessor
 
     # ------------------------------------------------------------ world switch
     def load(self) -> None:
-        """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
+        """vcpu_load: every part loads its state (the vGICv3 restores
+        ICH_VMCR_EL2 and the active-priority registers)."""
         if not self.loaded:
-            self.vm._hyp_if.restore_vmcr_aprs(self.id)
+            for hook in self.vm._load:
+                hook(self.id)
             self.loaded = True
 
     def put(self) -> None:
-        """vcpu_put: save the active-priority registers."""
+        """vcpu_put: every part saves its state, in reverse order."""
         if self.running:
             raise VgicError(f"vCPU {self.id} is running: exit() before put()")
         if self.loaded:
-            self.vm._hyp_if.save_aprs(self.id)
+            for hook in self.vm._put:
+                hook(self.id)
             self.loaded = False
 
     def enter(self) -> None:
-        """One guest entry: flush the ap_list into LRs (vgic_flush_lr_state)
-        and restore them into the hardware (__vgic_v3_restore_state).  Loads
-        the vCPU first if needed, as KVM_RUN does."""
+        """One guest entry (the vGICv3 flushes the ap_list into LRs and
+        restores them into the hardware).  Loads the vCPU first if needed,
+        as KVM_RUN does."""
         if self.running:
             raise VgicError(f"vCPU {self.id} is already running")
         self.load()
-        self.vm._vgic.flush(self.id)
-        self.vm._hyp_if.restore_state(self.id)
-        self.running = True
-        self.vm._running_changed(1)
+        for hook in self.vm._enter:
+            hook(self.id)
+        self.vm._set_running(self, True)
 
     def exit(self) -> None:
-        """One guest exit: save the hardware (__vgic_v3_save_state) and fold
-        the LRs back into the interrupts' state (vgic_fold_lr_state)."""
+        """One guest exit (the vGICv3 saves the hardware and folds the LRs
+        back into the interrupts' state), parts in reverse order."""
         if not self.running:
             raise VgicError(f"vCPU {self.id} is not running")
-        self.vm._hyp_if.save_state(self.id)
-        self.vm._vgic.fold(self.id)
-        self.running = False
-        self.vm._running_changed(-1)
+        for hook in self.vm._exit:
+            hook(self.id)
+        self.vm._set_running(self, False)
 
     # ------------------------------------------------------- the guest's view
+    def _accessor(self, reg: Any) -> tuple[Any, Any]:
+        acc = self._sysregs.get(reg) if type(reg) is str else None
+        if acc is not None:
+            return acc, reg
+        row = sysregs.lookup(reg)               # UndefinedInstruction if unknown
+        acc = self._sysregs.get(row.name)
+        if acc is None:                          # an EL2 register, or no part serves it
+            raise UndefinedInstruction(reg, f"{row.name} is not accessible to the guest")
+        return acc, reg
+
     def sysreg_read(self, reg: Any) -> int:
-        """A guest MRS of an ICC_*_EL1 register (name or (op0, op1, CRn, CRm,
-        op2)), served by the virtual CPU interface while the vCPU runs."""
+        """A guest MRS of a system register (architectural name or
+        ``(op0, op1, CRn, CRm, op2)``), served by the part that owns it
+        (:data:`vgic.sysregs.TABLE`) while the vCPU runs."""
         if not self.running:
             raise VgicError(f"vCPU {self.id} is not running: enter() it first")
-        return self._guest.read(reg)
+        acc, reg = self._accessor(reg)
+        return acc.read(reg)
 
     def sysreg_write(self, reg: Any, value: int) -> None:
-        """A guest MSR of an ICC_*_EL1 register while the vCPU runs."""
+        """A guest MSR of a system register while the vCPU runs."""
         if not self.running:
             raise VgicError(f"vCPU {self.id} is not running: enter() it first")
-        self._guest.write(reg, value)
+        acc, reg = self._accessor(reg)
+        acc.write(reg, value)
 
     @property
     def rd_base(self) -> int:
@@ -185,16 +164,13 @@ class VCPU:
 
 
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, not {type(value).__name__}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise ValueError(f"{name} {value:#x} is outside {lo:#x}..{hi:#x}")
-    return value
+    return ich.check_int(name, value, lo, hi)
 
 
 class VM:
-    """A KVM/arm64 virtual machine's GICv3: distributor, redistributors, RAM.
+    """A KVM/arm64 virtual machine: guest RAM, vCPUs and the parts of
+    :data:`PARTS` (today the vGICv3: distributor, redistributors, CPU
+    interface).
 
     ``vgic.VM(nr_vcpus=4, nr_irqs=256)`` builds what KVM builds after
     KVM_CREATE_DEVICE(VGIC_V3), setting NR_IRQS and the frame addresses, and
@@ -229,8 +205,7 @@ class VM:
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
         nr_irqs = _check_int("nr_irqs", nr_irqs, 0, 1 << 32)
-        if nr_irqs % 32 or not 64 <= nr_irqs <= 992:
-            raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..992")
+        topology.check_nr_irqs(nr_irqs)
         self.nr_vcpus = nr_vcpus
         self.nr_irqs = nr_irqs
         self.dist_base = _check_int("dist_base", dist_base, 0, MAX_IPA)
@@ -250,27 +225,60 @@ class VM:
             raise ValueError(f"lr_order {lr_order!r} is not 'direct' or 'reverse'")
         self.lr_order = lr_order
         self._backend_name, impl = _backend.modules(backend)
-        self._cpu_if_records = np.zeros(nr_vcpus, dtype=ich.VCPU_IF)
-        self._hyp_if = impl.lr.HypIf(self._cpu_if_records, self.nr_lrs, self.pre_bits,
-                                         lr_order == "reverse")
-        mpidrs = np.array([default_mpidr(i) for i in range(nr_vcpus)], dtype=np.uint64)
-        self._icv = impl.icv.Icv(self._cpu_if_records, self.nr_lrs, self.pri_bits, self.pre_bits)
-        self._gic = impl.mmio.Gic(nr_vcpus, nr_irqs, self.dist_base, self.redist_base, mpidrs)
+        # KVM's reset MPIDRs and kvm_mpidr_to_vcpu().
+        self._mpidrs = topology.MpidrIndex(default_mpidr(i) for i in range(nr_vcpus))
+        #: The guest-physical MMIO space: every part's frames.
+        self.bus = impl.mmio.Bus(nr_vcpus)
+        #: The parts, in KVM's order.
+        self.parts: list[Part] = []
+        for cls in PARTS:
+            part = cls(self, impl)
+            part.map_frames(self.bus)
+            self.parts.append(part)
+        self._parts_by_name = {p.name: p for p in self.parts}
+        #: The vGICv3 part (the KVM_DEV_TYPE_ARM_VGIC_V3 device).
+        self.gic: VgicV3 = self._parts_by_name[VgicV3.name]  # type: ignore[assignment]
+        # Per-vCPU world-switch steps: load and enter in table order, put and
+        # exit in reverse (kvm_arch_vcpu_load/put and the run loop).
+        steps = [p.world_switch() for p in self.parts]
+        self._load = tuple(s[0] for s in steps if s[0] is not None)
+        self._put = tuple(s[1] for s in reversed(steps) if s[1] is not None)
+        self._enter = tuple(s[2] for s in steps if s[2] is not None)
+        self._exit = tuple(s[3] for s in reversed(steps) if s[3] is not None)
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
-        from vgic.vgic_v3 import VgicV3
-        self._vgic = VgicV3(self, self._hyp_if, self._cpu_if_records, impl.aplist)
         self._nr_running = 0
-        # The hot entry points are the backend's own methods, bound once, so a
-        # call costs one method call and no Python frame of ours.
-        self.mmio_read = self._gic.mmio_read  # type: ignore[method-assign]
-        self.mmio_write = self._gic.mmio_write  # type: ignore[method-assign]
-        self.mmio_replay = self._gic.mmio_replay  # type: ignore[method-assign]
+        # The hot entry points are the bus's own methods, bound once, so a
+        # call costs one extension-method call and no Python frame of ours.
+        self.mmio_read = self.bus.mmio_read  # type: ignore[method-assign]
+        self.mmio_write = self.bus.mmio_write  # type: ignore[method-assign]
+        self.mmio_replay = self.bus.mmio_replay  # type: ignore[method-assign]
 
-    def _running_changed(self, delta: int) -> None:
+    # -------------------------------------------------------------- running
+    def _set_running(self, vcpu: VCPU, running: bool) -> None:
+        # The one place a vCPU's running flag and the running count change.
         # While any vCPU runs, guest active-state MMIO halts them (KVM's
         # vgic_access_active_prepare); with none running it costs nothing.
-        self._nr_running += delta
-        self._gic.halt_hook = self._vgic.halted if self._nr_running else None
+        if vcpu.running != running:
+            vcpu.running = running
+            self._nr_running += 1 if running else -1
+            self.bus.halt_hook = self._halted if self._nr_running else None
+
+    @contextmanager
+    def _halted(self, keep: int = -1) -> Iterator[None]:
+        """kvm_arm_halt_guest() / kvm_arm_resume_guest(): every running vCPU
+        but ``keep`` exits (its LRs are saved and folded) for the duration,
+        then enters again (its ap_list is flushed anew)."""
+        stopped = []
+        try:
+            for v in self.vcpus:
+                if v.running and v.id != keep:
+                    v.exit()
+                    stopped.append(v)
+            yield
+        finally:
+            for v in stopped:
+                if not v.running:
+                    v.enter()
 
     # ------------------------------------------------------------------ setup
     def _make_memory(self, memory: Any, ram_size: int | None) -> np.ndarray:
@@ -308,22 +316,22 @@ class VM:
                     raise ValueError(f"{n1} at {b1:#x}+{s1:#x} overlaps {n2} at {b2:#x}+{s2:#x}")
 
     # ------------------------------------------------------------- guest MMIO
-    # These three are replaced per instance by the backend's bound methods;
+    # These three are replaced per instance by the bus's bound methods;
     # they are here for documentation and for help().
     def mmio_read(self, addr: int, size: int, vcpu: int = 0) -> int:  # type: ignore[no-redef]
         """A guest load of ``size`` bytes (1, 2, 4 or 8) at ``addr`` by vCPU ``vcpu``.
 
-        Accesses inside a GIC frame behave as KVM emulates them, including
+        Accesses inside a frame behave as KVM emulates them, including
         RAZ/WI for unknown offsets, bad widths and misalignment.  Raises
         :class:`vgic.UnmappedAccess` outside every frame and ``ValueError`` for
         a bad size, a negative address or an unknown vCPU.
         """
-        return self._gic.mmio_read(addr, size, vcpu)
+        return self.bus.mmio_read(addr, size, vcpu)
 
     def mmio_write(self, addr: int, size: int, value: int, vcpu: int = 0) -> None:  # type: ignore[no-redef]
         """A guest store; as :meth:`mmio_read`, plus ``ValueError`` for a
         value that does not fit in ``size`` bytes."""
-        self._gic.mmio_write(addr, size, value, vcpu)
+        self.bus.mmio_write(addr, size, value, vcpu)
 
     def mmio_replay(self, trace: np.ndarray) -> np.ndarray:  # type: ignore[no-redef]
         """Run a numpy array of :data:`vgic.MMIO_ACCESS` records in order and
@@ -333,7 +341,7 @@ class VM:
         (``TypeError`` for a wrong dtype, ``ValueError`` or
         :class:`vgic.UnmappedAccess` naming the record) and changes nothing.
         """
-        return self._gic.mmio_replay(trace)
+        return self.bus.mmio_replay(trace)
 
     # --------------------------------------------------------- interrupt lines
     def set_irq_level(self, intid: int, level: bool, vcpu: int | None = None) -> None:
@@ -347,19 +355,17 @@ class VM:
         refuse (an SGI, an INTID outside the VM, a PPI without a vCPU, an
         unknown vCPU) raises :class:`vgic.KvmError` with ``EINVAL``.
         """
-        if isinstance(intid, bool) or not isinstance(intid, (int, np.integer)):
-            raise TypeError(f"intid must be an integer, not {type(intid).__name__}")
-        intid = int(intid)
-        if vcpu is not None and (isinstance(vcpu, bool) or not isinstance(vcpu, (int, np.integer))):
-            raise TypeError(f"vcpu must be an integer or None, not {type(vcpu).__name__}")
+        intid = _index("intid", intid)
+        if vcpu is not None:
+            vcpu = _index("vcpu", vcpu)
         if regmap.NR_SGIS <= intid < regmap.NR_PRIVATE_IRQS:
             if vcpu is None:
                 raise KvmError(errno.EINVAL, f"PPI {intid} needs a vcpu")
             if not 0 <= vcpu < self.nr_vcpus:
                 raise KvmError(errno.EINVAL, f"vcpu {vcpu} does not exist (the VM has {self.nr_vcpus})")
-            self._gic.set_irq_level(int(vcpu), intid, bool(level))
+            self.gic.gic.set_irq_level(vcpu, intid, bool(level))
         elif regmap.NR_PRIVATE_IRQS <= intid < self.nr_irqs:
-            self._gic.set_irq_level(0, intid, bool(level))
+            self.gic.gic.set_irq_level(0, intid, bool(level))
         else:
             raise KvmError(errno.EINVAL, f"intid {intid} is not a PPI or an SPI of this VM "
                                          f"(16..{self.nr_irqs - 1})")
@@ -394,89 +400,157 @@ class VM:
             k = int(np.argmax(bad))
             raise KvmError(errno.EINVAL, f"intids[{k}] = {int(ids[k])} (vcpu {int(vc[k])}) is refused: "
                                          f"not a PPI with an existing vCPU or an SPI of this VM")
-        self._gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
+        self.gic.gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
 
     def irq(self, intid: int, vcpu: int | None = None) -> IrqState:
         """The state of one interrupt; private INTIDs (< 32) need ``vcpu``."""
-        if intid < regmap.NR_PRIVATE_IRQS and vcpu is None:
-            raise ValueError(f"intid {intid} is private: give a vcpu")
+        intid = _index("intid", intid)
         if not 0 <= intid < self.nr_irqs:
             raise ValueError(f"intid {intid} is outside 0..{self.nr_irqs - 1}")
-        en, pl, ll, act, grp, edge, prio, route, target = self._gic.irq_state(vcpu or 0, intid)
+        if intid < regmap.NR_PRIVATE_IRQS:
+            if vcpu is None:
+                raise ValueError(f"intid {intid} is private: give a vcpu")
+            vcpu = _index("vcpu", vcpu)
+            if not 0 <= vcpu < self.nr_vcpus:
+                raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.nr_vcpus} vCPUs")
+        en, pl, ll, act, grp, edge, prio, route, target = self.gic.gic.irq_state(vcpu or 0, intid)
         return IrqState(intid, bool(en), bool(pl), bool(ll), bool(act), int(grp),
                         "edge" if edge else "level", int(prio), int(route), int(target))
 
     # ----------------------------------------------------- KVM device attributes
     def get_device_attr(self, group: int, attr: int) -> int:
-        """KVM_GET_DEVICE_ATTR on the vGICv3 device (see :mod:`vgic.kvm_device`)."""
-        return kvm_device.get_attr(self, group, attr)
+        """KVM_GET_DEVICE_ATTR on the vGICv3 device (``vm.gic``; see :mod:`vgic.kvm_device`)."""
+        return self.gic.get_device_attr(group, attr)
 
     def set_device_attr(self, group: int, attr: int, value: int) -> None:
         """KVM_SET_DEVICE_ATTR on the vGICv3 device (see :mod:`vgic.kvm_device`)."""
-        kvm_device.set_attr(self, group, attr, value)
+        self.gic.set_device_attr(group, attr, value)
 
     def has_device_attr(self, group: int, attr: int) -> bool:
         """KVM_HAS_DEVICE_ATTR on the vGICv3 device: True where KVM returns 0."""
-        return kvm_device.has_attr(self, group, attr)
+        return self.gic.has_device_attr(group, attr)
+
+    @property
+    def devices(self) -> dict[int, Part]:
+        """The VM's KVM devices by KVM_CREATE_DEVICE type."""
+        return {p.device_type: p for p in self.parts if p.device_type is not None}
 
     # ----------------------------------------------------- batch world switch
-    def _batch_ids(self, vcpus: Any, running: bool) -> list[int]:
+    def _batch_ids(self, vcpus: Any, running: bool) -> np.ndarray:
         n = self.nr_vcpus
         if vcpus is None:
-            out = list(range(n))
+            ids = np.arange(n, dtype=np.int64)
         else:
-            ids = np.asarray(vcpus)
-            if ids.size == 0 and ids.ndim == 1:
-                ids = ids.astype(np.int64)          # [] arrives as float64
-            if ids.ndim != 1 or not np.issubdtype(ids.dtype, np.integer):
+            arr = np.asarray(vcpus)
+            if arr.size == 0 and arr.ndim == 1:
+                arr = arr.astype(np.int64)          # [] arrives as float64
+            if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
                 raise TypeError("vcpus must be a 1-D array of vCPU indices or None")
-            ids = ids.astype(np.int64)
+            ids = np.array(arr, dtype=np.int64, copy=True)
             outside = (ids < 0) | (ids >= n)
             if outside.any():
                 k = int(np.argmax(outside))
                 raise ValueError(f"vcpus[{k}] = {int(ids[k])} is not a vCPU index (0..{n - 1})")
             if np.unique(ids).size != ids.size:
                 raise ValueError("vcpus names a vCPU twice")
-            out = ids.tolist()
         all_vcpus = self.vcpus
-        wrong = [i for i in out if all_vcpus[i].running != running]
-        if wrong:
-            state = "already running" if not running else "not running"
-            raise VgicError(f"vCPU {wrong[0]} is {state}")
-        return out
+        for i in ids.tolist():
+            if all_vcpus[i].running != running:
+                state = "already running" if not running else "not running"
+                raise VgicError(f"vCPU {i} is {state}")
+        return ids
 
     def enter_vcpus(self, vcpus: Any = None) -> None:
         """``enter()`` of many vCPUs (every vCPU, or the indices in ``vcpus``
         in that order), the same as entering them one by one, with one
-        kernel call per phase (load, flush, hyp restore) for all.
-        Everything is validated before anything runs."""
+        kernel call per part and phase (load, enter) for all.  Everything is
+        validated before anything runs."""
         ids = self._batch_ids(vcpus, running=False)
-        to_load = [i for i in ids if not self.vcpus[i].loaded]
-        self._hyp_if.load_batch(to_load)
-        arr = np.array(ids, dtype=np.int64)
-        self._vgic.lists.flush_batch(arr)
-        self._hyp_if.restore_state_batch(arr)
-        for i in ids:
+        to_load = np.array([i for i in ids.tolist() if not self.vcpus[i].loaded], dtype=np.int64)
+        for part in self.parts:
+            part.load_batch(to_load)
+        for part in self.parts:
+            part.enter_batch(ids)
+        for i in ids.tolist():
             v = self.vcpus[i]
-            v.loaded = v.running = True
-        self._running_changed(len(ids))
+            v.loaded = True
+            self._set_running(v, True)
 
     def exit_vcpus(self, vcpus: Any = None) -> None:
-        """``exit()`` of many vCPUs: one hyp-save and one fold kernel call."""
+        """``exit()`` of many vCPUs: one kernel call per part."""
         ids = self._batch_ids(vcpus, running=True)
-        arr = np.array(ids, dtype=np.int64)
-        self._hyp_if.save_state_batch(arr)
-        self._vgic.lists.fold_batch(arr)
-        for i in ids:
-            self.vcpus[i].running = False
-        self._running_changed(-len(ids))
+        for part in reversed(self.parts):
+            part.exit_batch(ids)
+        for i in ids.tolist():
+            self._set_running(self.vcpus[i], False)
 
     def put_vcpus(self, vcpus: Any = None) -> None:
-        """``put()`` of many vCPUs (none may be running): one kernel call."""
+        """``put()`` of many vCPUs (none may be running): one kernel call per part."""
         ids = self._batch_ids(vcpus, running=False)
-        self._hyp_if.put_batch([i for i in ids if self.vcpus[i].loaded])
-        for i in ids:
+        loaded = np.array([i for i in ids.tolist() if self.vcpus[i].loaded], dtype=np.int64)
+        for part in reversed(self.parts):
+            part.put_batch(loaded)
+        for i in ids.tolist():
             self.vcpus[i].loaded = False
+
+    # ------------------------------------------------------------ named state
+    def _vm_state(self) -> dict[str, Any]:
+        return {
+            "nr_vcpus": self.nr_vcpus, "nr_irqs": self.nr_irqs, "nr_lrs": self.nr_lrs,
+            "pri_bits": self.pri_bits, "pre_bits": self.pre_bits, "lr_order": self.lr_order,
+            "dist_base": self.dist_base, "redist_base": self.redist_base,
+            "ram_base": self.ram_base, "ram_size": int(self.memory.size),
+            "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running} for v in self.vcpus],
+        }
+
+    def state(self) -> dict[str, Any]:
+        """Everything the VM holds but its RAM (``vm.memory``), by part:
+        ``{"vm": geometry and each vCPU's MPIDR_EL1/loaded/running,
+        part name: part.state()}``, under architectural or KVM names.  Both
+        backends produce the same state for the same history."""
+        out: dict[str, Any] = {"vm": self._vm_state()}
+        for part in self.parts:
+            out[part.name] = part.state()
+        return out
+
+    def load_state(self, state: Any) -> None:
+        """Make the VM's state ``state`` (as :meth:`state` returns it, from a
+        VM of the same geometry and either backend).  Everything is checked
+        first; a bad field raises :class:`vgic.StateError` naming it and
+        nothing changes."""
+        if not isinstance(state, dict):
+            raise StateError(f"state: expected a dict, got {type(state).__name__}")
+        names = ["vm"] + [p.name for p in self.parts]
+        if set(state) != set(names):
+            raise StateError(f"state: expected the parts {names}, got {sorted(state)}")
+        vm_st = state["vm"]
+        mine = self._vm_state()
+        if not isinstance(vm_st, dict) or set(vm_st) != set(mine):
+            raise StateError(f"vm: expected the keys {sorted(mine)}")
+        for key in mine:
+            if key != "vcpus" and vm_st[key] != mine[key]:
+                raise StateError(f"vm.{key}: {vm_st[key]!r} differs from this VM's {mine[key]!r}")
+        vcpus = vm_st["vcpus"]
+        if not isinstance(vcpus, (list, tuple)) or len(vcpus) != self.nr_vcpus:
+            raise StateError(f"vm.vcpus: expected {self.nr_vcpus} entries")
+        flags = []
+        for v, vd in enumerate(vcpus):
+            if not isinstance(vd, dict) or set(vd) != {"MPIDR_EL1", "loaded", "running"}:
+                raise StateError(f"vm.vcpus[{v}]: expected MPIDR_EL1, loaded and running")
+            if vd["MPIDR_EL1"] != self.vcpus[v].mpidr:
+                raise StateError(f"vm.vcpus[{v}].MPIDR_EL1: {vd['MPIDR_EL1']!r} is not {self.vcpus[v].mpidr:#x}")
+            if not all(isinstance(vd[k], (bool, np.bool_)) for k in ("loaded", "running")):
+                raise StateError(f"vm.vcpus[{v}]: loaded and running must be bools")
+            if vd["running"] and not vd["loaded"]:
+                raise StateError(f"vm.vcpus[{v}]: running but not loaded")
+            flags.append((bool(vd["loaded"]), bool(vd["running"])))
+        checked = [(part, part.check_state(state[part.name])) for part in self.parts]
+        # Everything is checked: from here on nothing can fail.
+        for part, c in checked:
+            part.apply_state(c)
+        for v, (loaded, running) in zip(self.vcpus, flags):
+            v.loaded = loaded
+            self._set_running(v, running)
 
     # ------------------------------------------------------------ introspection
     @property
@@ -484,7 +558,7 @@ class VM:
         """Every vCPU's CPU-interface record (:data:`vgic.ich.VCPU_IF`: the
         modelled ICH_* hardware and KVM's saved copy), one contiguous array
         indexed by vCPU: what the batch kernels work on.  A live view."""
-        return self._cpu_if_records
+        return self.gic.records
 
     @property
     def backend(self) -> str:
@@ -492,13 +566,25 @@ class VM:
         return self._backend_name
 
     def vcpu_by_mpidr(self, mpidr: int) -> VCPU | None:
-        """The vCPU whose MPIDR affinity (Aff3..Aff0) equals ``mpidr``'s, or None."""
-        aff = mpidr & 0xFF00FFFFFF
-        for v in self.vcpus:
-            if v.mpidr & 0xFF00FFFFFF == aff:
-                return v
-        return None
+        """The vCPU whose MPIDR affinity (Aff3..Aff0) equals ``mpidr``'s, or
+        None (KVM's kvm_mpidr_to_vcpu())."""
+        i = self._mpidrs.vcpu(_index("mpidr", mpidr))
+        return None if i < 0 else self.vcpus[i]
 
     def __repr__(self) -> str:
         return (f"<vgic.VM {self.nr_vcpus} vCPUs, {self.nr_irqs} IRQs, "
                 f"dist {self.dist_base:#x}, redist {self.redist_base:#x}, backend {self.backend}>")
+
+
+def _index(name: str, value: Any) -> int:
+    """An integer argument (Python or numpy int, or any ``__index__`` type;
+    not a bool or a float): ``TypeError`` otherwise."""
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be an integer, not bool")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {type(value).__name__}") from None
+
+
+__all__ = ["VM", "VCPU", "IrqState", "PARTS", "default_mpidr"]

@@ -3,7 +3,8 @@
 ``vgic._pure.mmio`` is its pure-Python twin with exactly this interface; the
 package picks one of the two (``VGIC_PUREPYTHON=1`` selects the twin).
 """
-from typing import Any, Callable, ContextManager
+from collections.abc import Callable
+from typing import Any, ContextManager
 
 import numpy as np
 import numpy.typing as npt

@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from vgic import ich
+from vgic import gic_state, ich
+from vgic._pure.gic import Gic
 from vgic._pure.irq import VgicIrq
-from vgic.regmap import NR_PRIVATE_IRQS, NR_SGIS
-
+from vgic.regmap import NR_SGIS
 
 STAMP_MAX = (1 << 47) - 1       # stamps saturate here, as in the core
 
@@ -22,10 +22,10 @@ STAMP_MAX = (1 << 47) - 1       # stamps saturate here, as in the core
 class ApLists:
     """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold."""
 
-    def __init__(self, gic: Any, records: np.ndarray, nr_lrs: int, reverse: bool) -> None:
-        if not hasattr(gic, "_irq"):
-            raise TypeError(f"gic must be a vgic._pure.mmio.Gic, not {type(gic).__name__}")
-        ich.check_records(records)
+    def __init__(self, gic: Gic, records: np.ndarray, nr_lrs: int, reverse: bool) -> None:
+        if not isinstance(gic, Gic):
+            raise TypeError(f"gic must be a vgic._pure.gic.Gic, not {type(gic).__name__}")
+        records = ich.check_records(records)
         if records.shape[0] != gic.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {gic.nr_vcpus} vCPUs")
         if not 1 <= nr_lrs <= ich.MAX_LRS:
@@ -162,7 +162,9 @@ class ApLists:
             self._fold_lr(vcpu, int(rec["vgic_lr"][self._slot(i)]))
         hcr = int(rec["vgic_hcr"])
         eoicount = (hcr & ich.HCR_EOICOUNT_MASK) >> ich.HCR_EOICOUNT_SHIFT
-        if eoicount and not int(rec["vgic_vmcr"]) & ich.VMCR_EOIM:
+        if eoicount:
+            # Whatever EOImode is now: the guest may have changed it after
+            # those EOIs, and KVM replays regardless (vgic_v3_fold_lr_state).
             for irq in self.lists[vcpu]:
                 if eoicount == 0:
                     break
@@ -210,6 +212,22 @@ class ApLists:
     def oracle(self, vcpu: int, intid: int) -> int:
         """vgic_target_oracle(): the vCPU that should hold it, or -1."""
         return self._oracle(self._checked(vcpu, intid))
+
+    def state(self) -> dict[str, Any]:
+        """``{"ap_list": [...], "in_lr": [...]}`` per vCPU (see :mod:`vgic.gic_state`)."""
+        return {"ap_list": [[irq.intid for irq in row] for row in self.lists],
+                "in_lr": [sorted(irq.intid for irq in row if irq.in_lr) for row in self.lists]}
+
+    def load_state(self, state: Any) -> None:
+        """Replace every ap_list by ``state``, checked first (nothing changes on a bad field)."""
+        lists, held = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs)
+        for irq in self.gic._spis + [irq for row in self.gic._private for irq in row]:
+            irq.ap_vcpu, irq.in_lr = -1, False
+        self.lists = [[self.gic._irq(v, intid) for intid in row] for v, row in enumerate(lists)]
+        for v, row in enumerate(self.lists):
+            for irq in row:
+                irq.ap_vcpu = v
+                irq.in_lr = irq.intid in held[v]
 
     @property
     def spis_queued(self) -> int:

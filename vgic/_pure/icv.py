@@ -21,13 +21,10 @@ class Icv:
     """The guest's acknowledge / EOI / deactivate accesses on ``records``."""
 
     def __init__(self, records: np.ndarray, nr_lrs: int, pri_bits: int, pre_bits: int) -> None:
-        ich.check_records(records)
+        records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        if not 1 <= nr_lrs <= ich.MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{ich.MAX_LRS}")
-        if not (5 <= pri_bits <= 7 and 5 <= pre_bits <= pri_bits):
-            raise ValueError(f"pri_bits {pri_bits} / pre_bits {pre_bits}: need 5 <= pre_bits <= pri_bits <= 7")
+        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         self.records = records
         self.nr_lrs, self.pri_bits, self.pre_bits = int(nr_lrs), int(pri_bits), int(pre_bits)
         self.nr_aprs = ich.nr_aprs(self.pre_bits)

@@ -33,16 +33,15 @@ def _eisr(lrs: Any, nr_lrs: int) -> int:
 class HypIf:
     """The hyp save/restore of every vCPU of a VM over its ``VCPU_IF`` records."""
 
-    def __init__(self, records: np.ndarray, nr_lrs: int, pre_bits: int, reverse: bool) -> None:
-        ich.check_records(records)
+    def __init__(self, records: np.ndarray, nr_lrs: int, pri_bits: int, pre_bits: int, reverse: bool) -> None:
+        records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        if not 1 <= nr_lrs <= MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
-        if not 5 <= pre_bits <= 7:
-            raise ValueError(f"pre_bits {pre_bits} is not in 5..7")
+        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         self._records = records
         self._nr_lrs = int(nr_lrs)
+        self._pri_bits = int(pri_bits)
+        self._pre_bits = int(pre_bits)
         self._nr_aprs = ich.nr_aprs(pre_bits)
         self._reverse = bool(reverse)
 
@@ -102,7 +101,8 @@ class HypIf:
     def restore_vmcr_aprs(self, i: int) -> None:
         """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
         r = self._at(i)
-        r["ich_vmcr"] = r["vgic_vmcr"]
+        # The hardware stores what its fields can hold (IHI 0069 §12.4.10).
+        r["ich_vmcr"] = ich.stored_vmcr(int(r["vgic_vmcr"]), self._pri_bits, self._pre_bits)
         for k in range(self._nr_aprs):
             r["ich_ap0r"][k] = r["vgic_ap0r"][k]
             r["ich_ap1r"][k] = r["vgic_ap1r"][k]
@@ -136,22 +136,35 @@ class HypIf:
             self.save_state(i)
             self.restore_state(i)
 
-    def load_batch(self, idx: Any) -> None:
+    def plain_copy_batch(self) -> None:
+        """The copies of save_restore_batch in a plain loop (the benchmarks' baseline)."""
+        for i in range(self._records.shape[0]):
+            r = self._records[i]
+            used = min(int(r["used_lrs"]), self._nr_lrs)
+            r["vgic_lr"][:used] = r["ich_lr"][:used]
+            r["ich_lr"][:used] = 0
+            r["vgic_vmcr"] = r["ich_vmcr"]
+            r["ich_hcr"] = r["vgic_hcr"]
+            r["ich_lr"][:used] = r["vgic_lr"][:used]
+
+    def load_batch(self, idx: Any = None) -> None:
         """restore_vmcr_aprs for the vCPU indices in ``idx``."""
         for i in self._indices(idx):
             self.restore_vmcr_aprs(i)
 
-    def put_batch(self, idx: Any) -> None:
+    def put_batch(self, idx: Any = None) -> None:
         """save_aprs for the vCPU indices in ``idx``."""
         for i in self._indices(idx):
             self.save_aprs(i)
 
 
 def _fields_array(fields: Any) -> np.ndarray:
-    if not isinstance(fields, np.ndarray) or fields.dtype != ich.LR_FIELDS:
+    # The real array (a subclass cannot fake its dtype), flattened.
+    arr = np.asarray(fields) if isinstance(fields, np.ndarray) else None
+    if arr is None or arr.dtype != ich.LR_FIELDS:
         raise TypeError("fields must be a numpy array of vgic.ich.LR_FIELDS, not "
-                        f"{type(fields).__name__} {getattr(fields, 'dtype', '')}")
-    return np.ascontiguousarray(fields).reshape(-1)
+                        f"{type(fields).__name__} {'' if arr is None else arr.dtype}")
+    return np.ascontiguousarray(arr).reshape(-1)
 
 
 def lr_encode_batch(fields: np.ndarray) -> np.ndarray:
@@ -166,12 +179,12 @@ def lr_encode_batch(fields: np.ndarray) -> np.ndarray:
     out = [ich.lr_value(vintid, priority, group=group, pending=bool(state & 1),
                         active=bool(state & 2), hw=bool(hw), pintid=pintid, eoi=bool(eoi))
            for vintid, pintid, priority, group, state, hw, eoi in arr.tolist()]
-    return np.array(out, dtype=np.uint64).reshape(fields.shape)
+    return np.array(out, dtype=np.uint64).reshape(np.asarray(fields).shape)
 
 
 def lr_decode_batch(lrs: Any) -> np.ndarray:
     """:data:`vgic.ich.LR_FIELDS` records from ICH_LR<n>_EL2 values."""
-    arr = np.ascontiguousarray(lrs, dtype=np.uint64)
+    arr = ich.lr_values(lrs)
     out = np.zeros(arr.size, dtype=ich.LR_FIELDS)
     for i, lr in enumerate(arr.reshape(-1).tolist()):
         hw = (lr >> 61) & 1
@@ -182,7 +195,7 @@ def lr_decode_batch(lrs: Any) -> np.ndarray:
 
 def copy_records(dst: np.ndarray, src: np.ndarray) -> None:
     """Copy one record array into another of the same size (the benchmarks' baseline)."""
-    d, s = dst.view(np.uint8), src.view(np.uint8)
+    d, s = ich.check_records(dst).view(np.uint8), ich.check_records(src).view(np.uint8)
     if d.shape[0] != s.shape[0]:
         raise ValueError("dst and src differ in size")
     d[:] = s

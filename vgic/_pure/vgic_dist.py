@@ -17,9 +17,11 @@ from ..regmap import (
     GICD_TYPER,
     GICD_TYPER2,
     GICD_TYPER_IDBITS_SHIFT,
+    IIDR_PRODUCT_ID_SHIFT,
     IIDR_REVISION_MASK,
     IIDR_REVISION_SHIFT,
     IMPLEMENTER_ARM,
+    INTERRUPT_ID_BITS_SPIS,
     IROUTER_AFF_MASK,
     KVM_VGIC_IMP_REV_2,
     KVM_VGIC_IMP_REV_3,
@@ -27,17 +29,12 @@ from ..regmap import (
 )
 
 if TYPE_CHECKING:
-    from .mmio import Gic
+    from .gic import Gic
 
 # GICD_CTLR, TYPER, IIDR and TYPER2 share one 16-byte region; bits [3:2] of
 # the offset pick the register (KVM's ``switch (addr & 0x0c)``).
 _MISC_SELECT = 0xC
 
-# Without an ITS the distributor advertises 10 INTID bits (KVM's
-# INTERRUPT_ID_BITS_SPIS): enough for SPIs up to 1019 (kvm-facts §1.3).
-INTERRUPT_ID_BITS_SPIS = 10
-
-IIDR_PRODUCT_ID_SHIFT = 24      # GICD_IIDR.ProductID [31:24] (IHI 0069 §12.9.16)
 
 
 # ------------------------------------------- GICD_CTLR/TYPER/IIDR/TYPER2

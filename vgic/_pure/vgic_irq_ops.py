@@ -20,13 +20,14 @@ INTIDs; ``gic._irqs(vcpu, intid, count)`` returns their state records.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from ..regmap import GICD_PIDR2, NR_PRIVATE_IRQS, PIDR2_GICV3, PRIORITY_MASK
 from .irq import VgicIrq
 
 if TYPE_CHECKING:
-    from .mmio import Gic
+    from .gic import Gic
 
 ReadFn = Callable[["Gic", int, int, int, int], int]
 WriteFn = Callable[["Gic", int, int, int, int, int], None]

@@ -7,19 +7,31 @@ handlers of :mod:`.vgic_irq_ops`.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ..regmap import (
+    BASER_CACHE_MASK,
     BASER_INNER_CACHE_SHIFT,
     BASER_OUTER_CACHE_SHIFT,
+    BASER_SHAREABILITY_MASK,
     BASER_SHAREABILITY_SHIFT,
+    GIC_BASER_CACHE_NC,
+    GIC_BASER_CACHE_NCNB,
+    GIC_BASER_CACHE_RAWB,
+    GIC_BASER_CACHE_SAME_AS_INNER,
+    GIC_BASER_INNER_SHAREABLE,
+    GIC_BASER_OUTER_SHAREABLE,
     GICR_CTLR_CES,
+    GICR_CTLR_ENABLE_LPIS,
     GICR_CTLR_IR,
     GICR_TYPER_AFFINITY_SHIFT,
     GICR_TYPER_LAST,
     GICR_TYPER_PROCNUM_SHIFT,
+    IIDR_PRODUCT_ID_SHIFT,
     IMPLEMENTER_ARM,
     KVM_VGIC_IMP_REV_3,
+    MPIDR_AFF210_MASK,
     PENDBASER_PTZ,
     PENDBASER_RES0,
     PRODUCT_ID_KVM,
@@ -27,26 +39,7 @@ from ..regmap import (
 )
 
 if TYPE_CHECKING:
-    from .mmio import Gic
-
-GICR_CTLR_ENABLE_LPIS = 1 << 0      # IHI 0069 §12.11.2
-IIDR_PRODUCT_ID_SHIFT = 24
-
-# MPIDR_EL1 affinity fields Aff2.Aff1.Aff0 (bits [23:0]).
-MPIDR_AFF210_MASK = 0xFFFFFF
-
-# Cacheability / shareability encodings of the BASER fields
-# (IHI 0069 §12.11.29; Linux arm-gic-v3.h GIC_BASER_*).
-GIC_BASER_NON_SHAREABLE = 0
-GIC_BASER_INNER_SHAREABLE = 1
-GIC_BASER_OUTER_SHAREABLE = 2
-GIC_BASER_CACHE_NCNB = 0            # inner field: Device-nGnRnE
-GIC_BASER_CACHE_SAME_AS_INNER = 0   # outer field: same as inner
-GIC_BASER_CACHE_NC = 1
-GIC_BASER_CACHE_RAWB = 3
-_SHAREABILITY_MASK = 0x3
-_CACHE_MASK = 0x7
-
+    from .gic import Gic
 
 def _read_half_or_whole(value: int, offset: int, size: int) -> int:
     """KVM's ``extract_bytes(value, addr & 7, len)``: a 64-bit register read
@@ -100,7 +93,7 @@ def gicr_typer(gic: Gic, vcpu: int) -> int:
     Redistributors sit in one contiguous region in vCPU order, so the last
     vCPU's is the one with Last set.  PLPIS is 0: no ITS.
     """
-    value = gicr_typer_affinity(gic._mpidrs[vcpu]) << GICR_TYPER_AFFINITY_SHIFT
+    value = gicr_typer_affinity(gic._mpidrs.mpidrs[vcpu]) << GICR_TYPER_AFFINITY_SHIFT
     value |= (vcpu & 0xFFFF) << GICR_TYPER_PROCNUM_SHIFT
     if vcpu == gic.nr_vcpus - 1:
         value |= GICR_TYPER_LAST
@@ -142,11 +135,11 @@ def sanitise_baser(reg: int, res0: int) -> int:
     """KVM's ``vgic_sanitise_propbaser``/``pendbaser``: fix up shareability and
     cacheability, then clear the RES0 bits (kvm-facts §5.6, same rules as
     the ITS BASERs in §5.1)."""
-    reg = _sanitise_field(reg, BASER_SHAREABILITY_SHIFT, _SHAREABILITY_MASK,
+    reg = _sanitise_field(reg, BASER_SHAREABILITY_SHIFT, BASER_SHAREABILITY_MASK,
                           _sanitise_shareability)
-    reg = _sanitise_field(reg, BASER_INNER_CACHE_SHIFT, _CACHE_MASK,
+    reg = _sanitise_field(reg, BASER_INNER_CACHE_SHIFT, BASER_CACHE_MASK,
                           _sanitise_inner_cacheability)
-    reg = _sanitise_field(reg, BASER_OUTER_CACHE_SHIFT, _CACHE_MASK,
+    reg = _sanitise_field(reg, BASER_OUTER_CACHE_SHIFT, BASER_CACHE_MASK,
                           _sanitise_outer_cacheability)
     return reg & ~res0
 

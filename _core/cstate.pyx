@@ -1,0 +1,28 @@
+# cython: language_level=3
+"""The base class of every part's C state (see ``cstate.pxd``)."""
+import numpy as np
+
+from libc.stdint cimport uint8_t
+
+
+cdef class CState:
+    """The C state of one part of a VM: what its MMIO handlers reach, its
+    handler families, and the one buffer that holds all of its mutable state."""
+
+    cdef int _set_buffer(self, object arr) except -1:
+        # `arr`: a C-contiguous uint8 numpy array that this object keeps alive.
+        cdef uint8_t[::1] view = arr
+        self._buf = arr
+        self.buf = &view[0] if view.shape[0] else NULL
+        self.buf_len = view.shape[0]
+        return 0
+
+    @property
+    def ops_names(self):
+        """The handler families this part binds, in table order."""
+        return [self.ops[i].name.decode() for i in range(self.nops)]
+
+    @property
+    def state_nbytes(self):
+        """Bytes of mutable state (the buffer replay rollback copies)."""
+        return self.buf_len

@@ -1,0 +1,403 @@
+# cython: language_level=3
+"""The vGICv3 distributor and redistributors: their C state and handlers.
+
+:class:`Gic` owns the state of ``gicstate.pxd`` (per-IRQ bitmaps in 32-INTID
+banks, priorities, routes, the redistributors' registers) in one buffer, and
+binds the handler families of the GICD, GICR_RD and GICR_SGI frames of
+:data:`vgic.regmap.FRAMES` (``vgic_irq_ops.pxd``, ``vgic_dist.pxd``,
+``vgic_redist.pxd``) for the MMIO framework (``mmio.pyx``) to dispatch to.
+It also takes KVM's injection calls (KVM_IRQ_LINE, LEVEL_INFO) and the
+flush/fold kernel's per-IRQ accesses.  ``vgic._pure.gic`` is the twin.
+"""
+import numpy as np
+
+from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+
+from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
+from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER
+from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, deliverable, stamp_new,
+    mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
+    NR_BITMAPS)
+from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group,
+    read_enable, write_senable, write_cenable, read_pending, write_spending,
+    write_cpending, uread_spending, uwrite_spending, read_active, write_sactive,
+    write_cactive, read_priority, write_prio, read_config, write_config)
+from vgic._core.vgic_dist cimport (read_v3_misc, write_v3_misc, uwrite_v3_misc,
+    read_irouter, write_irouter, read_idregs)
+from vgic._core.vgic_redist cimport (read_v3r_ctlr, read_v3r_iidr, read_v3r_typer,
+    read_propbase, write_propbase, read_pendbase, write_pendbase)
+
+from vgic import gic_state, regmap, topology
+
+cdef extern from *:
+    int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
+
+# ------------------------------------------------------------ handler families
+cdef enum:
+    MAX_OPS = 32
+
+cdef OpsRow OPS[MAX_OPS]
+cdef int NOPS = 0
+
+cdef void def_ops(const char *name, access_fn r, access_fn w, access_fn ur, uwrite_fn uw) noexcept:
+    global NOPS
+    OPS[NOPS].name = name
+    OPS[NOPS].read = r
+    OPS[NOPS].write = w
+    OPS[NOPS].uread = ur
+    OPS[NOPS].uwrite = uw
+    NOPS += 1
+
+# name        guest read      guest write     uaccess read    uaccess write
+def_ops("raz_wi", raz, wi, NULL, NULL)
+def_ops("rao_wi", rao, wi, NULL, NULL)
+def_ops("idregs", read_idregs, wi, NULL, NULL)
+def_ops("v3_misc", read_v3_misc, write_v3_misc, NULL, uwrite_v3_misc)
+def_ops("group", read_group, write_group, NULL, NULL)
+def_ops("senable", read_enable, write_senable, NULL, NULL)
+def_ops("cenable", read_enable, write_cenable, NULL, NULL)
+def_ops("spending", read_pending, write_spending, uread_spending, uwrite_spending)
+def_ops("cpending", read_pending, write_cpending, raz, uwi)
+def_ops("sactive", read_active, write_sactive, NULL, NULL)
+def_ops("cactive", read_active, write_cactive, NULL, NULL)
+def_ops("priority", read_priority, write_prio, NULL, NULL)
+def_ops("config", read_config, write_config, NULL, NULL)
+def_ops("irouter", read_irouter, write_irouter, NULL, NULL)
+def_ops("v3r_ctlr", read_v3r_ctlr, wi, NULL, uwi)
+def_ops("v3r_iidr", read_v3r_iidr, wi, NULL, uwi)
+def_ops("v3r_typer", read_v3r_typer, wi, NULL, uwi)
+def_ops("propbase", read_propbase, write_propbase, NULL, NULL)
+def_ops("pendbase", read_pendbase, write_pendbase, NULL, NULL)
+
+_bound = {OPS[i].name.decode() for i in range(NOPS)}
+_needed = {row.ops for f in regmap.FRAMES if f.part == "vgic_v3" for row in f.regions}
+if _needed - _bound:
+    raise ImportError(f"vgic._core.gic binds no handlers for ops {sorted(_needed - _bound)}")
+
+FIELD_NAMES = ("enabled", "pending_latch", "line_level", "active", "group", "edge")
+
+
+cdef object vcpu_error(object vcpu, uint32_t nr_vcpus):
+    return ValueError(f"vcpu {vcpu} out of range: the VM has {nr_vcpus} vCPUs")
+
+
+cdef inline void line_report(GicState *g, uint32_t b, uint32_t bit, bint level) noexcept nogil:
+    # kvm_vgic_inject_irq: an edge interrupt latches on a rising report (a
+    # falling one is no event); a level interrupt's line follows the report.
+    cdef uint32_t before = deliverable(g, b)
+    if g.bm[BM_EDGE][b] & bit:
+        if level:
+            g.bm[BM_PENDING_LATCH][b] |= bit
+    elif level:
+        g.bm[BM_LINE_LEVEL][b] |= bit
+    else:
+        g.bm[BM_LINE_LEVEL][b] &= ~bit
+    stamp_new(g, b, before)
+
+
+cdef class Gic(CState):
+    """Distributor and redistributor state of one VM (``nr_vcpus``
+    redistributors, ``nr_irqs`` INTIDs below the LPIs, ``mpidrs[i]`` the
+    MPIDR_EL1 of vCPU *i*).  See ``vgic/_core/gic.pyi``."""
+
+    def __init__(self, int nr_vcpus, int nr_irqs, mpidrs):
+        cdef uint32_t[:, ::1] bits
+        cdef uint8_t[::1] prio
+        cdef uint32_t[::1] route, ctlr
+        cdef int32_t[::1] target
+        cdef uint64_t[::1] mp, pend, seq
+        cdef uint8_t[::1] scal
+        cdef int r
+        if self.st.nr_vcpus:
+            raise TypeError("a Gic is initialised once")
+        topology.check_nr_vcpus(nr_vcpus)
+        topology.check_nr_irqs(nr_irqs)
+        mpidr_arr = np.array(mpidrs, dtype=np.uint64).reshape(-1)
+        if mpidr_arr.shape[0] != nr_vcpus:
+            raise ValueError(f"{mpidr_arr.shape[0]} MPIDRs given for {nr_vcpus} vCPUs")
+        nb = SPI_BANKS + nr_vcpus
+        layout = [("scalars", np.uint8, sizeof(GicScalars)),
+                  ("bits", np.uint32, NR_BITMAPS * nb), ("priority", np.uint8, nb * 32 + 8),
+                  ("route", np.uint32, MAX_INTID_SPACE), ("target", np.int32, MAX_INTID_SPACE),
+                  ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus),
+                  ("seq", np.uint64, nb * 32)]
+        total = sum(-(-np.dtype(dt).itemsize * count // 8) * 8 for _, dt, count in layout)
+        buf = np.zeros(total, dtype=np.uint8)
+        views = {}
+        start = 0
+        for name, dt, count in layout:
+            nbytes = np.dtype(dt).itemsize * count
+            views[name] = buf[start:start + nbytes].view(dt)
+            start += -(-nbytes // 8) * 8
+        self._set_buffer(buf)
+        self._scalars = views["scalars"]
+        self._bits = views["bits"].reshape(NR_BITMAPS, nb)
+        self._priority = views["priority"]
+        self._route = views["route"]
+        self._target = views["target"]
+        self._pendbaser = views["pendbaser"]
+        self._gicr_ctlr = views["gicr_ctlr"]
+        self._seq = views["seq"]
+        self._mpidr = mpidr_arr.copy()
+        scal, bits, prio, route, target = self._scalars, self._bits, self._priority, self._route, self._target
+        mp, pend, ctlr, seq = self._mpidr, self._pendbaser, self._gicr_ctlr, self._seq
+        self.st.nr_irqs = nr_irqs
+        self.st.nr_vcpus = nr_vcpus
+        self.st.nr_banks = nb
+        self.st.mpidr = &mp[0]
+        self.st.mpidrs_default = topology.MpidrIndex(mpidr_arr.tolist()).all_default()
+        self.st.s = <GicScalars *>&scal[0]
+        for r in range(NR_BITMAPS):
+            self.st.bm[r] = &bits[r, 0]
+        self.st.priority = &prio[0]
+        self.st.route = &route[0]
+        self.st.target = &target[0]
+        self.st.pendbaser = &pend[0]
+        self.st.gicr_ctlr = &ctlr[0]
+        self.st.seq = &seq[0]
+        self.ctx = &self.st
+        self.nr_intids = nr_irqs
+        self.ops = OPS
+        self.nops = NOPS
+        self._reset()
+
+    cdef void _reset(self) noexcept:
+        # KVM's kvm_vgic_dist_init / kvm_vgic_vcpu_init reset values (kvm-facts §1.6).
+        cdef uint32_t b, spi_words = self.st.nr_irqs >> 5
+        self.st.s.implementation_rev = KVM_VGIC_IMP_REV_LATEST
+        self._target[:] = -1
+        self._pendbaser[:] = INITIAL_PENDBASER
+        for b in range(1, spi_words):
+            self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
+            self.st.bm[BM_EDGE][b] = 0xFFFFFFFF      # SPIs start edge (config 0)
+        for b in range(SPI_BANKS, self.st.nr_banks):
+            self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
+            self.st.bm[BM_ENABLED][b] = 0x0000FFFF   # SGIs enabled
+            self.st.bm[BM_EDGE][b] = 0x0000FFFF      # SGIs edge, PPIs level
+        for b in range(NR_PRIVATE_IRQS, self.st.nr_irqs):
+            self.st.target[b] = 0                    # vCPU 0 (MPIDR affinity 0)
+
+    cdef int _ready(self) except -1:
+        if self.st.nr_vcpus == 0:
+            raise TypeError("this Gic was not initialised (call Gic(nr_vcpus, nr_irqs, mpidrs))")
+        return 0
+
+    # ------------------------------------------------------------ attributes
+    @property
+    def nr_irqs(self):
+        return self.st.nr_irqs
+
+    @property
+    def nr_vcpus(self):
+        return self.st.nr_vcpus
+
+    @property
+    def dist_enabled(self):
+        """GICD_CTLR.EnableGrp1: KVM's dist->enabled."""
+        self._ready()
+        return bool(self.st.s.dist_enabled)
+
+    def mpidr_to_vcpu(self, mpidr):
+        """The vCPU whose MPIDR affinity equals ``mpidr``'s, or -1 (as GICD_IROUTER resolves it)."""
+        self._ready()
+        cdef uint64_t m = mpidr
+        return mpidr_to_vcpu(&self.st, m)
+
+    # ------------------------------------------------ device-attribute access
+    cdef uint32_t _line_mask(self, int vcpu, uint32_t intid, uint32_t *bank) except? 0:
+        # LEVEL_INFO covers 32 INTIDs; SGIs and unallocated INTIDs are RAZ/WI.
+        self._ready()
+        if not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        if intid & 31:
+            raise ValueError(f"intid {intid} is not a multiple of 32")
+        if intid >= self.st.nr_irqs:
+            return 0
+        bank[0] = bank_of(&self.st, vcpu, intid)
+        return 0xFFFF0000 if intid < NR_PRIVATE_IRQS else 0xFFFFFFFF
+
+    def line_level_read(self, int vcpu, uint32_t intid):
+        """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO read of INTIDs ``intid..intid+31``."""
+        cdef uint32_t b = 0
+        cdef uint32_t m = self._line_mask(vcpu, intid, &b)
+        if m == 0:
+            return 0
+        # Only level-triggered interrupts report a line level.
+        return self.st.bm[BM_LINE_LEVEL][b] & ~self.st.bm[BM_EDGE][b] & m
+
+    def line_level_write(self, int vcpu, uint32_t intid, uint32_t value):
+        """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO write of INTIDs ``intid..intid+31``."""
+        cdef uint32_t b = 0
+        cdef uint32_t m = self._line_mask(vcpu, intid, &b)
+        if m == 0:
+            return
+        # Set whatever the trigger mode, so restore order does not matter.
+        cdef uint32_t before = deliverable(&self.st, b)
+        self.st.bm[BM_LINE_LEVEL][b] = (self.st.bm[BM_LINE_LEVEL][b] & ~m) | (value & m)
+        stamp_new(&self.st, b, before)
+
+    # ------------------------------------------------------- interrupt lines
+    cdef uint32_t _bank_checked(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
+        self._ready()
+        if intid >= self.st.nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self.st.nr_irqs}")
+        if intid < NR_PRIVATE_IRQS and not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        return bank_of(&self.st, vcpu, intid)
+
+    def set_irq_level(self, int vcpu, uint32_t intid, bint level):
+        """kvm_vgic_inject_irq for an SPI (``vcpu`` ignored) or a PPI."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        line_report(&self.st, b, 1u << (intid & 31), level)
+
+    def set_irq_level_batch(self, vcpus, intids, levels):
+        """set_irq_level for every (vcpu, intid, level) of three equal-length
+        1-D arrays, in order; every entry is checked (INTID below nr_irqs, a
+        vCPU in range for a private INTID) before any is applied."""
+        self._ready()
+        v = np.array(vcpus, dtype=np.int64, copy=True)
+        n_ = np.array(intids, dtype=np.int64, copy=True)
+        lv = np.array(levels, dtype=np.uint8, copy=True)
+        if v.ndim != 1 or n_.shape != v.shape or lv.shape != v.shape:
+            raise ValueError("vcpus, intids and levels must be 1-D arrays of one length")
+        cdef const int64_t[::1] vc = v
+        cdef const int64_t[::1] it = n_
+        cdef const uint8_t[::1] lvl = lv
+        cdef Py_ssize_t k, m = v.shape[0]
+        cdef uint32_t intid
+        for k in range(m):
+            if not 0 <= it[k] < self.st.nr_irqs:
+                raise ValueError(f"intids[{k}] = {it[k]} is not below nr_irqs {self.st.nr_irqs}")
+            if it[k] < NR_PRIVATE_IRQS and not 0 <= vc[k] < self.st.nr_vcpus:
+                raise ValueError(f"vcpus[{k}] = {vc[k]} is out of range: the VM has {self.st.nr_vcpus} vCPUs")
+        for k in range(m):
+            intid = <uint32_t>it[k]
+            line_report(&self.st, bank_of(&self.st, <int>vc[k], intid), 1u << (intid & 31), lvl[k] != 0)
+
+    # ------------------------------------------------ the KVM side's access
+    def set_irq_bit(self, int vcpu, uint32_t intid, int field, bint value):
+        """Set one single-bit field of an INTID's state: ``field`` 0 enabled,
+        1 pending_latch, 2 line_level, 3 active, 4 group, 5 edge (the order
+        of :meth:`irq_state`).  Used by KVM's side (SGIs, DIR)."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        cdef uint32_t bit = 1u << (intid & 31)
+        if not 0 <= field < NR_BITMAPS:
+            raise ValueError(f"field {field} is not one of 0..{NR_BITMAPS - 1}")
+        cdef uint32_t before = deliverable(&self.st, b)
+        if value:
+            self.st.bm[field][b] |= bit
+        else:
+            self.st.bm[field][b] &= ~bit
+        stamp_new(&self.st, b, before)
+
+    def irq_scan(self, int vcpu):
+        """INTIDs that may need a list register: vCPU ``vcpu``'s private
+        INTIDs, then every SPI, that are active or enabled and pending
+        (pending as a guest reads it), in INTID order."""
+        cdef uint32_t b, w, bits
+        cdef list out = []
+        self._ready()
+        if not 0 <= vcpu < <int>self.st.nr_vcpus:
+            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        for w in range(self.st.nr_irqs >> 5):
+            b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
+            bits = deliverable(&self.st, b)
+            while bits:
+                out.append((w << 5) | count_trailing_zeros(bits))
+                bits &= bits - 1
+        return out
+
+    # ---------------------------------------------------------- introspection
+    def irq_state(self, int vcpu, uint32_t intid):
+        """``(enabled, pending_latch, line_level, active, group, edge,
+        priority, route, target)`` of one INTID."""
+        cdef uint32_t b = self._bank_checked(vcpu, intid)
+        cdef uint32_t s = intid & 31
+        cdef tuple bits = tuple((self.st.bm[r][b] >> s) & 1 for r in (
+            BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE))
+        if intid < NR_PRIVATE_IRQS:
+            return bits + (self.st.priority[prio_index(&self.st, vcpu, intid)], 0, -1)
+        return bits + (self.st.priority[intid], self.st.route[intid], self.st.target[intid])
+
+    def arrays(self):
+        """The state as :class:`vgic.gic_state.GicArrays` (copies)."""
+        self._ready()
+        cdef uint32_t nv = self.st.nr_vcpus, ni = self.st.nr_irqs
+        words = self._bits
+        spi_words = slice(1, ni >> 5)
+        priv_words = slice(SPI_BANKS, SPI_BANKS + nv)
+        spi, private = {}, {}
+        for row, name in enumerate(FIELD_NAMES):
+            flags = np.unpackbits(np.ascontiguousarray(words[row]).view(np.uint8), bitorder="little").astype(bool)
+            spi[name] = flags[32:ni].copy()
+            private[name] = flags[SPI_BANKS * 32:(SPI_BANKS + nv) * 32].reshape(nv, 32).copy()
+        spi["group"] = spi["group"].astype(np.uint8)
+        private["group"] = private["group"].astype(np.uint8)
+        prio = self._priority[:-8]
+        spi["priority"] = prio[32:ni].copy()
+        private["priority"] = prio[SPI_BANKS * 32:(SPI_BANKS + nv) * 32].reshape(nv, 32).copy()
+        spi["seq"] = self._seq[32:ni].copy()
+        private["seq"] = self._seq[SPI_BANKS * 32:(SPI_BANKS + nv) * 32].reshape(nv, 32).copy()
+        spi["mpidr"] = self._route[32:ni].copy()
+        spi["target_vcpu"] = self._target[32:ni].copy()
+        del priv_words, spi_words
+        return gic_state.GicArrays(int(self.st.s.dist_enabled), int(self.st.s.implementation_rev),
+                                   int(self.st.s.propbaser), int(self.st.s.seq_counter),
+                                   self._gicr_ctlr.copy(), self._pendbaser.copy(), spi, private)
+
+    def state(self):
+        """The named state (:mod:`vgic.gic_state` layout)."""
+        return gic_state.to_dict(self.arrays())
+
+    def load_state(self, state):
+        """Replace the whole state by ``state`` (a :meth:`state` dictionary):
+        checked first with :func:`vgic.gic_state.from_dict`, which raises
+        ``vgic.gic_state.StateError`` and changes nothing on a bad field."""
+        self._ready()
+        a = gic_state.from_dict(state, self.st.nr_vcpus, self.st.nr_irqs,
+                                topology.MpidrIndex(self._mpidr.tolist()))
+        self.apply_arrays(a)
+
+    def apply_arrays(self, a):
+        """Write checked :class:`vgic.gic_state.GicArrays` into the state (all
+        of it is computed first, then copied in)."""
+        self._ready()
+        cdef uint32_t nv = self.st.nr_vcpus, ni = self.st.nr_irqs
+        new = np.zeros_like(self._buf)
+        # Build the new buffer in a scratch copy laid out as the live one.
+        offsets = {name: arr.__array_interface__["data"][0] - self._buf.__array_interface__["data"][0]
+                   for name, arr in (("scalars", self._scalars), ("bits", self._bits),
+                                     ("priority", self._priority), ("route", self._route),
+                                     ("target", self._target), ("pendbaser", self._pendbaser),
+                                     ("gicr_ctlr", self._gicr_ctlr), ("seq", self._seq))}
+
+        def view(name, like):
+            o = offsets[name]
+            return new[o:o + like.nbytes].view(like.dtype).reshape(like.shape)
+
+        scal = np.zeros(1, dtype=[("propbaser", "<u8"), ("seq_counter", "<u8"),
+                                  ("dist_enabled", "<u4"), ("implementation_rev", "<u4")])
+        if scal.itemsize != sizeof(GicScalars):
+            raise AssertionError("GicScalars layout")
+        scal[0] = (a.propbaser, a.seq_counter, a.dist_enabled, a.implementation_rev)
+        view("scalars", self._scalars)[:] = scal.view(np.uint8)
+        bits = view("bits", self._bits)
+        for row, name in enumerate(FIELD_NAMES):
+            flags = np.zeros(self._bits.shape[1] * 32, dtype=bool)
+            flags[32:ni] = a.spi[name].astype(bool)
+            flags[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private[name].astype(bool).reshape(-1)
+            bits[row] = np.packbits(flags, bitorder="little").view(np.uint32)
+        prio = view("priority", self._priority)
+        prio[32:ni] = a.spi["priority"]
+        prio[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private["priority"].reshape(-1)
+        seq = view("seq", self._seq)
+        seq[32:ni] = a.spi["seq"]
+        seq[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private["seq"].reshape(-1)
+        route = view("route", self._route)
+        route[32:ni] = a.spi["mpidr"]
+        target = view("target", self._target)
+        target[:] = -1
+        target[32:ni] = a.spi["target_vcpu"]
+        view("pendbaser", self._pendbaser)[:] = a.pendbaser
+        view("gicr_ctlr", self._gicr_ctlr)[:] = a.gicr_ctlr
+        self._buf[:] = new

@@ -1,0 +1,126 @@
+"""The seam every device and CPU feature of a VM plugs into.
+
+A VM is a list of parts in KVM's order (:data:`vgic.vm.PARTS`): today the
+vGICv3; the ITS, the arch timers and FPSIMD/SVE follow.  A part is one
+module (plus its kernels and their twins) that declares:
+
+* **its MMIO frames**: the rows of :data:`vgic.regmap.FRAMES` whose ``part``
+  is its :attr:`Part.name`, and where they sit (:meth:`Part.map_frames`
+  attaches its C state to them and maps their windows on the VM's bus; its
+  handlers get that state as their first argument);
+* **its system registers**: the rows of :data:`vgic.sysregs.TABLE` whose
+  ``owner`` is its name, served by the accessor :meth:`Part.vcpu_sysregs`
+  returns per vCPU;
+* **its per-vCPU hooks**: ``vcpu_load``, ``vcpu_put``, ``vcpu_enter`` and
+  ``vcpu_exit`` and their batch forms over an array of vCPU indices.  The VM
+  calls load and enter in table order and put and exit in reverse, as
+  ``kvm_arch_vcpu_load()`` loads the vgic before the timer and the FP state
+  and ``kvm_arch_vcpu_put()`` puts them in the opposite order, and as the run
+  loop flushes the vgic first before entry and syncs it last after exit;
+* **its per-vCPU views** (:meth:`Part.vcpu_attrs`): attributes set on each
+  :class:`vgic.VCPU` (the vGICv3's ``hyp`` and ``cpu_if``; later
+  ``vcpu.timer``);
+* **its KVM device**, if it is one (``device_type`` is the
+  KVM_CREATE_DEVICE type): ``get_device_attr``/``set_device_attr``/
+  ``has_device_attr`` with KVM's encodings and errnos;
+* **its state**: :meth:`Part.state` names everything it holds and
+  :meth:`Part.check_state` / :meth:`Part.apply_state` load it back, checking
+  all of it before anything changes.
+
+Nothing else in the VM changes when a part is added (see
+``docs/architecture.md``).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from vgic.vm import VCPU, VM
+
+
+class Part:
+    """Base class of a VM's parts; every hook does nothing by default."""
+
+    #: The part's name: its key in ``vm.state()``, the ``part`` of its
+    #: frames in :data:`vgic.regmap.FRAMES`, the ``owner`` of its system
+    #: registers in :data:`vgic.sysregs.TABLE`.
+    name: ClassVar[str] = ""
+    #: KVM_CREATE_DEVICE type when the part is a KVM device, else None.
+    device_type: ClassVar[int | None] = None
+
+    def __init__(self, vm: VM, impl: Any) -> None:
+        self.vm = vm
+        self.impl = impl
+
+    # ------------------------------------------------------------- MMIO
+    def map_frames(self, bus: Any) -> None:
+        """Attach this part's state to its frames and map their windows."""
+
+    # -------------------------------------------------------- per vCPU
+    def vcpu_attrs(self, vcpu: VCPU) -> dict[str, Any]:
+        """Attributes to set on ``vcpu`` (views of this part's per-vCPU state)."""
+        return {}
+
+    def vcpu_sysregs(self, vcpu: VCPU) -> Any:
+        """The object whose ``read(name)``/``write(name, value)`` serve the
+        guest's accesses to this part's system registers on ``vcpu``."""
+        return None
+
+    def vcpu_load(self, vcpu: int) -> None:
+        """kvm_arch_vcpu_load() for this part."""
+
+    def vcpu_put(self, vcpu: int) -> None:
+        """kvm_arch_vcpu_put() for this part."""
+
+    def vcpu_enter(self, vcpu: int) -> None:
+        """What the run loop does for this part before entering the guest."""
+
+    def vcpu_exit(self, vcpu: int) -> None:
+        """What the run loop does for this part after the guest exits."""
+
+    def world_switch(self) -> tuple[Any, Any, Any, Any]:
+        """The callables the VM runs for (load, put, enter, exit) of one vCPU
+        (each takes the vCPU index), or None for a step this part has
+        nothing to do in.  By default the methods below; a part may hand
+        its kernels' own methods, so a step costs no Python frame of its."""
+        return (self.vcpu_load, self.vcpu_put, self.vcpu_enter, self.vcpu_exit)
+
+    # Batch forms: ``ids`` is a checked int64 array of distinct vCPU indices.
+    def load_batch(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            self.vcpu_load(i)
+
+    def put_batch(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            self.vcpu_put(i)
+
+    def enter_batch(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            self.vcpu_enter(i)
+
+    def exit_batch(self, ids: np.ndarray) -> None:
+        for i in ids.tolist():
+            self.vcpu_exit(i)
+
+    # ------------------------------------------------------------- state
+    def state(self) -> dict[str, Any]:
+        """Everything this part holds, under architectural or KVM names."""
+        return {}
+
+    def check_state(self, state: Any) -> Any:
+        """Check ``state`` (as :meth:`state` returns it) and return what
+        :meth:`apply_state` needs; raise :class:`vgic.StateError` naming the
+        first bad field.  Changes nothing."""
+        if state != {}:
+            from vgic.gic_state import StateError
+            raise StateError(f"{self.name}: expected an empty dict")
+        return None
+
+    def apply_state(self, checked: Any) -> None:
+        """Make the state what :meth:`check_state` checked; cannot fail."""
+
+    def load_state(self, state: Any) -> None:
+        """:meth:`check_state` then :meth:`apply_state`: all or nothing."""
+        self.apply_state(self.check_state(state))
