@@ -28,7 +28,7 @@ from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
-from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE, HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1)
+from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE, HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1)
 
 from vgic import gic_state, ich
 
@@ -87,7 +87,7 @@ cdef struct Lists:
     uint64_t *keys          # cap sort keys (scratch)
     uint32_t cap
     uint32_t nr_lrs
-    uint32_t spis_queued    # SPIs on any ap_list (KVM: TDIR while any is in flight)
+    uint32_t active_spis    # KVM's in-flight SPI count (TDIR while non-zero; see fold_lr)
     bint reverse
 
 
@@ -123,24 +123,35 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
         s.ap_len[vcpu] += 1
         s.queued_on[irq_index(bank_of(g, vcpu, intid), intid)] = vcpu
         if intid >= NR_PRIVATE_IRQS:
-            s.spis_queued += 1
+            # vgic_queue_irq_unlock counts every SPI it queues, a re-queue too.
+            s.active_spis += 1
 
 
 cdef void prune(Lists *s, int vcpu) noexcept nogil:
-    # vgic_prune_ap_list(): keep what still belongs to this vCPU; what belongs
-    # elsewhere leaves the row and is queued by its new target at entry.
+    # vgic_prune_ap_list(): keep what still belongs to this vCPU, move what
+    # belongs to another to the tail of that vCPU's list (an SPI whose
+    # IROUTER changed), and drop what belongs nowhere.  Neither counts as
+    # queueing (active_spis is not touched).
     cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef int32_t i, n = 0
-    cdef uint32_t intid
+    cdef int32_t *dest
+    cdef int32_t i, n = 0, o
+    cdef uint32_t intid, idx
     for i in range(s.ap_len[vcpu]):
         intid = <uint32_t>row[i]
-        if oracle(s.g, s.queued_on, vcpu, intid) == vcpu:
+        idx = irq_index(bank_of(s.g, vcpu, intid), intid)
+        o = oracle(s.g, s.queued_on, vcpu, intid)
+        if o == vcpu:
             row[n] = row[i]
             n += 1
+        elif o >= 0 and <uint32_t>s.ap_len[o] < s.cap:
+            # (o is another vCPU only for an SPI; a row never overflows: an
+            # INTID is on one row at most)
+            dest = s.ap + <Py_ssize_t>o * s.cap
+            dest[s.ap_len[o]] = <int32_t>intid
+            s.ap_len[o] += 1
+            s.queued_on[idx] = o
         else:
-            s.queued_on[irq_index(bank_of(s.g, vcpu, intid), intid)] = -1
-            if intid >= NR_PRIVATE_IRQS:
-                s.spis_queued -= 1
+            s.queued_on[idx] = -1
     s.ap_len[vcpu] = n
 
 
@@ -246,7 +257,7 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
     hcr |= HCR_VGRP1DIE if vmcr & VMCR_ENG1 else HCR_VGRP1EIE
     # TDIR: irqs_active_outside_lrs() is KVM's count test (the LRENPIE one),
     # or any SPI in flight VM-wide.
-    if (nr_act and total > s.nr_lrs) or s.spis_queued:
+    if (nr_act and total > s.nr_lrs) or s.active_spis:
         hcr |= HCR_TDIR
     r.vgic_hcr = hcr
 
@@ -257,14 +268,24 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     cdef GicState *g = s.g
     cdef uint64_t intid = lr & LR_VINTID_MASK
     cdef uint32_t b, bit
+    cdef bint was_active
     if intid >= g.nr_irqs:
         return
     b = bank_of(g, vcpu, <uint32_t>intid)
     bit = 1u << (intid & 31)
+    was_active = (g.bm[BM_ACTIVE][b] & bit) != 0
     if lr & LR_ACTIVE:
         g.bm[BM_ACTIVE][b] |= bit
     else:
         g.bm[BM_ACTIVE][b] &= ~bit
+    # KVM 6.19 counts an SPI out of flight when it sees it deactivated in an
+    # LR that asks for an EOI maintenance interrupt (State 00, EOI 1, HW 0:
+    # a level interrupt), never below zero.  Edge SPIs, and level ones
+    # acknowledged and completed within one run, are never counted out, so
+    # the count (and TDIR) can stay up for good, as in KVM.
+    if (was_active and not (lr & LR_ACTIVE) and intid >= NR_PRIVATE_IRQS
+            and (lr & (LR_STATE_MASK | LR_HW | LR_EOI)) == LR_EOI and s.active_spis):
+        s.active_spis -= 1
     if g.bm[BM_EDGE][b] & bit:
         if lr & LR_PENDING:
             # The guest never took it: the pending state returns to the latch.
@@ -272,6 +293,23 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     elif not (lr & LR_STATE_MASK):
         # Completed: only a line still high can make it pending again.
         g.bm[BM_PENDING_LATCH][b] &= ~bit
+
+
+cdef void fold_synthetic(Lists *s, int vcpu, uint32_t intid) noexcept nogil:
+    # The fold of an LR KVM synthesises for an interrupt that is in no LR
+    # (vgic_v3_compute_lr), with Active cleared: the EOIcount replay and
+    # the trapped DIR do this.  Such an interrupt is active, so a level one's
+    # LR carries no pending state and asks for an EOI maintenance interrupt.
+    cdef GicState *g = s.g
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t bit = 1u << (intid & 31)
+    cdef uint64_t lr = intid
+    if g.bm[BM_EDGE][b] & bit:
+        if pending_word(g, b) & bit:
+            lr |= LR_PENDING
+    else:
+        lr |= LR_EOI
+    fold_lr(s, vcpu, lr)
 
 
 cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
@@ -297,9 +335,7 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
             b = bank_of(g, vcpu, intid)
             bit = 1u << (intid & 31)
             if not s.in_lr[irq_index(b, intid)] and g.bm[BM_ACTIVE][b] & bit:
-                g.bm[BM_ACTIVE][b] &= ~bit
-                if not (g.bm[BM_EDGE][b] & bit):
-                    g.bm[BM_PENDING_LATCH][b] &= ~bit
+                fold_synthetic(s, vcpu, intid)
                 eoicount -= 1
         r.vgic_hcr &= ~HCR_EOICOUNT_MASK
     r.used_lrs = 0
@@ -356,7 +392,7 @@ cdef class ApLists:
         self.s.keys = &keys[0]
         self.s.cap = g.nr_irqs
         self.s.nr_lrs = nr_lrs
-        self.s.spis_queued = 0
+        self.s.active_spis = 0
         self.s.reverse = reverse
 
     cdef int _ready(self) except -1:
@@ -444,7 +480,8 @@ cdef class ApLists:
 
     def state(self):
         """``{"ap_list": [INTIDs in list order, per vCPU], "in_lr": [sorted
-        INTIDs held in an LR, per vCPU]}`` (see :mod:`vgic.gic_state`)."""
+        INTIDs held in an LR, per vCPU], "active_spis": KVM's in-flight SPI
+        count}`` (see :mod:`vgic.gic_state`)."""
         cdef int v
         cdef uint32_t intid
         self._ready()
@@ -453,7 +490,7 @@ cdef class ApLists:
             row = [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
             lists.append(row)
             held.append(sorted(i for i in row if self.s.in_lr[irq_index(bank_of(self.s.g, v, i), i)]))
-        return {"ap_list": lists, "in_lr": held}
+        return {"ap_list": lists, "in_lr": held, "active_spis": int(self.s.active_spis)}
 
     def load_state(self, state):
         """Replace every ap_list by ``state`` (as :meth:`state` returns it),
@@ -462,27 +499,35 @@ cdef class ApLists:
         cdef int v, k
         cdef uint32_t intid, idx
         self._ready()
-        lists, held = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs)
+        lists, held, active_spis = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs)
         self._ap[:] = -1
         self._ap_len[:] = 0
         self._queued_on[:] = -1
         self._in_lr[:] = 0
-        self.s.spis_queued = 0
+        self.s.active_spis = active_spis
         for v in range(<int>self.s.g.nr_vcpus):
             for k, intid in enumerate(lists[v]):
                 idx = irq_index(bank_of(self.s.g, v, intid), intid)
                 self._ap[v, k] = intid
                 self._queued_on[idx] = v
-                if intid >= NR_PRIVATE_IRQS:
-                    self.s.spis_queued += 1
             self._ap_len[v] = len(lists[v])
             for intid in held[v]:
                 self._in_lr[irq_index(bank_of(self.s.g, v, intid), intid)] = 1
 
+    def deactivate(self, int vcpu, uint32_t intid):
+        """Fold the LR KVM synthesises, Active cleared, for an interrupt held
+        in no LR (the trapped DIR of vgic_v3_deactivate): the interrupt is
+        deactivated, a level one's latch consumed, a level SPI counted out
+        of flight."""
+        self._index(vcpu, intid)
+        fold_synthetic(&self.s, vcpu, intid)
+
     @property
-    def spis_queued(self):
-        """SPIs on any vCPU's ap_list."""
-        return self.s.spis_queued
+    def active_spis(self):
+        """KVM 6.19's count of SPIs in flight (``kvm->arch.vgic.active_spis``):
+        +1 each time an SPI is queued, -1 (never below 0) when a fold sees a
+        level SPI deactivated; non-zero sets ICH_HCR_EL2.TDIR on every entry."""
+        return self.s.active_spis
 
 
 cdef class Noop:

@@ -170,7 +170,7 @@ def test_aplists_introspection_follows_kvm(backend):
     assert lists.oracle(0, 40) == 1 and lists.queued_on(0, 40) == -1
     vm.vcpus[1].enter()
     assert lists.ap_list(1) == [40] and lists.queued_on(0, 40) == 1 and lists.in_lr(1, 40)
-    assert lists.spis_queued == 1
+    assert lists.active_spis == 1
     vm.vcpus[0].enter()
     assert vm.vcpus[0].cpu_if.hcr & ich.HCR_TDIR
     vm.vcpus[1].exit()

@@ -117,7 +117,7 @@ def assert_same(a: vgic.VM, b: vgic.VM, where: str) -> None:
         assert np.array_equal(ra[name], rb[name]), f"{where}: VCPU_IF.{name}\n{ra[name]}\n{rb[name]}"
     for v in range(a.nr_vcpus):
         assert a.gic.lists.ap_list(v) == b.gic.lists.ap_list(v), f"{where}: ap_list {v}"
-    assert a.gic.lists.spis_queued == b.gic.lists.spis_queued, where
+    assert a.gic.lists.active_spis == b.gic.lists.active_spis, where
 
 
 @SETTINGS

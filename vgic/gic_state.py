@@ -234,13 +234,16 @@ def from_dict(d: Any, nr_vcpus: int, nr_irqs: int, mpidrs: MpidrIndex, where: st
                      gicr_ctlr, pendbaser, spi, priv)
 
 
-def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int, where: str = "vgic_v3") -> tuple[list[list[int]], list[list[int]]]:
+def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int,
+                   where: str = "vgic_v3") -> tuple[list[list[int]], list[list[int]], int]:
     """Check the ap_lists part of a state: per vCPU, ``ap_list`` (the
     INTIDs queued on it, in list order) and ``in_lr`` (those of them held
-    in a list register between entry and exit).  An INTID is queued at most
-    once VM-wide, a private INTID only on its own vCPU's list.  Returns the
-    lists as plain ints."""
-    _keys(where, d, ("ap_list", "in_lr"))
+    in a list register between entry and exit), and ``active_spis`` (KVM's
+    in-flight SPI count).  An INTID is queued at most once VM-wide, a
+    private INTID only on its own vCPU's list.  Returns the lists as plain
+    ints and the count."""
+    _keys(where, d, ("ap_list", "in_lr", "active_spis"))
+    active_spis = _int(f"{where}.active_spis", d["active_spis"], 0, 0xFFFFFFFF)
     lists = _list(f"{where}.ap_list", d["ap_list"], nr_vcpus)
     in_lrs = _list(f"{where}.in_lr", d["in_lr"], nr_vcpus)
     seen_spis: set[int] = set()
@@ -266,4 +269,4 @@ def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int, where: str = "vgic_v3") 
             raise _fail(f"{where}.vcpus[{v}].in_lr", "names an INTID that is not on the vCPU's ap_list")
         out_lists.append(ids)
         out_in_lr.append(sorted(held_ids))
-    return out_lists, out_in_lr
+    return out_lists, out_in_lr, active_spis

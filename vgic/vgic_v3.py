@@ -36,8 +36,16 @@ distributor is enabled, where KVM queues it only at its next event.
 TDIR: KVM v6.19 sets ICH_HCR_EL2.TDIR when interrupts are active outside
 the LRs (the count test of ``irqs_active_outside_lrs``) or while its
 VM-wide count of in-flight SPIs (``active_spis``) is non-zero.  The model
-counts the SPIs on any vCPU's ap_list (``ApLists.spis_queued``); see
-``docs/kvm-facts.md`` §4.6 for where the two counts part.
+keeps that count as KVM does (``ApLists.active_spis``): +1 each time an SPI
+is queued, -1 (never below 0) when a fold sees a level SPI deactivated in an
+LR that asks for an EOI maintenance interrupt; an SPI moved by the prune to
+its new target's list is not counted again.  As in KVM the count leaks
+(edge SPIs, and level ones acknowledged and completed within one run, are
+never counted out), so TDIR stays set once SPIs have flowed.  Where the
+model still differs: it counts an SPI when its target next enters, where
+KVM counts it at injection and kicks every vCPU on the count's 0 -> 1 step,
+so a vCPU entering between the two has TDIR clear in the model and set in
+KVM.
 """
 from __future__ import annotations
 
@@ -235,12 +243,10 @@ class VgicV3(Part):
                 self.gic.set_irq_bit(vcpu, intid, F_ACTIVE, False)
             return
         # Queued but in no LR: fold a synthesised LR without Active, so a
-        # level interrupt's latch is consumed as by a guest deactivation.
-        st = self.gic.irq_state(vcpu, intid)
-        if st[F_ACTIVE]:
-            self.gic.set_irq_bit(vcpu, intid, F_ACTIVE, False)
-            if not st[F_EDGE]:
-                self.gic.set_irq_bit(vcpu, intid, F_PENDING_LATCH, False)
+        # level interrupt's latch is consumed as by a guest deactivation
+        # (and a level SPI counted out of flight).
+        if self.gic.irq_state(vcpu, intid)[F_ACTIVE]:
+            self.lists.deactivate(vcpu, intid)
 
     # ---------------------------------------------------------- KVM device
     def get_device_attr(self, group: int, attr: int) -> int:

@@ -14,7 +14,7 @@ import numpy as np
 from vgic import gic_state, ich
 from vgic._pure.gic import Gic
 from vgic._pure.irq import VgicIrq
-from vgic.regmap import NR_SGIS
+from vgic.regmap import NR_PRIVATE_IRQS, NR_SGIS
 
 STAMP_MAX = (1 << 47) - 1       # stamps saturate here, as in the core
 
@@ -35,6 +35,8 @@ class ApLists:
         self.nr_lrs = int(nr_lrs)
         self.reverse = bool(reverse)
         self.lists: list[list[VgicIrq]] = [[] for _ in range(gic.nr_vcpus)]
+        #: KVM 6.19's count of SPIs in flight (kvm->arch.vgic.active_spis).
+        self.active_spis = 0
 
     def _slot(self, n: int) -> int:
         return ich.MAX_LRS - 1 - n if self.reverse else n
@@ -73,13 +75,20 @@ class ApLists:
         for irq in fresh:
             self.lists[vcpu].append(irq)
             irq.ap_vcpu = vcpu
+            if irq.intid >= NR_PRIVATE_IRQS:
+                self.active_spis += 1       # every SPI queued counts, a re-queue too
 
     def _prune(self, vcpu: int) -> None:
-        """vgic_prune_ap_list()."""
+        """vgic_prune_ap_list(): keep what is still this vCPU's, move to the
+        tail of its new vCPU's list what belongs elsewhere, drop the rest."""
         keep = []
         for irq in self.lists[vcpu]:
-            if self._oracle(irq) == vcpu:
+            target = self._oracle(irq)
+            if target == vcpu:
                 keep.append(irq)
+            elif target >= 0:
+                self.lists[target].append(irq)
+                irq.ap_vcpu = target
             else:
                 irq.ap_vcpu = -1
         self.lists[vcpu] = keep
@@ -136,7 +145,7 @@ class ApLists:
         hcr |= ich.HCR_VGRP0DIE if vmcr & ich.VMCR_ENG0 else ich.HCR_VGRP0EIE
         hcr |= ich.HCR_VGRP1DIE if vmcr & ich.VMCR_ENG1 else ich.HCR_VGRP1EIE
         # irqs_active_outside_lrs(): a count test, as for LRENPIE.
-        if (nr_act and total > self.nr_lrs) or self.spis_queued:
+        if (nr_act and total > self.nr_lrs) or self.active_spis:
             hcr |= ich.HCR_TDIR
         rec["vgic_hcr"] = hcr
 
@@ -147,12 +156,28 @@ class ApLists:
         if intid >= self.gic.nr_irqs:
             return
         irq = self.gic._irq(vcpu, intid)
+        deactivated = irq.active and not lr & ich.LR_ACTIVE
         irq.active = bool(lr & ich.LR_ACTIVE)
+        # KVM 6.19: an SPI leaves flight when a fold sees it deactivated in
+        # an LR asking for an EOI maintenance interrupt (a level one).
+        eoi_mi = lr & (ich.LR_STATE_MASK | ich.LR_HW | ich.LR_EOI) == ich.LR_EOI
+        if deactivated and eoi_mi and intid >= NR_PRIVATE_IRQS and self.active_spis:
+            self.active_spis -= 1
         if irq.config_edge:
             if lr & ich.LR_PENDING:
                 irq.pending_latch = True
         elif not lr & ich.LR_STATE_MASK:
             irq.pending_latch = False
+
+    def _fold_synthetic(self, vcpu: int, irq: VgicIrq) -> None:
+        """The fold of the LR KVM synthesises (vgic_v3_compute_lr) for an
+        interrupt in no LR, Active cleared (EOIcount replay, trapped DIR)."""
+        lr = irq.intid
+        if irq.config_edge:
+            lr |= ich.LR_PENDING if irq.pending() else 0
+        else:
+            lr |= ich.LR_EOI        # active: a level LR carries no pending state
+        self._fold_lr(vcpu, lr)
 
     def fold(self, vcpu: int) -> None:
         """vgic_fold_lr_state(), the EOIcount replay and the prune."""
@@ -170,9 +195,7 @@ class ApLists:
                     break
                 if not irq.in_lr and irq.active:
                     # fold of a synthesised LR without Active (kvm-facts §4.5)
-                    irq.active = False
-                    if not irq.config_edge:
-                        irq.pending_latch = False
+                    self._fold_synthetic(vcpu, irq)
                     eoicount -= 1
             rec["vgic_hcr"] = hcr & ~ich.HCR_EOICOUNT_MASK
         rec["used_lrs"] = 0
@@ -216,11 +239,12 @@ class ApLists:
     def state(self) -> dict[str, Any]:
         """``{"ap_list": [...], "in_lr": [...]}`` per vCPU (see :mod:`vgic.gic_state`)."""
         return {"ap_list": [[irq.intid for irq in row] for row in self.lists],
-                "in_lr": [sorted(irq.intid for irq in row if irq.in_lr) for row in self.lists]}
+                "in_lr": [sorted(irq.intid for irq in row if irq.in_lr) for row in self.lists],
+                "active_spis": self.active_spis}
 
     def load_state(self, state: Any) -> None:
         """Replace every ap_list by ``state``, checked first (nothing changes on a bad field)."""
-        lists, held = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs)
+        lists, held, active_spis = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs)
         for irq in self.gic._spis + [irq for row in self.gic._private for irq in row]:
             irq.ap_vcpu, irq.in_lr = -1, False
         self.lists = [[self.gic._irq(v, intid) for intid in row] for v, row in enumerate(lists)]
@@ -228,11 +252,12 @@ class ApLists:
             for irq in row:
                 irq.ap_vcpu = v
                 irq.in_lr = irq.intid in held[v]
+        self.active_spis = active_spis
 
-    @property
-    def spis_queued(self) -> int:
-        """SPIs on any vCPU's ap_list."""
-        return sum(1 for irq in self.gic._spis if irq.ap_vcpu >= 0)
+    def deactivate(self, vcpu: int, intid: int) -> None:
+        """Fold the synthesised LR, Active cleared, of an interrupt held in
+        no LR (the trapped DIR of vgic_v3_deactivate)."""
+        self._fold_synthetic(vcpu, self._checked(vcpu, intid))
 
 
 class Noop:
