@@ -74,7 +74,7 @@ _needed = {row.ops for f in regmap.FRAMES if f.part == "vgic_v3" for row in f.re
 if _needed - _bound:
     raise ImportError(f"vgic._core.gic binds no handlers for ops {sorted(_needed - _bound)}")
 
-FIELD_NAMES = ("enabled", "pending_latch", "line_level", "active", "group", "edge")
+_FIELD_NAMES = ("enabled", "pending_latch", "line_level", "active", "group", "edge")
 
 
 cdef object vcpu_error(object vcpu, uint32_t nr_vcpus):
@@ -327,7 +327,7 @@ cdef class Gic(CState):
         spi_words = slice(1, ni >> 5)
         priv_words = slice(SPI_BANKS, SPI_BANKS + nv)
         spi, private = {}, {}
-        for row, name in enumerate(FIELD_NAMES):
+        for row, name in enumerate(_FIELD_NAMES):
             flags = np.unpackbits(np.ascontiguousarray(words[row]).view(np.uint8), bitorder="little").astype(bool)
             spi[name] = flags[32:ni].copy()
             private[name] = flags[SPI_BANKS * 32:(SPI_BANKS + nv) * 32].reshape(nv, 32).copy()
@@ -382,7 +382,7 @@ cdef class Gic(CState):
         scal[0] = (a.propbaser, a.seq_counter, a.dist_enabled, a.implementation_rev)
         view("scalars", self._scalars)[:] = scal.view(np.uint8)
         bits = view("bits", self._bits)
-        for row, name in enumerate(FIELD_NAMES):
+        for row, name in enumerate(_FIELD_NAMES):
             flags = np.zeros(self._bits.shape[1] * 32, dtype=bool)
             flags[32:ni] = a.spi[name].astype(bool)
             flags[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private[name].astype(bool).reshape(-1)

@@ -45,6 +45,7 @@ NR_IRQS = 256
 
 def _modules() -> tuple[Any, Any]:
     from vgic._pure import mmio as pure
+    core: Any
     try:
         from vgic._core import mmio as core
     except ImportError:  # pragma: no cover - only without a compiled build
@@ -183,6 +184,7 @@ def lr_records(n: int, used: int) -> np.ndarray:
 def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
     """The world-switch rows; returns their headline ratios (core only)."""
     from vgic._pure import lr as pure_lr
+    core_lr: Any
     try:
         from vgic._core import lr as core_lr
     except ImportError:  # pragma: no cover

@@ -147,12 +147,12 @@ def _row(encoding: int) -> tuple[Callable, Callable]:
         raise KvmError(errno.ENXIO, f"system register encoding {encoding:#x} is not a vGICv3 CPU register") from None
 
 
-def get(part: VgicV3, vcpu: int, encoding: int) -> int:
+def read(part: VgicV3, vcpu: int, encoding: int) -> int:
     """Read one register of vCPU ``vcpu``'s saved interface."""
     return _row(encoding)[0](_Vcpu(part, vcpu))
 
 
-def set(part: VgicV3, vcpu: int, encoding: int, value: int) -> None:
+def write(part: VgicV3, vcpu: int, encoding: int, value: int) -> None:
     """Write one register of vCPU ``vcpu``'s saved interface."""
     _row(encoding)[1](_Vcpu(part, vcpu), value)
 

@@ -117,7 +117,7 @@ def get_attr(part: VgicV3, group: int, attr: int) -> int:
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         target = _vcpu_from_attr(vm, attr)
         _lock_all_vcpus(vm)
-        return cpu_sysregs.get(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
+        return cpu_sysregs.read(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         vcpu, intid = _level_info(vm, attr)
         _lock_all_vcpus(vm)
@@ -163,7 +163,7 @@ def set_attr(part: VgicV3, group: int, attr: int, value: int) -> None:
         value = _check_u("value", value, U64)
         target = _vcpu_from_attr(vm, attr)
         _lock_all_vcpus(vm)
-        cpu_sysregs.set(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
+        cpu_sysregs.write(part, target, attr & uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK, value)
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO:
         value = _check_u("value", value, U32)

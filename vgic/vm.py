@@ -318,7 +318,7 @@ class VM:
     # ------------------------------------------------------------- guest MMIO
     # These three are replaced per instance by the bus's bound methods;
     # they are here for documentation and for help().
-    def mmio_read(self, addr: int, size: int, vcpu: int = 0) -> int:  # type: ignore[no-redef]
+    def mmio_read(self, addr: int, size: int, vcpu: int = 0) -> int:
         """A guest load of ``size`` bytes (1, 2, 4 or 8) at ``addr`` by vCPU ``vcpu``.
 
         Accesses inside a frame behave as KVM emulates them, including
@@ -328,12 +328,12 @@ class VM:
         """
         return self.bus.mmio_read(addr, size, vcpu)
 
-    def mmio_write(self, addr: int, size: int, value: int, vcpu: int = 0) -> None:  # type: ignore[no-redef]
+    def mmio_write(self, addr: int, size: int, value: int, vcpu: int = 0) -> None:
         """A guest store; as :meth:`mmio_read`, plus ``ValueError`` for a
         value that does not fit in ``size`` bytes."""
         self.bus.mmio_write(addr, size, value, vcpu)
 
-    def mmio_replay(self, trace: np.ndarray) -> np.ndarray:  # type: ignore[no-redef]
+    def mmio_replay(self, trace: np.ndarray) -> np.ndarray:
         """Run a numpy array of :data:`vgic.MMIO_ACCESS` records in order and
         return the value each access read (writes give 0) as ``uint64``.
 
@@ -548,9 +548,9 @@ class VM:
         # Everything is checked: from here on nothing can fail.
         for part, c in checked:
             part.apply_state(c)
-        for v, (loaded, running) in zip(self.vcpus, flags):
-            v.loaded = loaded
-            self._set_running(v, running)
+        for vcpu, (loaded, running) in zip(self.vcpus, flags):
+            vcpu.loaded = loaded
+            self._set_running(vcpu, running)
 
     # ------------------------------------------------------------ introspection
     @property

@@ -4,13 +4,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .gic import Gic
+
 class ApLists:
     """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold
     (vgic_flush_lr_state / vgic_fold_lr_state, Linux v6.19)."""
 
-    spis_queued: int
+    #: KVM 6.19's count of SPIs in flight (kvm->arch.vgic.active_spis).
+    active_spis: int
 
-    def __init__(self, gic: Any, records: npt.NDArray[np.void], nr_lrs: int, reverse: bool) -> None: ...
+    def __init__(self, gic: Gic, records: npt.NDArray[np.void], nr_lrs: int, reverse: bool) -> None: ...
     def flush(self, vcpu: int) -> None:
         """Queue, sort if needed, fill the saved LRs, used_lrs and ICH_HCR_EL2."""
     def fold(self, vcpu: int) -> None:
@@ -27,6 +30,12 @@ class ApLists:
         """True while the INTID is held in a list register."""
     def oracle(self, vcpu: int, intid: int) -> int:
         """vgic_target_oracle(): the vCPU that should hold it, or -1."""
+    def deactivate(self, vcpu: int, intid: int) -> None:
+        """Fold the synthesised LR, Active cleared, of an interrupt in no LR."""
+    def state(self) -> dict[str, Any]:
+        """``{"ap_list", "in_lr", "active_spis"}`` (see :mod:`vgic.gic_state`)."""
+    def load_state(self, state: Any) -> None:
+        """Replace every ap_list, checked first."""
 
 class Noop:
     """A do-nothing extension type with ``flush``/``fold`` signatures."""

@@ -10,7 +10,8 @@ class HypIf:
     reverse: bool
     records: npt.NDArray[np.void]
 
-    def __init__(self, records: npt.NDArray[np.void], nr_lrs: int, pre_bits: int, reverse: bool) -> None: ...
+    def __init__(self, records: npt.NDArray[np.void], nr_lrs: int, pri_bits: int, pre_bits: int,
+                 reverse: bool) -> None: ...
     def slot(self, n: int) -> int:
         """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
     def save_state(self, i: int) -> None:
@@ -31,10 +32,12 @@ class HypIf:
         """restore_state for every vCPU, or for the vCPU indices in ``idx``."""
     def save_restore_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """save_state then restore_state of each vCPU in one pass."""
-    def load_batch(self, idx: npt.ArrayLike | None) -> None:
+    def load_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """restore_vmcr_aprs (vcpu_load) for every vCPU, or those in ``idx``."""
-    def put_batch(self, idx: npt.ArrayLike | None) -> None:
+    def put_batch(self, idx: npt.ArrayLike | None = None) -> None:
         """save_aprs (vcpu_put) for every vCPU, or those in ``idx``."""
+    def plain_copy_batch(self) -> None:
+        """The copies of save_restore_batch in a plain loop: the benchmarks' baseline."""
 
 def lr_encode_batch(fields: npt.NDArray[np.void]) -> npt.NDArray[np.uint64]:
     """ICH_LR<n>_EL2 values (same shape) from ``vgic.ich.LR_FIELDS`` records;

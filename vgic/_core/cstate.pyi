@@ -1,0 +1,12 @@
+"""Type stubs for ``vgic._core.cstate``: the base class of every part's C state."""
+
+class CState:
+    """The C state of one part of a VM: what its MMIO handlers reach, its
+    handler families, and the one buffer that holds all of its mutable state."""
+
+    @property
+    def ops_names(self) -> list[str]:
+        """The handler families this part binds, in table order."""
+    @property
+    def state_nbytes(self) -> int:
+        """Bytes of mutable state (the buffer replay rollback copies)."""
