@@ -26,9 +26,11 @@ from libc.stdlib cimport qsort
 from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
-    BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
+    BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
-from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE, HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1)
+from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE,
+    HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT,
+    HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1)
 
 from vgic import gic_state, ich
 
@@ -483,7 +485,6 @@ cdef class ApLists:
         INTIDs held in an LR, per vCPU], "active_spis": KVM's in-flight SPI
         count}`` (see :mod:`vgic.gic_state`)."""
         cdef int v
-        cdef uint32_t intid
         self._ready()
         lists, held = [], []
         for v in range(<int>self.s.g.nr_vcpus):

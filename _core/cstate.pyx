@@ -1,7 +1,5 @@
 # cython: language_level=3
 """The base class of every part's C state (see ``cstate.pxd``)."""
-import numpy as np
-
 from libc.stdint cimport uint8_t
 
 

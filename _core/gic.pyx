@@ -14,7 +14,7 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
-from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER
+from vgic._core.consts cimport NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER
 from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, deliverable, stamp_new,
     mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS)

@@ -32,7 +32,7 @@ cdef struct GicScalars:
     uint64_t propbaser          # GICR_PROPBASER, shared by every redistributor
     uint64_t seq_counter        # the last queue stamp handed out
     uint32_t dist_enabled       # GICD_CTLR.EnableGrp1
-    uint32_t implementation_rev # GICD_IIDR.Revision (KVM_VGIC_IMP_REV_*)
+    uint32_t implementation_rev  # GICD_IIDR.Revision (KVM_VGIC_IMP_REV_*)
 
 cdef struct GicState:
     uint32_t nr_irqs            # private + SPIs, a multiple of 32

@@ -16,8 +16,8 @@ from libc.string cimport memcpy, memset
 from vgic import ich
 
 from vgic._core.vcpu_if cimport VcpuIf, stored_vmcr, lr_encode
-from vgic._core.consts cimport (MAX_LRS, MAX_APRS, LR_STATE_MASK, LR_HW, LR_EOI, LR_GROUP, LR_PENDING,
-    LR_ACTIVE, LR_VINTID_MASK, HCR_LRENPIE, HCR_EOICOUNT_MASK)
+from vgic._core.consts cimport (MAX_LRS, LR_STATE_MASK, LR_HW, LR_EOI, LR_GROUP, LR_VINTID_MASK,
+    HCR_LRENPIE, HCR_EOICOUNT_MASK)
 
 cdef packed struct LrFields:
     # vgic.ich.LR_FIELDS (12 bytes)

@@ -15,7 +15,8 @@ from vgic import regmap as R
 
 ALLOWED = (ValueError, TypeError, OverflowError, vgic.VgicError)
 
-hostile_int = st.one_of(st.integers(-2**70, 2**70), st.sampled_from([0, 1, 15, 16, 31, 32, 40, 63, 64, 1023, 2**32, 2**63, 2**64 - 1, 2**64, -1]))
+hostile_int = st.one_of(st.integers(-2**70, 2**70),
+                        st.sampled_from([0, 1, 15, 16, 31, 32, 40, 63, 64, 1023, 2**32, 2**63, 2**64 - 1, 2**64, -1]))
 hostile = st.one_of(hostile_int, st.floats(allow_nan=True), st.none(), st.text(max_size=3),
                     st.booleans(), st.just(np.int64(5)), st.just(np.float32(1.5)))
 addr = st.one_of(hostile, st.integers(0x0800_0000, 0x0800_FFFF), st.integers(0x080A_0000, 0x080E_0000))

@@ -14,6 +14,7 @@ import pytest
 
 from vgic import _backend, ich, sysregs
 from vgic.cpuif import GuestCpuIf, HypRegs
+from vgic.errors import UndefinedInstruction
 from vgic.sysregs import encode
 
 # The guest's ICC_*_EL1 rows of the one sysreg table, by name.
@@ -30,8 +31,6 @@ def resolve(reg):
 
 def resolve_ich(reg):
     return sysregs.lookup(reg).name
-from vgic.errors import UndefinedInstruction
-
 ALL64 = (1 << 64) - 1
 SPURIOUS = 1023
 
@@ -974,10 +973,10 @@ def test_apr_count_and_undef(pri_bits, pre_bits, nr):
                 e.hyp.write(ichn, val ^ 0xF0F0)
                 assert e.r(icc) == val ^ 0xF0F0
             else:
-                for op in (lambda: e.r(icc), lambda: e.w(icc, 0), lambda: e.hyp.read(ichn),
-                           lambda: e.hyp.write(ichn, 0)):
+                for op, args in ((e.r, (icc,)), (e.w, (icc, 0)), (e.hyp.read, (ichn,)),
+                                 (e.hyp.write, (ichn, 0))):
                     with pytest.raises(UndefinedInstruction):
-                        op()
+                        op(*args)
                 with pytest.raises(UndefinedInstruction):
                     e.r(SYSREGS[icc].encoding)
                 assert e.records[f"ich_ap{g}r"][0][n] == 0

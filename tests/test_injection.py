@@ -259,8 +259,8 @@ def test_set_irq_levels_equals_calls_in_order(backend):
     levels = [1, 0, 1, 0, 1, 1, 0, 1]
     vcpus = [0, 0, 0, 0, 0, 1, 0, 0]
     vms[0].set_irq_levels(intids, levels, vcpus)
-    for i, l, c in zip(intids, levels, vcpus):
-        vms[1].set_irq_level(i, l, vcpu=c)
+    for i, lvl, c in zip(intids, levels, vcpus):
+        vms[1].set_irq_level(i, lvl, vcpu=c)
     assert vms[0].state() == vms[1].state()
     assert vms[0].irq(40).pending_latch                  # edge: latched, 0 ignored
     assert vms[0].irq(41).line_level                     # level: last report 1
@@ -303,7 +303,7 @@ def test_gic_batch_checks_bounds(mod_name):
     """The Gic kernel checks its own bounds too (it is public and runs with
     bounds checking off): an INTID at or above nr_irqs or a private INTID
     with a vCPU out of range is a ValueError naming the entry."""
-    mod = pytest.importorskip(mod_name)
+    pytest.importorskip(mod_name)
     gic = vgic.VM(nr_vcpus=2, nr_irqs=64, backend="core" if "_core" in mod_name else "pure").gic.gic
     with pytest.raises(ValueError, match=r"intids\[1\]"):
         gic.set_irq_level_batch([0, 0], [40, 99], [1, 1])

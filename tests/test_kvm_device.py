@@ -619,7 +619,7 @@ def restore_registers(vm: vgic.VM, regs, levels) -> None:
     (iidr,) = [value for group, attr, name, value in regs
                if group == DIST and attr == regmap.GICD_IIDR]
     vm.set_device_attr(DIST, regmap.GICD_IIDR, iidr)
-    for group, attr, name, value in regs:
+    for group, attr, name, _ in regs:
         if name in CLEAR_REGISTERS:
             vm.set_device_attr(group, attr, 0xFFFFFFFF)
     for group, attr, name, value in regs:

@@ -136,7 +136,7 @@ def test_core_aplists_refuses_the_twin_gic():
     # Issue #7: ApLists takes the Gic type itself (and holds it), never an
     # object that merely looks like one.
     vm = vgic.VM(nr_vcpus=1, backend="pure")
-    with pytest.raises(TypeError, match="vgic._core.gic.Gic"):
+    with pytest.raises(TypeError, match=r"vgic\._core\.gic\.Gic"):
         core_aplist.ApLists(vm.gic.gic, vm.cpu_if_records, 4, False)
 
 

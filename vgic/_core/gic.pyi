@@ -2,13 +2,11 @@
 distributor and redistributors' state and the handler families of their frames."""
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
 from vgic.gic_state import GicArrays
 
 from .cstate import CState
-
 
 class Gic(CState):
     """Distributor and redistributor state of one VM: ``nr_vcpus``

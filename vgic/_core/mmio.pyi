@@ -1,7 +1,8 @@
 """Type stubs for ``vgic._core.mmio`` (twin: ``vgic._pure.mmio``): the
 table-driven MMIO framework and the bus of one VM."""
 from collections.abc import Callable, Iterable
-from typing import Any, ContextManager
+from contextlib import AbstractContextManager
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -33,7 +34,7 @@ class Bus:
     windows: list[tuple[int, tuple[int, ...], int, bool]]
     #: None, or a callable returning a context manager that halts every
     #: running vCPU; guest accesses to halting regions run inside it.
-    halt_hook: Callable[[], ContextManager[Any]] | None
+    halt_hook: Callable[[], AbstractContextManager[Any]] | None
 
     def __init__(self, nr_vcpus: int) -> None: ...
     def attach(self, frames: Iterable[int], state: Any) -> None:
