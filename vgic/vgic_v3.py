@@ -131,6 +131,9 @@ class VgicV3(Part):
         self.reverse = vm.lr_order == "reverse"
         #: Every vCPU's CPU-interface record, contiguous (the kernels' input).
         self.records = np.zeros(n, dtype=ich.VCPU_IF)
+        # The hardware ICH_VMCR_EL2 resets to an UNKNOWN value it can hold;
+        # the model's is what a write of 0 leaves (KVM's reset VMCR is 0).
+        self.records["ich_vmcr"] = ich.stored_vmcr(0, self.pri_bits, self.pre_bits)
         #: The distributor and redistributors (the backend's ``gic.Gic``).
         self.gic = impl.gic.Gic(n, vm.nr_irqs, np.array(vm._mpidrs.mpidrs, dtype=np.uint64))
         self.hyp_if = impl.lr.HypIf(self.records, self.nr_lrs, self.pri_bits, self.pre_bits, self.reverse)
@@ -278,7 +281,8 @@ class VgicV3(Part):
         """The distributor, the redistributors and every vCPU's CPU
         interface, named (layout: :mod:`vgic.gic_state`, plus per vCPU its
         ``ap_list`` and ``in_lr``, ``num_pri_bits``, the implemented ICH_*_EL2
-        registers by name and KVM's saved ``vgic_v3`` copy)."""
+        registers by name and KVM's saved ``vgic_v3`` copy; and KVM's
+        ``active_spis`` and the physical INTIDs deactivated through HW LRs)."""
         st = self.gic.state()
         lists = self.lists.state()
         for v, vd in enumerate(st["vcpus"]):
@@ -296,6 +300,7 @@ class VgicV3(Part):
                 "vgic_ap1r": [int(x) for x in rec["vgic_ap1r"]],
                 "used_lrs": int(rec["used_lrs"]),
             }
+        st["active_spis"] = lists["active_spis"]
         st["physical_deactivations"] = list(self.physical_deactivations)
         return st
 
@@ -304,7 +309,7 @@ class VgicV3(Part):
         if not isinstance(state, dict):
             raise StateError(f"{where}: expected a dict, got {type(state).__name__}")
         keys = ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "vcpus",
-                "physical_deactivations")
+                "active_spis", "physical_deactivations")
         gic_state._keys(where, state, keys)
         vcpus = gic_state._list(f"{where}.vcpus", state["vcpus"], self.vm.nr_vcpus)
         hw = self._hw_names()
@@ -347,7 +352,8 @@ class VgicV3(Part):
             rec["vgic_vmcr"] = gic_state._int(f"{w}.vgic_v3.vgic_vmcr", saved["vgic_vmcr"], 0, U64)
             rec["used_lrs"] = gic_state._int(f"{w}.vgic_v3.used_lrs", saved["used_lrs"], 0, self.nr_lrs)
         arrays = gic_state.from_dict(gic_part, self.vm.nr_vcpus, self.vm.nr_irqs, self.vm._mpidrs, where)
-        lists = {"ap_list": [vd["ap_list"] for vd in vcpus], "in_lr": [vd["in_lr"] for vd in vcpus]}
+        lists = {"ap_list": [vd["ap_list"] for vd in vcpus], "in_lr": [vd["in_lr"] for vd in vcpus],
+                 "active_spis": state["active_spis"]}
         gic_state.check_ap_lists(lists, self.vm.nr_vcpus, self.vm.nr_irqs, where)
         deact = state["physical_deactivations"]
         if not isinstance(deact, (list, tuple)):
