@@ -36,9 +36,9 @@ import numpy as np
 
 from vgic import regmap
 from vgic.errors import StateError
+from vgic.ich import U64
 from vgic.topology import MpidrIndex
 
-U64 = (1 << 64) - 1
 FLAG_FIELDS = ("enabled", "pending_latch", "line_level", "active")
 #: Per-IRQ fields of every interrupt, in the order the dictionaries list them.
 IRQ_FIELDS = (*FLAG_FIELDS, "group", "config", "priority", "seq")

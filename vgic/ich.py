@@ -121,7 +121,8 @@ CTLR_PRIBITS_SHIFT = 8
 CTLR_IDBITS_SHIFT = 11
 CTLR_SEIS = 1 << 14
 CTLR_A3V = 1 << 15
-U64 = (1 << 64) - 1
+U32 = (1 << 32) - 1              # a 32-bit register's values
+U64 = (1 << 64) - 1              # a 64-bit register's values
 
 
 # --------------------------------------------------------------------------- geometry

@@ -23,15 +23,14 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
-from vgic import cpu_sysregs, regmap, topology, uapi
+from vgic import cpu_sysregs, ich, regmap, topology, uapi
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
     from vgic.vgic_v3 import VgicV3
     from vgic.vm import VM
 
-U32 = 0xFFFFFFFF
-U64 = (1 << 64) - 1
+U32, U64 = ich.U32, ich.U64
 
 
 def _check_u(name: str, value: int, limit: int) -> int:

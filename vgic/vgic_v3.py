@@ -63,8 +63,7 @@ if TYPE_CHECKING:
 
 # irq_state() / set_irq_bit() field indices
 F_ENABLED, F_PENDING_LATCH, F_LINE_LEVEL, F_ACTIVE, F_GROUP, F_EDGE = range(6)
-U32 = 0xFFFFFFFF
-U64 = (1 << 64) - 1
+U32, U64 = ich.U32, ich.U64
 
 
 class CpuIf:

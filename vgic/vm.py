@@ -35,7 +35,6 @@ DEFAULT_RAM_BASE = 0x4000_0000
 DEFAULT_RAM_SIZE = 64 << 20
 DEFAULT_NR_IRQS = 256          # KVM's default when userspace never sets NR_IRQS
 MAX_IPA = 1 << 52              # the largest IPA space KVM/arm64 supports (52 bits)
-FRAME_ALIGN = 0x10000          # GIC frames are 64 KiB aligned (KVM: -EINVAL otherwise)
 
 
 class IrqState(NamedTuple):
@@ -300,7 +299,8 @@ class VM:
 
     def _check_layout(self) -> None:
         for name in ("dist_base", "redist_base"):
-            if getattr(self, name) % FRAME_ALIGN:
+            # GIC frames are 64 KiB aligned (KVM: -EINVAL otherwise).
+            if getattr(self, name) % regmap.FRAME_SIZE:
                 raise ValueError(f"{name} {getattr(self, name):#x} is not 64 KiB aligned")
         spans = [
             ("distributor", self.dist_base, regmap.FRAME_SIZE),

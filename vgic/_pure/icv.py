@@ -14,7 +14,7 @@ from vgic import ich
 #: Return codes of eoi/deactivate besides a physical INTID.
 NONE = -1
 TRAP = -2
-U64 = (1 << 64) - 1
+U64 = ich.U64
 
 
 class Icv:
