@@ -24,6 +24,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport qsort
 
 from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS
+from vgic._core.args cimport index_arg
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
@@ -404,23 +405,18 @@ cdef class ApLists:
 
     cdef int _vcpu(self, vcpu) except -1:
         self._ready()
-        if not 0 <= vcpu < <int>self.s.g.nr_vcpus:
-            raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.s.g.nr_vcpus} vCPUs")
-        return vcpu
+        return index_arg(vcpu, "vcpu", self.s.g.nr_vcpus)
 
-    cdef uint32_t _index(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
-        self._vcpu(vcpu)
-        if intid >= self.s.g.nr_irqs:
-            raise ValueError(f"intid {intid} is not below nr_irqs {self.s.g.nr_irqs}")
-        return irq_index(bank_of(self.s.g, vcpu, intid), intid)
+    cdef uint32_t _intid(self, intid) except? 0xFFFFFFFF:
+        return index_arg(intid, "intid", self.s.g.nr_irqs)
 
     # ---- one vCPU ------------------------------------------------------------
-    def flush(self, int vcpu):
+    def flush(self, vcpu):
         """vgic_flush_lr_state(): queue, sort if needed, fill vCPU ``vcpu``'s
         saved LRs, used_lrs and ICH_HCR_EL2 (before the hyp restore)."""
         flush_one(&self.s, self._vcpu(vcpu))
 
-    def fold(self, int vcpu):
+    def fold(self, vcpu):
         """vgic_fold_lr_state(), the EOIcount replay and the prune (after the
         hyp save)."""
         fold_one(&self.s, self._vcpu(vcpu))
@@ -460,25 +456,30 @@ cdef class ApLists:
                 fold_one(&self.s, <int>ix[k])
 
     # ---- introspection -------------------------------------------------------
-    def ap_list(self, int vcpu):
+    def ap_list(self, vcpu):
         """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
         cdef int v = self._vcpu(vcpu)
         return [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
 
-    def queued_on(self, int vcpu, uint32_t intid):
+    def queued_on(self, vcpu, intid):
         """The vCPU whose ap_list holds INTID ``intid`` (private INTIDs are
         vCPU ``vcpu``'s), or -1 (KVM's ``irq->vcpu``)."""
-        return self.s.queued_on[self._index(vcpu, intid)]
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = self._intid(intid)
+        return self.s.queued_on[irq_index(bank_of(self.s.g, v, i), i)]
 
-    def in_lr(self, int vcpu, uint32_t intid):
+    def in_lr(self, vcpu, intid):
         """True while INTID ``intid`` (of vCPU ``vcpu`` if private) is held in
         a list register between flush and fold."""
-        return bool(self.s.in_lr[self._index(vcpu, intid)])
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = self._intid(intid)
+        return bool(self.s.in_lr[irq_index(bank_of(self.s.g, v, i), i)])
 
-    def oracle(self, int vcpu, uint32_t intid):
+    def oracle(self, vcpu, intid):
         """vgic_target_oracle(): the vCPU that should hold the interrupt, or -1."""
-        self._index(vcpu, intid)
-        return oracle(self.s.g, self.s.queued_on, vcpu, intid)
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = self._intid(intid)
+        return oracle(self.s.g, self.s.queued_on, v, i)
 
     def state(self):
         """``{"ap_list": [INTIDs in list order, per vCPU], "in_lr": [sorted
@@ -515,13 +516,14 @@ cdef class ApLists:
             for intid in held[v]:
                 self._in_lr[irq_index(bank_of(self.s.g, v, intid), intid)] = 1
 
-    def deactivate(self, int vcpu, uint32_t intid):
+    def deactivate(self, vcpu, intid):
         """Fold the LR KVM synthesises, Active cleared, for an interrupt held
         in no LR (the trapped DIR of vgic_v3_deactivate): the interrupt is
         deactivated, a level one's latch consumed, a level SPI counted out
         of flight."""
-        self._index(vcpu, intid)
-        fold_synthetic(&self.s, vcpu, intid)
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = self._intid(intid)
+        fold_synthetic(&self.s, v, i)
 
     @property
     def active_spis(self):
@@ -534,8 +536,8 @@ cdef class ApLists:
 cdef class Noop:
     """A do-nothing extension type with ``flush``/``fold`` signatures."""
 
-    def flush(self, int vcpu):
+    def flush(self, vcpu):
         pass
 
-    def fold(self, int vcpu):
+    def fold(self, vcpu):
         pass

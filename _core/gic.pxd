@@ -11,5 +11,6 @@ cdef class Gic(CState):
     cdef object _bits, _priority, _route, _target, _mpidr, _pendbaser, _gicr_ctlr, _seq, _scalars
     cdef void _reset(self) noexcept
     cdef int _ready(self) except -1
-    cdef uint32_t _line_mask(self, int vcpu, uint32_t intid, uint32_t *bank) except? 0
-    cdef uint32_t _bank_checked(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF
+    cdef uint32_t _line_mask(self, object vcpu_arg, object intid_arg, uint32_t *bank) except? 0
+    cdef int _vcpu(self, object vcpu) except -1
+    cdef uint32_t _irq(self, object vcpu, object intid_arg, int *vcpu_out) except 0xFFFFFFFF

@@ -13,6 +13,7 @@ import numpy as np
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
+from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
 from vgic._core.consts cimport NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER
 from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, deliverable, stamp_new,
@@ -200,15 +201,15 @@ cdef class Gic(CState):
     def mpidr_to_vcpu(self, mpidr):
         """The vCPU whose MPIDR affinity equals ``mpidr``'s, or -1 (as GICD_IROUTER resolves it)."""
         self._ready()
-        cdef uint64_t m = mpidr
+        cdef uint64_t m = int_arg(mpidr, "mpidr", 0, 0xFFFFFFFFFFFFFFFF)
         return mpidr_to_vcpu(&self.st, m)
 
     # ------------------------------------------------ device-attribute access
-    cdef uint32_t _line_mask(self, int vcpu, uint32_t intid, uint32_t *bank) except? 0:
+    cdef uint32_t _line_mask(self, object vcpu_arg, object intid_arg, uint32_t *bank) except? 0:
         # LEVEL_INFO covers 32 INTIDs; SGIs and unallocated INTIDs are RAZ/WI.
         self._ready()
-        if not 0 <= vcpu < <int>self.st.nr_vcpus:
-            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        cdef int vcpu = self._vcpu(vcpu_arg)
+        cdef uint32_t intid = int_arg(intid_arg, "intid", 0, 0xFFFFFFFF)
         if intid & 31:
             raise ValueError(f"intid {intid} is not a multiple of 32")
         if intid >= self.st.nr_irqs:
@@ -216,7 +217,7 @@ cdef class Gic(CState):
         bank[0] = bank_of(&self.st, vcpu, intid)
         return 0xFFFF0000 if intid < NR_PRIVATE_IRQS else 0xFFFFFFFF
 
-    def line_level_read(self, int vcpu, uint32_t intid):
+    def line_level_read(self, vcpu, intid):
         """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO read of INTIDs ``intid..intid+31``."""
         cdef uint32_t b = 0
         cdef uint32_t m = self._line_mask(vcpu, intid, &b)
@@ -225,30 +226,40 @@ cdef class Gic(CState):
         # Only level-triggered interrupts report a line level.
         return self.st.bm[BM_LINE_LEVEL][b] & ~self.st.bm[BM_EDGE][b] & m
 
-    def line_level_write(self, int vcpu, uint32_t intid, uint32_t value):
+    def line_level_write(self, vcpu, intid, value):
         """KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO write of INTIDs ``intid..intid+31``."""
         cdef uint32_t b = 0
         cdef uint32_t m = self._line_mask(vcpu, intid, &b)
+        cdef uint32_t v = int_arg(value, "value", 0, 0xFFFFFFFF)
         if m == 0:
             return
         # Set whatever the trigger mode, so restore order does not matter.
         cdef uint32_t before = deliverable(&self.st, b)
-        self.st.bm[BM_LINE_LEVEL][b] = (self.st.bm[BM_LINE_LEVEL][b] & ~m) | (value & m)
+        self.st.bm[BM_LINE_LEVEL][b] = (self.st.bm[BM_LINE_LEVEL][b] & ~m) | (v & m)
         stamp_new(&self.st, b, before)
 
     # ------------------------------------------------------- interrupt lines
-    cdef uint32_t _bank_checked(self, int vcpu, uint32_t intid) except? 0xFFFFFFFF:
-        self._ready()
-        if intid >= self.st.nr_irqs:
-            raise ValueError(f"intid {intid} is not below nr_irqs {self.st.nr_irqs}")
-        if intid < NR_PRIVATE_IRQS and not 0 <= vcpu < <int>self.st.nr_vcpus:
-            raise vcpu_error(vcpu, self.st.nr_vcpus)
-        return bank_of(&self.st, vcpu, intid)
+    cdef int _vcpu(self, object vcpu) except -1:
+        v = int_arg(vcpu, "vcpu", -(1 << 63), (1 << 63) - 1)
+        if not 0 <= v < self.st.nr_vcpus:
+            raise vcpu_error(v, self.st.nr_vcpus)
+        return v
 
-    def set_irq_level(self, int vcpu, uint32_t intid, bint level):
+    cdef uint32_t _irq(self, object vcpu, object intid_arg, int *vcpu_out) except 0xFFFFFFFF:
+        # The INTID below nr_irqs; the vCPU matters (and is checked) only
+        # for a private INTID: an SPI's bank is global.
+        self._ready()
+        intid = int_arg(intid_arg, "intid", -(1 << 63), (1 << 63) - 1)
+        if not 0 <= intid < self.st.nr_irqs:
+            raise ValueError(f"intid {intid} is not below nr_irqs {self.st.nr_irqs}")
+        vcpu_out[0] = self._vcpu(vcpu) if intid < NR_PRIVATE_IRQS else 0
+        return intid
+
+    def set_irq_level(self, vcpu, intid, bint level):
         """kvm_vgic_inject_irq for an SPI (``vcpu`` ignored) or a PPI."""
-        cdef uint32_t b = self._bank_checked(vcpu, intid)
-        line_report(&self.st, b, 1u << (intid & 31), level)
+        cdef int v = 0
+        cdef uint32_t i = self._irq(vcpu, intid, &v)
+        line_report(&self.st, bank_of(&self.st, v, i), 1u << (i & 31), level)
 
     def set_irq_level_batch(self, vcpus, intids, levels):
         """set_irq_level for every (vcpu, intid, level) of three equal-length
@@ -275,32 +286,32 @@ cdef class Gic(CState):
             line_report(&self.st, bank_of(&self.st, <int>vc[k], intid), 1u << (intid & 31), lvl[k] != 0)
 
     # ------------------------------------------------ the KVM side's access
-    def set_irq_bit(self, int vcpu, uint32_t intid, int field, bint value):
+    def set_irq_bit(self, vcpu, intid, field, bint value):
         """Set one single-bit field of an INTID's state: ``field`` 0 enabled,
         1 pending_latch, 2 line_level, 3 active, 4 group, 5 edge (the order
         of :meth:`irq_state`).  Used by KVM's side (SGIs, DIR)."""
-        cdef uint32_t b = self._bank_checked(vcpu, intid)
-        cdef uint32_t bit = 1u << (intid & 31)
-        if not 0 <= field < NR_BITMAPS:
-            raise ValueError(f"field {field} is not one of 0..{NR_BITMAPS - 1}")
+        cdef int v = 0
+        cdef uint32_t i = self._irq(vcpu, intid, &v)
+        cdef int f = int_arg(field, "field", 0, NR_BITMAPS - 1)
+        cdef uint32_t b = bank_of(&self.st, v, i)
+        cdef uint32_t bit = 1u << (i & 31)
         cdef uint32_t before = deliverable(&self.st, b)
         if value:
-            self.st.bm[field][b] |= bit
+            self.st.bm[f][b] |= bit
         else:
-            self.st.bm[field][b] &= ~bit
+            self.st.bm[f][b] &= ~bit
         stamp_new(&self.st, b, before)
 
-    def irq_scan(self, int vcpu):
+    def irq_scan(self, vcpu):
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
         INTIDs, then every SPI, that are active or enabled and pending
         (pending as a guest reads it), in INTID order."""
         cdef uint32_t b, w, bits
         cdef list out = []
         self._ready()
-        if not 0 <= vcpu < <int>self.st.nr_vcpus:
-            raise vcpu_error(vcpu, self.st.nr_vcpus)
+        cdef int v = self._vcpu(vcpu)
         for w in range(self.st.nr_irqs >> 5):
-            b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
+            b = SPI_BANKS + <uint32_t>v if w == 0 else w
             bits = deliverable(&self.st, b)
             while bits:
                 out.append((w << 5) | count_trailing_zeros(bits))
@@ -308,16 +319,18 @@ cdef class Gic(CState):
         return out
 
     # ---------------------------------------------------------- introspection
-    def irq_state(self, int vcpu, uint32_t intid):
+    def irq_state(self, vcpu, intid):
         """``(enabled, pending_latch, line_level, active, group, edge,
-        priority, route, target)`` of one INTID."""
-        cdef uint32_t b = self._bank_checked(vcpu, intid)
-        cdef uint32_t s = intid & 31
+        priority, route, target)`` of one INTID (``vcpu`` ignored for an SPI)."""
+        cdef int v = 0
+        cdef uint32_t i = self._irq(vcpu, intid, &v)
+        cdef uint32_t b = bank_of(&self.st, v, i)
+        cdef uint32_t s = i & 31
         cdef tuple bits = tuple((self.st.bm[r][b] >> s) & 1 for r in (
             BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE))
-        if intid < NR_PRIVATE_IRQS:
-            return bits + (self.st.priority[prio_index(&self.st, vcpu, intid)], 0, -1)
-        return bits + (self.st.priority[intid], self.st.route[intid], self.st.target[intid])
+        if i < NR_PRIVATE_IRQS:
+            return bits + (self.st.priority[prio_index(&self.st, v, i)], 0, -1)
+        return bits + (self.st.priority[i], self.st.route[i], self.st.target[i])
 
     def arrays(self):
         """The state as :class:`vgic.gic_state.GicArrays` (copies)."""

@@ -14,12 +14,11 @@ physical INTID to deactivate (an LR with HW = 1), ``NONE`` (-1) for nothing
 more to do, and ``deactivate`` returns ``TRAP`` (-2) when ICH_HCR_EL2.TDIR
 traps the write to EL2.
 """
-import operator
-
 import numpy as np
 
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
+from vgic._core.args cimport index_arg, int_arg
 from vgic._core.vcpu_if cimport VcpuIf
 from vgic._core.consts cimport (LR_VINTID_MASK, LR_PINTID_SHIFT, LR_PRIORITY_SHIFT, LR_GROUP, LR_HW, LR_PENDING, LR_ACTIVE,
     LR_STATE_MASK, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1, VMCR_EOIM,
@@ -249,39 +248,33 @@ cdef class Icv:
         self.geo.pri_mask = (0xFFu << (8 - pri_bits)) & 0xFF
         self.geo.pre_bits = pre_bits
 
-    cdef inline VcpuIf *_at(self, Py_ssize_t i) except NULL:
+    cdef inline VcpuIf *_at(self, i) except NULL:
         if self.rec == NULL:
             raise TypeError("this Icv was not initialised")
-        if not 0 <= i < self.n:
-            raise ValueError(f"vcpu {i} out of range: {self.n} vCPUs")
-        return &self.rec[i]
+        return &self.rec[index_arg(i, "vcpu", self.n)]
 
     cdef inline uint64_t _value(self, value) except? 0xFFFFFFFFFFFFFFFF:
-        value = operator.index(value)          # integers only: a float is a TypeError
-        if not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
-            raise ValueError(f"value {value} does not fit a 64-bit register")
-        return value
+        # One 64-bit X register (integers only: a float is a TypeError).
+        return int_arg(value, "value", 0, 0xFFFFFFFFFFFFFFFF)
 
     cdef inline int _group(self, group) except -1:
-        if operator.index(group) not in (0, 1):
-            raise ValueError(f"group {group} is not 0 or 1")
-        return group
+        return int_arg(group, "group", 0, 1)
 
-    def acknowledge(self, Py_ssize_t i, group):
+    def acknowledge(self, i, group):
         """ICV_IAR<group>_EL1 read: the acknowledged INTID, or 1023."""
         cdef int g = self._group(group)
         return acknowledge(self._at(i), &self.geo, g)
 
-    def eoi(self, Py_ssize_t i, group, value):
+    def eoi(self, i, group, value):
         """ICV_EOIR<group>_EL1 write: a physical INTID to deactivate, or -1."""
         cdef int g = self._group(group)
         return end_of_interrupt(self._at(i), &self.geo, g, self._value(value))
 
-    def deactivate(self, Py_ssize_t i, value):
+    def deactivate(self, i, value):
         """ICV_DIR_EL1 write: a physical INTID to deactivate, -1, or -2 (trap)."""
         return deactivate(self._at(i), &self.geo, self._value(value))
 
-    def hppir(self, Py_ssize_t i, group):
+    def hppir(self, i, group):
         """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
         cdef int g = self._group(group)
         cdef VcpuIf *r = self._at(i)
@@ -290,7 +283,7 @@ cdef class Icv:
             return INTID_SPURIOUS
         return <uint32_t>(r.ich_lr[n] & LR_VINTID_MASK) & INTID_FIELD
 
-    def rpr(self, Py_ssize_t i):
+    def rpr(self, i):
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
         return running_priority(self._at(i), &self.geo)
 

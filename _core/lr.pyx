@@ -15,6 +15,7 @@ from libc.string cimport memcpy, memset
 
 from vgic import ich
 
+from vgic._core.args cimport index_arg
 from vgic._core.vcpu_if cimport VcpuIf, stored_vmcr, lr_encode
 from vgic._core.consts cimport (MAX_LRS, LR_STATE_MASK, LR_HW, LR_EOI, LR_GROUP, LR_VINTID_MASK,
     HCR_LRENPIE, HCR_EOICOUNT_MASK)
@@ -303,32 +304,29 @@ cdef class HypIf:
     def records(self):
         return self._records
 
-    cdef inline VcpuIf *_at(self, Py_ssize_t i) except NULL:
+    cdef inline VcpuIf *_at(self, i) except NULL:
         self._ready()
-        if not 0 <= i < self.n:
-            raise ValueError(f"vcpu {i} out of range: {self.n} vCPUs")
-        return &self.rec[i]
+        return &self.rec[index_arg(i, "vcpu", self.n)]
 
-    def slot(self, int n):
+    def slot(self, n):
         """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
-        if not 0 <= n < MAX_LRS:
-            raise ValueError(f"LR {n} is not in 0..15")
-        return MAX_LRS - 1 - n if self.g.reverse else n
+        cdef Py_ssize_t lr = index_arg(n, "LR", MAX_LRS)
+        return MAX_LRS - 1 - lr if self.g.reverse else lr
 
     # ---- one vCPU ------------------------------------------------------------
-    def save_state(self, Py_ssize_t i):
+    def save_state(self, i):
         """__vgic_v3_save_state for vCPU ``i`` (every exit)."""
         hyp_batch(<char *>self._at(i), NULL, 1, self.g.nr_lrs, self.g.reverse, DO_SAVE, &LAYOUT)
 
-    def restore_state(self, Py_ssize_t i):
+    def restore_state(self, i):
         """__vgic_v3_restore_state for vCPU ``i`` (every entry)."""
         hyp_batch(<char *>self._at(i), NULL, 1, self.g.nr_lrs, self.g.reverse, DO_RESTORE, &LAYOUT)
 
-    def save_aprs(self, Py_ssize_t i):
+    def save_aprs(self, i):
         """vcpu_put: save the active-priority registers the PREbits imply."""
         put_one(self._at(i), &self.g)
 
-    def restore_vmcr_aprs(self, Py_ssize_t i):
+    def restore_vmcr_aprs(self, i):
         """vcpu_load: restore ICH_VMCR_EL2 and the active-priority registers."""
         load_one(self._at(i), &self.g)
 
@@ -340,11 +338,11 @@ cdef class HypIf:
         """save_aprs for every vCPU, or the indices in ``idx`` (vcpu_put of many)."""
         self._batch(idx, DO_PUT)
 
-    def elrsr(self, Py_ssize_t i):
+    def elrsr(self, i):
         """ICH_ELRSR_EL2 of vCPU ``i``'s modelled hardware."""
         return lr_elrsr(self._at(i).ich_lr, self.g.nr_lrs)
 
-    def eisr(self, Py_ssize_t i):
+    def eisr(self, i):
         """ICH_EISR_EL2 of vCPU ``i``'s modelled hardware."""
         return lr_eisr(self._at(i).ich_lr, self.g.nr_lrs)
 

@@ -21,6 +21,7 @@ from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset, strcmp
 
+from vgic._core.args cimport index_arg, int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
 from vgic._core.consts cimport FRAME_SIZE, FRAME_SHIFT, NR_FRAMES, W8, W32, W64
 from vgic._core.bitmap cimport size_mask
@@ -189,6 +190,14 @@ def get_lookup():
 
 
 # ------------------------------------------------------------------ the bus
+cdef struct UAccess:
+    # The converted arguments of one userspace access.
+    int frame
+    int vcpu
+    uint32_t offset
+    uint32_t intid
+
+
 cdef struct Window:
     # A range of guest physical addresses: `instances` groups of
     # 2**frame_bits 64 KiB frames, frames first_frame.. in each group.
@@ -556,10 +565,7 @@ cdef class Bus:
         return list(self._windows)
 
     cdef int _frame(self, frame) except -1:
-        f = PyNumber_Index(frame)
-        if not 0 <= f < NFRAMES:
-            raise ValueError(f"frame {frame!r} is not one of 0..{NFRAMES - 1}")
-        return f
+        return index_arg(frame, "frame", NFRAMES)
 
     def attach(self, frames, CState state not None):
         """Serve ``frames`` (frame indices of :data:`vgic.regmap.FRAMES`)
@@ -578,7 +584,7 @@ cdef class Bus:
             self.b.limit[f] = state.nr_intids
         self._scratch = None
 
-    def map(self, uint64_t base, frames, int instances=1, bint per_vcpu=False):
+    def map(self, base, frames, instances=1, bint per_vcpu=False):
         """Map ``instances`` consecutive groups of the attached ``frames``
         (a power-of-two count of 64 KiB frames per group) at ``base``; with
         ``per_vcpu`` group *i* acts for vCPU *i* (a redistributor), else for
@@ -586,6 +592,8 @@ cdef class Bus:
         cdef Window w
         cdef Window *grown
         self._ready()
+        base = int_arg(base, "base", 0, 0xFFFFFFFFFFFFFFFF)
+        instances = int_arg(instances, "instances", -(1 << 63), (1 << 63) - 1)
         ids = [self._frame(f) for f in frames]
         if not ids or ids != list(range(ids[0], ids[0] + len(ids))):
             raise ValueError(f"frames {frames!r} are not consecutive frame indices")
@@ -941,53 +949,45 @@ cdef class Bus:
         raise ValueError(f"trace[{i}]: {err}")
 
     # ------------------------------------------------------ userspace access
-    cdef const Region *_uregion(self, frame, vcpu, offset, uint32_t *intid) except? NULL:
+    cdef const Region *_uregion(self, frame, vcpu, offset, UAccess *a) except? NULL:
         # The region of a 32-bit userspace access (KVM's vgic_get_mmio_region
-        # with len 4), or NULL; bad arguments raise.
-        cdef int f = self._frame(frame)
-        if self._states[f] is None:
-            raise ValueError(f"frame {regmap.FRAME_NAMES[f]} is not attached")
-        vcpu = PyNumber_Index(vcpu)
-        if not 0 <= vcpu < self.b.nr_vcpus:
-            raise vcpu_error(vcpu, self.b.nr_vcpus)
-        offset = PyNumber_Index(offset)
-        if not 0 <= offset < 1 << 64:
-            raise OverflowError(f"offset {offset} does not fit in 64 unsigned bits")
-        if offset >= FRAME_SIZE:
+        # with len 4), or NULL; bad arguments raise.  Each argument goes
+        # through __index__ once, into ``a``: nothing re-reads the objects.
+        a.frame = self._frame(frame)
+        if self._states[a.frame] is None:
+            raise ValueError(f"frame {regmap.FRAME_NAMES[a.frame]} is not attached")
+        a.vcpu = index_arg(vcpu, "vcpu", self.b.nr_vcpus)
+        off = int_arg(offset, "offset", 0, 0xFFFFFFFFFFFFFFFF)
+        if off >= FRAME_SIZE:
             return NULL
-        return check_region(&self.b, f, <uint32_t>offset, 4, intid)
+        a.offset = off
+        return check_region(&self.b, a.frame, a.offset, 4, &a.intid)
 
     def has_region(self, frame, offset):
         """True if a 32-bit access at ``offset`` of ``frame`` hits a region
         whose check passes (KVM's vgic_v3_has_attr_regs)."""
-        cdef uint32_t intid = 0
-        offset = PyNumber_Index(offset)
-        if offset & 3:
-            return False
-        return self._uregion(frame, 0, offset, &intid) != NULL
+        cdef UAccess a
+        cdef const Region *r = self._uregion(frame, 0, offset, &a)
+        return r != NULL and not a.offset & 3
 
     def uaccess_read(self, frame, vcpu, offset):
         """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
-        cdef uint32_t intid = 0
-        cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
+        cdef UAccess a
+        cdef const Region *r = self._uregion(frame, vcpu, offset, &a)
         if r == NULL:
             return 0
-        cdef int f = PyNumber_Index(frame)
-        return UREGIONS[f][r - &REGIONS[f][0]].uread(
-            self.b.ctx[f], <int>vcpu, <uint32_t>offset, intid, 4, 0)
+        return UREGIONS[a.frame][r - &REGIONS[a.frame][0]].uread(
+            self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, 0)
 
     def uaccess_write(self, frame, vcpu, offset, value):
         """A 32-bit userspace write; returns 0 or a negative errno."""
-        cdef uint32_t intid = 0
-        value = PyNumber_Index(value)
-        if not 0 <= value <= 0xFFFFFFFF:
-            raise OverflowError(f"value {value} does not fit in 32 unsigned bits")
-        cdef const Region *r = self._uregion(frame, vcpu, offset, &intid)
+        cdef UAccess a
+        cdef uint32_t v = int_arg(value, "value", 0, 0xFFFFFFFF)
+        cdef const Region *r = self._uregion(frame, vcpu, offset, &a)
         if r == NULL:
             return 0
-        cdef int f = PyNumber_Index(frame)
-        cdef const URegion *u = &UREGIONS[f][r - &REGIONS[f][0]]
+        cdef const URegion *u = &UREGIONS[a.frame][r - &REGIONS[a.frame][0]]
         if u.uwrite != NULL:
-            return u.uwrite(self.b.ctx[f], <int>vcpu, <uint32_t>offset, intid, 4, <uint32_t>value)
-        r.guest[1](self.b.ctx[f], <int>vcpu, <uint32_t>offset, intid, 4, <uint32_t>value)
+            return u.uwrite(self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, v)
+        r.guest[1](self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, v)
         return 0

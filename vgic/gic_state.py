@@ -128,7 +128,8 @@ def _keys(where: str, d: Any, keys: tuple[str, ...]) -> None:
     if not isinstance(d, dict):
         raise _fail(where, f"expected a dict, got {type(d).__name__}")
     if set(d) != set(keys):
-        missing, extra = sorted(set(keys) - set(d)), sorted(set(d) - set(keys))
+        # repr: the keys may be of any (mixed, unorderable) types.
+        missing, extra = sorted(set(keys) - set(d)), sorted(map(repr, set(d) - set(keys)))
         raise _fail(where, f"missing {missing}, unexpected {extra}")
 
 
@@ -148,7 +149,7 @@ def _field(where: str, name: str, values: list) -> np.ndarray:
         return np.array([bool(x) for x in values], dtype=np.bool_)
     if name == "config":
         for i, x in enumerate(values):
-            if x not in ("edge", "level"):
+            if not isinstance(x, str) or x not in ("edge", "level"):
                 raise _fail(f"{where}[{i}]", f"expected 'edge' or 'level', got {x!r}")
         return np.array([x == "edge" for x in values], dtype=np.bool_)
     limits = {"group": (0, 1), "priority": (0, 0xFF), "seq": (0, U64),

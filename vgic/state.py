@@ -26,7 +26,7 @@ def _diff(a: Any, b: Any, path: str, out: list[str], limit: int | None) -> None:
         return
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
-            out.append(f"{path}: keys {sorted(set(a) ^ set(b))} are in one only")
+            out.append(f"{path}: keys {sorted(map(repr, set(a) ^ set(b)))} are in one only")
             return
         for key in a:
             _diff(a[key], b[key], f"{path}.{key}", out, limit)

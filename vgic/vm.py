@@ -413,7 +413,8 @@ class VM:
             vcpu = _index("vcpu", vcpu)
             if not 0 <= vcpu < self.nr_vcpus:
                 raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.nr_vcpus} vCPUs")
-        en, pl, ll, act, grp, edge, prio, route, target = self.gic.gic.irq_state(vcpu or 0, intid)
+        en, pl, ll, act, grp, edge, prio, route, target = self.gic.gic.irq_state(
+            vcpu if intid < regmap.NR_PRIVATE_IRQS else 0, intid)
         return IrqState(intid, bool(en), bool(pl), bool(ll), bool(act), int(grp),
                         "edge" if edge else "level", int(prio), int(route), int(target))
 
@@ -522,13 +523,13 @@ class VM:
             raise StateError(f"state: expected a dict, got {type(state).__name__}")
         names = ["vm"] + [p.name for p in self.parts]
         if set(state) != set(names):
-            raise StateError(f"state: expected the parts {names}, got {sorted(state)}")
+            raise StateError(f"state: expected the parts {names}, got {sorted(map(repr, state))}")
         vm_st = state["vm"]
         mine = self._vm_state()
         if not isinstance(vm_st, dict) or set(vm_st) != set(mine):
             raise StateError(f"vm: expected the keys {sorted(mine)}")
         for key in mine:
-            if key != "vcpus" and vm_st[key] != mine[key]:
+            if key != "vcpus" and not _same_scalar(vm_st[key], mine[key]):
                 raise StateError(f"vm.{key}: {vm_st[key]!r} differs from this VM's {mine[key]!r}")
         vcpus = vm_st["vcpus"]
         if not isinstance(vcpus, (list, tuple)) or len(vcpus) != self.nr_vcpus:
@@ -537,7 +538,7 @@ class VM:
         for v, vd in enumerate(vcpus):
             if not isinstance(vd, dict) or set(vd) != {"MPIDR_EL1", "loaded", "running"}:
                 raise StateError(f"vm.vcpus[{v}]: expected MPIDR_EL1, loaded and running")
-            if vd["MPIDR_EL1"] != self.vcpus[v].mpidr:
+            if not _same_scalar(vd["MPIDR_EL1"], self.vcpus[v].mpidr):
                 raise StateError(f"vm.vcpus[{v}].MPIDR_EL1: {vd['MPIDR_EL1']!r} is not {self.vcpus[v].mpidr:#x}")
             if not all(isinstance(vd[k], (bool, np.bool_)) for k in ("loaded", "running")):
                 raise StateError(f"vm.vcpus[{v}]: loaded and running must be bools")
@@ -574,6 +575,15 @@ class VM:
     def __repr__(self) -> str:
         return (f"<vgic.VM {self.nr_vcpus} vCPUs, {self.nr_irqs} IRQs, "
                 f"dist {self.dist_base:#x}, redist {self.redist_base:#x}, backend {self.backend}>")
+
+
+def _same_scalar(value: Any, mine: int | str) -> bool:
+    """``value`` is the integer or string ``mine`` (a numpy integer counts;
+    a bool, a float or an array never does: no ambiguous comparisons)."""
+    if isinstance(mine, str):
+        return isinstance(value, str) and value == mine
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            and int(value) == mine)
 
 
 def _index(name: str, value: Any) -> int:

@@ -25,6 +25,8 @@ class ApLists:
     def __init__(self, gic: Gic, records: np.ndarray, nr_lrs: int, reverse: bool) -> None:
         if not isinstance(gic, Gic):
             raise TypeError(f"gic must be a vgic._pure.gic.Gic, not {type(gic).__name__}")
+        if getattr(gic, "_nr_vcpus", None) is None:     # Gic.__new__ without __init__
+            raise TypeError("gic is not initialised")
         records = ich.check_records(records)
         if records.shape[0] != gic.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {gic.nr_vcpus} vCPUs")
@@ -41,16 +43,12 @@ class ApLists:
     def _slot(self, n: int) -> int:
         return ich.MAX_LRS - 1 - n if self.reverse else n
 
-    def _vcpu(self, vcpu: int) -> int:
-        if not 0 <= vcpu < self.gic.nr_vcpus:
-            raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.gic.nr_vcpus} vCPUs")
-        return vcpu
+    def _vcpu(self, vcpu: Any) -> int:
+        return ich.check_int("vcpu", vcpu, 0, self.gic.nr_vcpus - 1)
 
-    def _checked(self, vcpu: int, intid: int) -> VgicIrq:
-        self._vcpu(vcpu)
-        if not 0 <= intid < self.gic.nr_irqs:
-            raise ValueError(f"intid {intid} is not below nr_irqs {self.gic.nr_irqs}")
-        return self.gic._irq(vcpu, intid)
+    def _checked(self, vcpu: Any, intid: Any) -> tuple[int, VgicIrq]:
+        v = self._vcpu(vcpu)
+        return v, self.gic._irq(v, ich.check_int("intid", intid, 0, self.gic.nr_irqs - 1))
 
     # ---------------------------------------------------------------- oracle
     def _oracle(self, irq: VgicIrq) -> int:
@@ -118,7 +116,7 @@ class ApLists:
 
     def flush(self, vcpu: int) -> None:
         """vgic_flush_lr_state() for one vCPU, before its hyp restore."""
-        self._vcpu(vcpu)
+        vcpu = self._vcpu(vcpu)
         self._queue_new(vcpu)
         rec = self.records[vcpu]
         vmcr = int(rec["vgic_vmcr"])
@@ -181,7 +179,7 @@ class ApLists:
 
     def fold(self, vcpu: int) -> None:
         """vgic_fold_lr_state(), the EOIcount replay and the prune."""
-        self._vcpu(vcpu)
+        vcpu = self._vcpu(vcpu)
         rec = self.records[vcpu]
         for i in range(min(int(rec["used_lrs"]), self.nr_lrs)):
             self._fold_lr(vcpu, int(rec["vgic_lr"][self._slot(i)]))
@@ -226,15 +224,15 @@ class ApLists:
 
     def queued_on(self, vcpu: int, intid: int) -> int:
         """The vCPU whose ap_list holds the INTID, or -1 (``irq->vcpu``)."""
-        return self._checked(vcpu, intid).ap_vcpu
+        return self._checked(vcpu, intid)[1].ap_vcpu
 
     def in_lr(self, vcpu: int, intid: int) -> bool:
         """True while the INTID is held in a list register."""
-        return self._checked(vcpu, intid).in_lr
+        return self._checked(vcpu, intid)[1].in_lr
 
     def oracle(self, vcpu: int, intid: int) -> int:
         """vgic_target_oracle(): the vCPU that should hold it, or -1."""
-        return self._oracle(self._checked(vcpu, intid))
+        return self._oracle(self._checked(vcpu, intid)[1])
 
     def state(self) -> dict[str, Any]:
         """``{"ap_list": [...], "in_lr": [...]}`` per vCPU (see :mod:`vgic.gic_state`)."""
@@ -257,7 +255,7 @@ class ApLists:
     def deactivate(self, vcpu: int, intid: int) -> None:
         """Fold the synthesised LR, Active cleared, of an interrupt held in
         no LR (the trapped DIR of vgic_v3_deactivate)."""
-        self._fold_synthetic(vcpu, self._checked(vcpu, intid))
+        self._fold_synthetic(*self._checked(vcpu, intid))
 
 
 class Noop:

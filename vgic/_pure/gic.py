@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from .. import gic_state, topology
+from ..ich import U32, U64, check_int
 from ..regmap import FRAMES, INITIAL_PENDBASER, KVM_VGIC_IMP_REV_LATEST, NR_PRIVATE_IRQS, NR_SGIS
 from . import vgic_dist as dist
 from . import vgic_irq_ops as irq_ops
@@ -73,16 +74,7 @@ if _NEEDED - set(OPS):      # pragma: no cover - a regmap/twin mismatch
 _FIELDS = ("enabled", "pending_latch", "line_level", "active", "group", "config_edge")
 
 
-def _check_u(value: Any, bits: int, name: str) -> int:
-    """An unsigned C-typed argument: OverflowError outside 0..2**bits-1, as
-    Cython's conversion raises in the core."""
-    try:
-        value = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
-    if value < 0 or value >> bits:
-        raise OverflowError(f"{name} {value} does not fit in {bits} unsigned bits")
-    return value
+_I64 = (-(1 << 63), (1 << 63) - 1)
 
 
 class Gic:
@@ -170,24 +162,27 @@ class Gic:
 
     def mpidr_to_vcpu(self, mpidr: int) -> int:
         """The vCPU whose MPIDR affinity equals ``mpidr``'s, or -1."""
-        return self._mpidrs.vcpu(_check_u(mpidr, 64, "mpidr"))
+        return self._mpidrs.vcpu(check_int("mpidr", mpidr, 0, U64))
 
-    def _check_vcpu(self, vcpu: int, where: str = "") -> None:
-        if not 0 <= vcpu < self._nr_vcpus:
-            raise ValueError(f"{where}vcpu {vcpu} out of range: the VM has {self._nr_vcpus} vCPUs")
+    def _vcpu(self, vcpu: Any) -> int:
+        v = check_int("vcpu", vcpu, *_I64)
+        if not 0 <= v < self._nr_vcpus:
+            raise ValueError(f"vcpu {v} out of range: the VM has {self._nr_vcpus} vCPUs")
+        return v
 
-    def _check_line_args(self, vcpu: int, intid: int) -> None:
-        self._check_vcpu(vcpu)
-        if _check_u(intid, 32, "intid") % 32:
-            raise ValueError(f"intid {intid} is not a multiple of 32")
+    def _line_args(self, vcpu: Any, intid: Any) -> tuple[int, int]:
+        v = self._vcpu(vcpu)
+        i = check_int("intid", intid, 0, U32)
+        if i % 32:
+            raise ValueError(f"intid {i} is not a multiple of 32")
+        return v, i
 
-    def _checked_irq(self, vcpu: int, intid: int) -> VgicIrq:
-        intid = _check_u(intid, 32, "intid")
-        if intid >= self._nr_irqs:
-            raise ValueError(f"intid {intid} is not below nr_irqs {self._nr_irqs}")
-        if intid < NR_PRIVATE_IRQS:
-            self._check_vcpu(vcpu)
-        return self._irq(vcpu, intid)
+    def _checked_irq(self, vcpu: Any, intid: Any) -> VgicIrq:
+        # The vCPU matters (and is checked) only for a private INTID.
+        i = check_int("intid", intid, *_I64)
+        if not 0 <= i < self._nr_irqs:
+            raise ValueError(f"intid {i} is not below nr_irqs {self._nr_irqs}")
+        return self._irq(self._vcpu(vcpu) if i < NR_PRIVATE_IRQS else 0, i)
 
     # ---- device-attribute access -------------------------------------------
     def line_level_read(self, vcpu: int, intid: int) -> int:
@@ -196,7 +191,7 @@ class Gic:
         A bit is set only for a level-triggered INTID whose line is high;
         SGIs (no line) and INTIDs ``>= nr_irqs`` read 0 (kvm-facts §6).
         """
-        self._check_line_args(vcpu, intid)
+        vcpu, intid = self._line_args(vcpu, intid)
         value = 0
         for i in range(32):
             n = intid + i
@@ -213,8 +208,8 @@ class Gic:
         Sets ``line_level`` whatever the trigger mode, so a restore does not
         depend on ICFGR being restored first (kvm-facts §6).
         """
-        self._check_line_args(vcpu, intid)
-        value = _check_u(value, 32, "value")
+        vcpu, intid = self._line_args(vcpu, intid)
+        value = check_int("value", value, 0, U32)
         rows = [(self._irq(vcpu, intid + i), bool((value >> i) & 1)) for i in range(32)
                 if NR_SGIS <= intid + i < self._nr_irqs]
 
@@ -262,16 +257,14 @@ class Gic:
         1 pending_latch, 2 line_level, 3 active, 4 group, 5 edge (the order
         of :meth:`irq_state`)."""
         irq = self._checked_irq(vcpu, intid)
-        if not 0 <= field < len(_FIELDS):
-            raise ValueError(f"field {field} is not one of 0..{len(_FIELDS) - 1}")
+        field = check_int("field", field, 0, len(_FIELDS) - 1)
         irq_ops.stamped(self, [irq], lambda: setattr(
             irq, _FIELDS[field], int(bool(value)) if field == 4 else bool(value)))
 
     def irq_scan(self, vcpu: int) -> list[int]:
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
         INTIDs, then every SPI, that are active or enabled and pending."""
-        self._check_vcpu(vcpu)
-        irqs = self._private[vcpu] + self._spis
+        irqs = self._private[self._vcpu(vcpu)] + self._spis
         return [irq.intid for irq in irqs if irq.active or (irq.enabled and irq.pending())]
 
     @property
@@ -285,7 +278,7 @@ class Gic:
         route, target)`` of one INTID; ``route``/``target`` are 0/-1 for
         private interrupts."""
         irq = self._checked_irq(vcpu, intid)
-        private = intid < NR_PRIVATE_IRQS
+        private = irq.intid < NR_PRIVATE_IRQS
         return (
             int(irq.enabled), int(irq.pending_latch), int(irq.line_level),
             int(irq.active), int(irq.group), int(irq.config_edge), irq.priority,

@@ -4,7 +4,6 @@ one (IHI 0069 §12.3, §6, §4.8).  Same contract as the core (see
 ``vgic/_core/icv.pyi``)."""
 from __future__ import annotations
 
-import operator
 from typing import Any
 
 import numpy as np
@@ -31,23 +30,16 @@ class Icv:
 
     # ---- state of one vCPU
     def _rec(self, i: int) -> Any:
-        i = operator.index(i)
-        if not 0 <= i < len(self.records):
-            raise ValueError(f"vcpu {i} out of range: {len(self.records)} vCPUs")
-        return self.records[i]
+        return self.records[ich.check_int("vcpu", i, 0, len(self.records) - 1)]
 
     @staticmethod
     def _group(group: int) -> int:
-        if operator.index(group) not in (0, 1):
-            raise ValueError(f"group {group} is not 0 or 1")
-        return int(group)
+        return ich.check_int("group", group, 0, 1)
 
     @staticmethod
     def _value(value: int) -> int:
-        value = operator.index(value)          # integers only: a float is a TypeError
-        if not 0 <= value <= U64:
-            raise ValueError(f"value {value} does not fit a 64-bit register")
-        return int(value)
+        # One 64-bit X register (integers only: a float is a TypeError).
+        return ich.check_int("value", value, 0, U64)
 
     def _rpr_of(self, rec: Any) -> int:
         return ich.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)

@@ -50,16 +50,13 @@ class HypIf:
     reverse = property(lambda self: self._reverse)
     records = property(lambda self: self._records)
 
-    def _at(self, i: int) -> Any:
-        if not 0 <= i < self._records.shape[0]:
-            raise ValueError(f"vcpu {i} out of range: {self._records.shape[0]} vCPUs")
-        return self._records[i]
+    def _at(self, i: Any) -> Any:
+        return self._records[ich.check_int("vcpu", i, 0, self._records.shape[0] - 1)]
 
     def slot(self, n: int) -> int:
         """The saved slot that holds ICH_LR<n>_EL2 in this storage order."""
-        if not 0 <= n < MAX_LRS:
-            raise ValueError(f"LR {n} is not in 0..15")
-        return MAX_LRS - 1 - n if self._reverse else n
+        lr = ich.check_int("LR", n, 0, MAX_LRS - 1)
+        return MAX_LRS - 1 - lr if self._reverse else lr
 
     def _used(self, r: Any) -> int:
         return min(int(r["used_lrs"]), self._nr_lrs)

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import UnmappedAccess
+from ..ich import U32, U64, check_int
 from ..regmap import FRAME_NAMES, FRAME_SHIFT, FRAME_SIZE, FRAMES, HALTING_OPS, MAX_VCPUS, W8, W32, W64, Region
 from ..trace import MMIO_ACCESS
 
@@ -126,10 +127,7 @@ def get_lookup() -> str:
 
 def _frame_index(frame: Any) -> int:
     """Validate a frame identifier (an index of :data:`vgic.regmap.FRAMES`)."""
-    f = _as_int(frame, "frame")
-    if not 0 <= f < len(FRAMES):
-        raise ValueError(f"frame {frame!r} is not one of 0..{len(FRAMES) - 1}")
-    return f
+    return check_int("frame", frame, 0, len(FRAMES) - 1)
 
 
 def regions(frame: int) -> list[tuple[str, int, int, int, int, int, str]]:
@@ -164,15 +162,6 @@ def _as_int(value: Any, name: str) -> int:
         return operator.index(value)
     except TypeError:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
-
-
-def _check_u(value: Any, bits: int, name: str) -> int:
-    """An unsigned C-typed argument: OverflowError outside 0..2**bits-1, as
-    the core raises."""
-    value = _as_int(value, name)
-    if value < 0 or value >> bits:
-        raise OverflowError(f"{name} {value} does not fit in {bits} unsigned bits")
-    return value
 
 
 def _check_size(size: int, where: str = "") -> None:
@@ -272,8 +261,8 @@ class Bus:
     def map(self, base: int, frames: Any, instances: int = 1, per_vcpu: bool = False) -> None:
         """Map ``instances`` groups of the attached ``frames`` at ``base``
         (see the core's docstring); windows may not overlap."""
-        base = _check_u(base, 64, "base")
-        instances = _as_int(instances, "instances")
+        base = check_int("base", base, 0, U64)
+        instances = check_int("instances", instances, -(1 << 63), (1 << 63) - 1)
         ids = [_frame_index(f) for f in frames]
         if not ids or ids != list(range(ids[0], ids[0] + len(ids))):
             raise ValueError(f"frames {frames!r} are not consecutive frame indices")
@@ -433,23 +422,24 @@ class Bus:
         return np.array(out, dtype=np.uint64)
 
     # ---- userspace (KVM device attribute) access ---------------------------
-    def _uaccess_region(self, frame: Any, vcpu: Any, offset: Any) -> tuple[_Bound, int, int] | None:
-        """Region, INTID and frame of a 32-bit userspace access, or None (KVM's
-        ``vgic_get_mmio_region`` with ``len = 4``); bad arguments raise."""
+    def _uaccess_region(self, frame: Any, vcpu: Any, offset: Any) -> tuple[_Bound, int, int, int, int] | None:
+        """Region, INTID, frame, vCPU and offset of a 32-bit userspace access,
+        or None (KVM's ``vgic_get_mmio_region`` with ``len = 4``); bad
+        arguments raise.  Each argument is converted once."""
         f = _frame_index(frame)
         if self._states[f] is None:
             raise ValueError(f"frame {FRAME_NAMES[f]} is not attached")
-        self._check_vcpu(_as_int(vcpu, "vcpu"))
-        offset = _check_u(offset, 64, "offset")
-        if offset >= FRAME_SIZE:
+        v = check_int("vcpu", vcpu, 0, self._nr_vcpus - 1)
+        off = check_int("offset", offset, 0, U64)
+        if off >= FRAME_SIZE:
             return None
-        bound = self._find(f, offset)
+        bound = self._find(f, off)
         if bound is None:
             return None
-        intid = _check(bound.region, offset, 4, self._states[f].nr_intids)
+        intid = _check(bound.region, off, 4, self._states[f].nr_intids)
         if intid == _INVALID:
             return None
-        return bound, intid, f
+        return bound, intid, f, v, off
 
     def has_region(self, frame: int, offset: int) -> bool:
         """True if a 32-bit access at ``offset`` of ``frame`` hits a region.
@@ -457,17 +447,16 @@ class Bus:
         KVM's ``vgic_v3_has_attr_regs``: 4-byte aligned, and the region
         lookup with its full check (width, alignment, INTID) hits.
         """
-        if _as_int(offset, "offset") & 3:
-            return False
-        return self._uaccess_region(frame, 0, offset) is not None
+        found = self._uaccess_region(frame, 0, offset)
+        return found is not None and not found[4] & 3
 
     def uaccess_read(self, frame: int, vcpu: int, offset: int) -> int:
         """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
         found = self._uaccess_region(frame, vcpu, offset)
         if found is None:
             return 0
-        bound, intid, f = found
-        return bound.ops.uaccess_read(self._states[f], _as_int(vcpu, "vcpu"), _as_int(offset, "offset"), intid, 4)
+        bound, intid, f, v, off = found
+        return bound.ops.uaccess_read(self._states[f], v, off, intid, 4)
 
     def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int) -> int:
         """A 32-bit userspace write; returns 0 or a negative errno.
@@ -475,10 +464,9 @@ class Bus:
         With no region (or a failed check) the write is ignored and reports
         success, as KVM's ``vgic_uaccess_write`` does (kvm-facts §2).
         """
-        value = _check_u(value, 32, "value")
+        value = check_int("value", value, 0, U32)
         found = self._uaccess_region(frame, vcpu, offset)
         if found is None:
             return 0
-        bound, intid, f = found
-        return bound.ops.uaccess_write(self._states[f], _as_int(vcpu, "vcpu"), _as_int(offset, "offset"),
-                                       intid, 4, value)
+        bound, intid, f, v, off = found
+        return bound.ops.uaccess_write(self._states[f], v, off, intid, 4, value)
