@@ -24,7 +24,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport qsort
 
 from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS
-from vgic._core.args cimport index_arg
+from vgic._core.args cimport index_arg, int_arg
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
@@ -358,7 +358,7 @@ cdef class ApLists:
     cdef Lists s
     cdef object _gic, _records, _ap, _ap_len, _queued_on, _in_lr, _keys
 
-    def __init__(self, Gic gic not None, records, int nr_lrs, bint reverse):
+    def __init__(self, Gic gic not None, records, nr_lrs, bint reverse):
         cdef GicState *g
         cdef uint8_t[::1] raw
         cdef int32_t[:, ::1] ap
@@ -375,8 +375,7 @@ cdef class ApLists:
         records = ich.check_records(records)
         if records.shape[0] != g.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {g.nr_vcpus} vCPUs")
-        if not 1 <= nr_lrs <= MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{MAX_LRS}")
+        nr_lrs = int_arg(nr_lrs, "nr_lrs", 1, MAX_LRS)
         self._gic = gic
         self._records = records
         self._ap = np.full((g.nr_vcpus, g.nr_irqs), -1, dtype=np.int32)

@@ -101,7 +101,7 @@ cdef class Gic(CState):
     redistributors, ``nr_irqs`` INTIDs below the LPIs, ``mpidrs[i]`` the
     MPIDR_EL1 of vCPU *i*).  See ``vgic/_core/gic.pyi``."""
 
-    def __init__(self, int nr_vcpus, int nr_irqs, mpidrs):
+    def __init__(self, nr_vcpus, nr_irqs, mpidrs):
         cdef uint32_t[:, ::1] bits
         cdef uint8_t[::1] prio
         cdef uint32_t[::1] route, ctlr
@@ -111,8 +111,8 @@ cdef class Gic(CState):
         cdef int r
         if self.st.nr_vcpus:
             raise TypeError("a Gic is initialised once")
-        topology.check_nr_vcpus(nr_vcpus)
-        topology.check_nr_irqs(nr_irqs)
+        nr_vcpus = topology.check_nr_vcpus(nr_vcpus)
+        nr_irqs = topology.check_nr_irqs(nr_irqs)
         mpidr_arr = np.array(mpidrs, dtype=np.uint64).reshape(-1)
         if mpidr_arr.shape[0] != nr_vcpus:
             raise ValueError(f"{mpidr_arr.shape[0]} MPIDRs given for {nr_vcpus} vCPUs")

@@ -233,12 +233,12 @@ cdef class Icv:
     cdef Geometry geo
     cdef object _records
 
-    def __init__(self, records, int nr_lrs, int pri_bits, int pre_bits):
+    def __init__(self, records, nr_lrs, pri_bits, pre_bits):
         cdef uint8_t[::1] raw
         records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
+        nr_lrs, pri_bits, pre_bits = ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         raw = records.view(np.uint8)
         self._records = records
         self.rec = <VcpuIf *>&raw[0]

@@ -267,11 +267,11 @@ cdef class HypIf:
     cdef object _records
     cdef object _view
 
-    def __init__(self, records, int nr_lrs, int pri_bits, int pre_bits, bint reverse):
+    def __init__(self, records, nr_lrs, pri_bits, pre_bits, bint reverse):
         records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
+        nr_lrs, pri_bits, pre_bits = ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         cdef uint8_t[::1] raw = records.view(np.uint8)
         self._records = records
         self._view = raw

@@ -543,12 +543,10 @@ cdef class Bus:
         free(self.b.win)
         free(self.b.map)
 
-    def __init__(self, int nr_vcpus):
+    def __init__(self, nr_vcpus):
         if self.b.nr_vcpus:
             raise TypeError("a Bus is initialised once")
-        if not 1 <= nr_vcpus <= regmap.MAX_VCPUS:
-            raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{regmap.MAX_VCPUS}")
-        self.b.nr_vcpus = nr_vcpus
+        self.b.nr_vcpus = int_arg(nr_vcpus, "nr_vcpus", 1, regmap.MAX_VCPUS)
 
     cdef int _ready(self) except -1:
         if self.b.nr_vcpus == 0:

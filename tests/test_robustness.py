@@ -565,3 +565,35 @@ def test_any_field_replaced_is_loaded_or_refused_cleanly(backend):
         else:
             vm.load_state(before)
     assert refused > len(paths) // 2
+
+
+CONSTRUCTORS = {   # name: (call with one argument replaced, the good value of that argument)
+    "HypIf(nr_lrs)": (lambda K, vm, a: K.lr.HypIf(np.zeros(2, ich.VCPU_IF), a, 5, 5, False), 4),
+    "HypIf(pre_bits)": (lambda K, vm, a: K.lr.HypIf(np.zeros(2, ich.VCPU_IF), 4, 6, a, False), 6),
+    "Icv(pri_bits)": (lambda K, vm, a: K.icv.Icv(np.zeros(2, ich.VCPU_IF), 4, a, 5), 7),
+    "Gic(nr_vcpus)": (lambda K, vm, a: K.gic.Gic(a, 64, [0, 1]), 2),
+    "Gic(nr_irqs)": (lambda K, vm, a: K.gic.Gic(2, a, [0, 1]), 96),
+    "ApLists(nr_lrs)": (lambda K, vm, a: K.aplist.ApLists(vm.gic.gic, np.zeros(2, ich.VCPU_IF), a, False), 16),
+    "Bus(nr_vcpus)": (lambda K, vm, a: K.mmio.Bus(a), 512),
+}
+
+
+@pytest.mark.parametrize("value", [None, 2.0, 4.5, True, -1, 0, 2**31, 2**70, "4", np.float64(4)],
+                         ids=repr)
+@pytest.mark.parametrize("ctor", list(CONSTRUCTORS))
+def test_constructor_arguments(ctor, value):
+    """issue #7: a kernel constructor's count (nr_lrs, PRIbits/PREbits,
+    nr_vcpus, nr_irqs) is an integer: the good value (as an int, a numpy
+    int or an __index__ object) constructs on both backends; a float is
+    a TypeError, never truncated; a bool or a string is a TypeError; an
+    integer outside the ICH_VTR_EL2 / KVM limits a ValueError, never a C
+    conversion's OverflowError."""
+    kernels("core")
+    call, good = CONSTRUCTORS[ctor]
+    for b in BACKENDS:
+        K, vm = kernels(b), make_vm(b)
+        for ok in (good, np.int64(good), Idx(good)):
+            call(K, vm, ok)
+        want = ValueError if isinstance(value, int) and not isinstance(value, bool) else TypeError
+        with pytest.raises(want):
+            call(K, vm, value)

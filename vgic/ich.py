@@ -144,13 +144,13 @@ def check_int(label: str, value: Any, lo: int, hi: int) -> int:
     return value
 
 
-def check_geometry(nr_lrs: int, pri_bits: int, pre_bits: int) -> None:
+def check_geometry(nr_lrs: Any, pri_bits: Any, pre_bits: Any) -> tuple[int, int, int]:
     """ICH_VTR_EL2 limits (IHI 0069 §12.4.9): 1..16 list registers, 5..7
     priority bits, 5..7 preemption bits, and PREbits <= PRIbits (a group
-    priority cannot have more bits than the priority)."""
-    check_int("nr_lrs", nr_lrs, 1, MAX_LRS)
-    check_int("pri_bits", pri_bits, 5, 7)
-    check_int("pre_bits", pre_bits, 5, pri_bits)
+    priority cannot have more bits than the priority).  The three as ints."""
+    n = check_int("nr_lrs", nr_lrs, 1, MAX_LRS)
+    pri = check_int("pri_bits", pri_bits, 5, 7)
+    return n, pri, check_int("pre_bits", pre_bits, 5, pri)
 
 
 

@@ -9,26 +9,27 @@ the device attributes, SGI targets and the pure-Python twin - uses
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from vgic import regmap
+from vgic.ich import check_int
 
 
-def check_nr_irqs(nr_irqs: int) -> int:
+def check_nr_irqs(nr_irqs: Any) -> int:
     """KVM's rule for KVM_DEV_ARM_VGIC_GRP_NR_IRQS (kvm-facts §6): every
     INTID below the LPIs counted, private ones included, a multiple of 32,
     at least 64 and at most VGIC_MAX_RESERVED + 1 (so 992).  ``ValueError``
-    naming the value otherwise."""
+    naming the value otherwise (``TypeError`` for a non-integer)."""
+    nr_irqs = check_int("nr_irqs", nr_irqs, -(1 << 63), (1 << 63) - 1)
     if (nr_irqs < regmap.NR_PRIVATE_IRQS + 32 or nr_irqs > regmap.VGIC_MAX_RESERVED
             or nr_irqs % 32):
         raise ValueError(f"nr_irqs {nr_irqs} is not a multiple of 32 in 64..992")
     return nr_irqs
 
 
-def check_nr_vcpus(nr_vcpus: int) -> int:
-    """1..VGIC_V3_MAX_CPUS (512) vCPUs (kvm-facts §1.1)."""
-    if not 1 <= nr_vcpus <= regmap.MAX_VCPUS:
-        raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{regmap.MAX_VCPUS}")
-    return nr_vcpus
+def check_nr_vcpus(nr_vcpus: Any) -> int:
+    """1..VGIC_V3_MAX_CPUS (512) vCPUs (kvm-facts §1.1), an integer."""
+    return check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
 
 
 def default_mpidr(vcpu_id: int) -> int:

@@ -30,11 +30,9 @@ class ApLists:
         records = ich.check_records(records)
         if records.shape[0] != gic.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {gic.nr_vcpus} vCPUs")
-        if not 1 <= nr_lrs <= ich.MAX_LRS:
-            raise ValueError(f"nr_lrs {nr_lrs} is not in 1..{ich.MAX_LRS}")
+        self.nr_lrs = ich.check_int("nr_lrs", nr_lrs, 1, ich.MAX_LRS)
         self.gic = gic
         self.records = records
-        self.nr_lrs = int(nr_lrs)
         self.reverse = bool(reverse)
         self.lists: list[list[VgicIrq]] = [[] for _ in range(gic.nr_vcpus)]
         #: KVM 6.19's count of SPIs in flight (kvm->arch.vgic.active_spis).

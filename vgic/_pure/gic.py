@@ -12,7 +12,6 @@ dispatches to them.
 """
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -92,8 +91,8 @@ class Gic:
     ops = OPS
 
     def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: Any) -> None:
-        self._nr_vcpus = topology.check_nr_vcpus(operator.index(nr_vcpus))
-        self._nr_irqs = topology.check_nr_irqs(operator.index(nr_irqs))
+        self._nr_vcpus = topology.check_nr_vcpus(nr_vcpus)
+        self._nr_irqs = topology.check_nr_irqs(nr_irqs)
         mp = np.array(mpidrs, dtype=np.uint64).reshape(-1)
         if mp.shape[0] != self._nr_vcpus:
             raise ValueError(f"{mp.shape[0]} MPIDRs given for {self._nr_vcpus} vCPUs")

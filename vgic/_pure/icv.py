@@ -23,9 +23,8 @@ class Icv:
         records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
+        self.nr_lrs, self.pri_bits, self.pre_bits = ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         self.records = records
-        self.nr_lrs, self.pri_bits, self.pre_bits = int(nr_lrs), int(pri_bits), int(pre_bits)
         self.nr_aprs = ich.nr_aprs(self.pre_bits)
 
     # ---- state of one vCPU

@@ -37,12 +37,9 @@ class HypIf:
         records = ich.check_records(records)
         if records.shape[0] == 0:
             raise ValueError("records must hold at least one vCPU")
-        ich.check_geometry(nr_lrs, pri_bits, pre_bits)
+        self._nr_lrs, self._pri_bits, self._pre_bits = ich.check_geometry(nr_lrs, pri_bits, pre_bits)
         self._records = records
-        self._nr_lrs = int(nr_lrs)
-        self._pri_bits = int(pri_bits)
-        self._pre_bits = int(pre_bits)
-        self._nr_aprs = ich.nr_aprs(pre_bits)
+        self._nr_aprs = ich.nr_aprs(self._pre_bits)
         self._reverse = bool(reverse)
 
     nr_lrs = property(lambda self: self._nr_lrs)

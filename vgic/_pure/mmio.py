@@ -226,10 +226,7 @@ class Bus:
     each frame served by the part attached to it (its ``ops`` and state)."""
 
     def __init__(self, nr_vcpus: int) -> None:
-        nr_vcpus = _as_int(nr_vcpus, "nr_vcpus")
-        if not 1 <= nr_vcpus <= MAX_VCPUS:
-            raise ValueError(f"nr_vcpus {nr_vcpus} is not in 1..{MAX_VCPUS}")
-        self._nr_vcpus = nr_vcpus
+        self._nr_vcpus = check_int("nr_vcpus", nr_vcpus, 1, MAX_VCPUS)
         self._states: list[Any] = [None] * len(FRAMES)
         self._tables: list[_FrameTable | None] = [None] * len(FRAMES)
         self._windows: list[_Window] = []
