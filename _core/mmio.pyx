@@ -28,7 +28,7 @@ from vgic._core.bitmap cimport size_mask
 
 from vgic import regmap
 from vgic.errors import UnmappedAccess
-from vgic.trace import MMIO_ACCESS
+from vgic.trace import MMIO_ACCESS, check_trace
 
 if sys.byteorder != "little":   # the handlers memcpy little-endian values
     raise ImportError("vgic._core requires a little-endian host")
@@ -509,18 +509,6 @@ cdef class Noop:
         return 0
 
 
-cdef object trace_array(trace):
-    # The records as a plain ndarray: its real dtype and shape are checked
-    # (a subclass cannot fake them) and the kernels read that array.
-    if not isinstance(trace, np.ndarray):
-        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not {type(trace).__name__}")
-    arr = np.asarray(trace)
-    if arr.dtype != MMIO_ACCESS or arr.ndim != 1:
-        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not a {arr.ndim}-D "
-                        f"array of {arr.dtype}")
-    return arr
-
-
 cdef class Bus:
     """The guest-physical MMIO space of one VM: windows mapped onto the
     frames of :data:`vgic.regmap.FRAMES`, each frame served by the part
@@ -714,7 +702,7 @@ cdef class Bus:
 
     def mmio_replay(self, trace):
         """Run a trace of ``vgic.MMIO_ACCESS`` records; returns the values read."""
-        arr = trace_array(trace)
+        arr = check_trace(trace)
         # The hook is read once: a hook set or cleared by another thread
         # mid-replay does not change what this replay does.
         hook = self._halt_hook

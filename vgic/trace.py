@@ -23,6 +23,19 @@ MMIO_ACCESS = np.dtype(
 __all__ = ["MMIO_ACCESS"]
 
 
+def check_trace(trace: object) -> np.ndarray:
+    """``trace`` as the plain 1-D :data:`MMIO_ACCESS` array it really is:
+    the kernels read that array, so an ndarray subclass cannot fake its
+    dtype or shape.  ``TypeError`` for anything else."""
+    if not isinstance(trace, np.ndarray):
+        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not {type(trace).__name__}")
+    arr = np.asarray(trace)
+    if arr.dtype != MMIO_ACCESS or arr.ndim != 1:
+        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not a {arr.ndim}-D "
+                        f"array of {arr.dtype}")
+    return arr
+
+
 def make_trace(n: int) -> np.ndarray:
     """An all-zero trace of ``n`` records, to fill in."""
     return np.zeros(n, dtype=MMIO_ACCESS)

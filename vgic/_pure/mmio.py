@@ -35,7 +35,7 @@ import numpy.typing as npt
 from ..errors import UnmappedAccess
 from ..ich import U32, U64, check_int
 from ..regmap import FRAME_NAMES, FRAME_SHIFT, FRAME_SIZE, FRAMES, HALTING_OPS, MAX_VCPUS, W8, W32, W64, Region
-from ..trace import MMIO_ACCESS
+from ..trace import check_trace
 
 __all__ = ["set_lookup", "get_lookup", "regions", "Noop", "Bus", "Ops"]
 
@@ -181,17 +181,6 @@ def _check_value(value: int, size: int, where: str = "") -> None:
         raise ValueError(f"{where}value {value} does not fit in a {size}-byte access")
     if value >> (8 * size):
         raise ValueError(f"{where}value {value:#x} does not fit in a {size}-byte access")
-
-
-def _trace_array(trace: Any) -> np.ndarray:
-    # The real array: a subclass cannot fake its dtype or shape.
-    if not isinstance(trace, np.ndarray):
-        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not {type(trace).__name__}")
-    arr = np.asarray(trace)
-    if arr.dtype != MMIO_ACCESS or arr.ndim != 1:
-        raise TypeError(f"trace must be a 1-D numpy array of vgic.MMIO_ACCESS, not a {arr.ndim}-D "
-                        f"array of {arr.dtype}")
-    return arr
 
 
 # ====================================================================== Noop
@@ -383,7 +372,7 @@ class Bus:
         :class:`vgic.UnmappedAccess`, both naming the record index, and in
         either case no access is performed.
         """
-        arr = _trace_array(trace)
+        arr = check_trace(trace)
         hook = self._halt_hook      # read once: another thread's change does not reach this replay
         addrs = arr["addr"].tolist()
         values = arr["value"].tolist()
