@@ -23,10 +23,11 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from libc.stdlib cimport qsort
 
-from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS
+from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS, LPI_BASE
 from vgic._core.args cimport index_arg, int_arg
 from vgic._core.gic cimport Gic
-from vgic._core.gicstate cimport (GicState, bank_of, pending_word, deliverable, SPI_BANKS,
+from vgic._core.gicstate cimport (GicState, bank_of, irq_index, index_intid, valid_intid, oracle,
+    lpi_release, pending_word, deliverable, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
 from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE,
@@ -37,40 +38,15 @@ from vgic import gic_state, ich
 
 cdef extern from *:
     int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
+    int count_trailing_zeros_64 "__builtin_ctzll"(unsigned long long x) nogil
 
 
-# ------------------------------------------------------------ per-IRQ view
-cdef inline uint32_t irq_index(uint32_t bank, uint32_t intid) noexcept nogil:
-    # Index of an INTID's (bank, bit) in queued_on / in_lr.
-    return (bank << 5) | (intid & 31)
-
-
+# -------------------------------------------------------------- per-IRQ view
 cdef inline bint is_pending(const GicState *g, uint32_t b, uint32_t bit) noexcept nogil:
     return (pending_word(g, b) & bit) != 0
 
 
-cdef inline int32_t target_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
-    # irq->target_vcpu: the owner of a private INTID, the IROUTER target of an SPI.
-    return vcpu if intid < NR_PRIVATE_IRQS else g.target[intid]
-
-
-cdef inline int32_t oracle(const GicState *g, const int32_t *queued_on, int vcpu,
-                           uint32_t intid) noexcept nogil:
-    # vgic_target_oracle(): an active interrupt stays where it is queued; a
-    # pending and enabled one goes to its target while the distributor is
-    # enabled; anything else belongs nowhere (-1).
-    cdef uint32_t b = bank_of(g, vcpu, intid)
-    cdef uint32_t bit = 1u << (intid & 31)
-    cdef int32_t q
-    if g.bm[BM_ACTIVE][b] & bit:
-        q = queued_on[irq_index(b, intid)]
-        return q if q >= 0 else target_of(g, vcpu, intid)
-    if (g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit):
-        return target_of(g, vcpu, intid) if g.s.dist_enabled else -1
-    return -1
-
-
-# Stamps are compared in 48 bits (with the INTID below them): after 2**47
+# Stamps are compared in 47 bits (with the INTID below them): after 2**47
 # events they saturate and ties fall back to INTID order.
 cdef uint64_t STAMP_MAX = (<uint64_t>1 << 47) - 1
 
@@ -80,52 +56,103 @@ cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
+# Each vCPU's ap_list is a doubly linked list threaded through per-IRQ
+# next/prev arrays (an IRQ is on one list at most: KVM's irq->ap_list), so
+# the lists take space in proportion to the IRQs, not to vCPUs x IRQs.
 cdef struct Lists:
     GicState *g
     VcpuIf *rec
-    int32_t *ap             # nr_vcpus rows of `cap` INTIDs
+    int32_t *next           # nr_banks * 32 by IRQ index: the next on its list, -1 at the tail
+    int32_t *prev           # nr_banks * 32: the previous, -1 at the head
+    int32_t *head           # nr_vcpus
+    int32_t *tail           # nr_vcpus
     int32_t *ap_len         # nr_vcpus
-    int32_t *queued_on      # nr_banks * 32: vCPU holding the IRQ, -1 for none
     uint8_t *in_lr          # nr_banks * 32: 1 while the IRQ is in an LR
-    uint64_t *keys          # cap sort keys (scratch)
-    uint32_t cap
+    uint64_t *keys          # nr_banks * 32 sort keys (scratch)
     uint32_t nr_lrs
     uint32_t active_spis    # KVM's in-flight SPI count (TDIR while non-zero; see fold_lr)
     bint reverse
 
 
+cdef inline void list_append(Lists *s, int v, uint32_t idx) noexcept nogil:
+    s.next[idx] = -1
+    s.prev[idx] = s.tail[v]
+    if s.tail[v] >= 0:
+        s.next[s.tail[v]] = <int32_t>idx
+    else:
+        s.head[v] = <int32_t>idx
+    s.tail[v] = <int32_t>idx
+    s.ap_len[v] += 1
+    s.g.queued_on[idx] = v
+
+
+cdef inline void list_remove(Lists *s, int v, uint32_t idx) noexcept nogil:
+    cdef int32_t n = s.next[idx], p = s.prev[idx]
+    if p >= 0:
+        s.next[p] = n
+    else:
+        s.head[v] = n
+    if n >= 0:
+        s.prev[n] = p
+    else:
+        s.tail[v] = p
+    s.next[idx] = -1
+    s.prev[idx] = -1
+    s.ap_len[v] -= 1
+    s.g.queued_on[idx] = -1
+
+
+cdef inline uint32_t node_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    return irq_index(bank_of(g, vcpu, intid), intid)
+
+
 # ----------------------------------------------------------------- ap_list
-cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
-    # Append to the row what is deliverable to this vCPU and queued nowhere,
-    # in the order it became deliverable (the stamps of gicstate.stamp_new),
-    # which is where KVM's vgic_queue_irq_unlock would have appended it.
+cdef uint32_t scan_bank(Lists *s, int vcpu, uint32_t b, uint32_t n) noexcept nogil:
+    # Collect the IRQs of bank b that are deliverable to this vCPU and
+    # queued nowhere, as sort keys (stamp, then INTID).
     cdef GicState *g = s.g
-    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef uint32_t w, b, bits, intid, idx, n = 0, k
+    cdef uint32_t bits = deliverable(g, b), idx, intid
     cdef uint64_t stamp
-    for w in range(g.nr_irqs >> 5):
-        b = SPI_BANKS + <uint32_t>vcpu if w == 0 else w
-        bits = deliverable(g, b)
-        while bits:
-            intid = (w << 5) | <uint32_t>count_trailing_zeros(bits)
-            bits &= bits - 1
-            idx = irq_index(b, intid)
-            if s.queued_on[idx] < 0 and oracle(g, s.queued_on, vcpu, intid) == vcpu and n < s.cap:
-                stamp = g.seq[idx]
-                if stamp > STAMP_MAX:
-                    stamp = STAMP_MAX
-                s.keys[n] = (stamp << 16) | intid
-                n += 1
+    while bits:
+        idx = (b << 5) | <uint32_t>count_trailing_zeros(bits)
+        bits &= bits - 1
+        if g.queued_on[idx] >= 0:
+            continue
+        intid = index_intid(g, idx)
+        if oracle(g, vcpu, intid) != vcpu:
+            continue
+        stamp = g.seq[idx]
+        if stamp > STAMP_MAX:
+            stamp = STAMP_MAX
+        s.keys[n] = (stamp << 16) | intid
+        n += 1
+    return n
+
+
+cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
+    # Append to the list what is deliverable to this vCPU and queued
+    # nowhere, in the order it became deliverable (the stamps of
+    # gicstate.stamp_new), which is where KVM's vgic_queue_irq_unlock would
+    # have appended it.
+    cdef GicState *g = s.g
+    cdef uint32_t w, n = 0, k, intid
+    cdef uint64_t live
+    n = scan_bank(s, vcpu, SPI_BANKS + <uint32_t>vcpu, n)
+    for w in range(1, g.nr_irqs >> 5):
+        n = scan_bank(s, vcpu, w, n)
+    # LPI banks: only those holding an LPI that exists.
+    for w in range((g.nr_lpis + 2047) >> 11):
+        live = g.lpi_live[w]
+        while live:
+            k = (w << 6) | <uint32_t>count_trailing_zeros_64(live)
+            live &= live - 1
+            n = scan_bank(s, vcpu, g.lpi_bank0 + k, n)
     if n > 1:
         qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
     for k in range(n):
         intid = <uint32_t>(s.keys[k] & 0xFFFF)
-        if <uint32_t>s.ap_len[vcpu] >= s.cap:
-            break
-        row[s.ap_len[vcpu]] = <int32_t>intid
-        s.ap_len[vcpu] += 1
-        s.queued_on[irq_index(bank_of(g, vcpu, intid), intid)] = vcpu
-        if intid >= NR_PRIVATE_IRQS:
+        list_append(s, vcpu, node_of(g, vcpu, intid))
+        if intid >= NR_PRIVATE_IRQS and intid < LPI_BASE:
             # vgic_queue_irq_unlock counts every SPI it queues, a re-queue too.
             s.active_spis += 1
 
@@ -133,44 +160,37 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
 cdef void prune(Lists *s, int vcpu) noexcept nogil:
     # vgic_prune_ap_list(): keep what still belongs to this vCPU, move what
     # belongs to another to the tail of that vCPU's list (an SPI whose
-    # IROUTER changed), and drop what belongs nowhere.  Neither counts as
-    # queueing (active_spis is not touched).
-    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef int32_t *dest
-    cdef int32_t i, n = 0, o
-    cdef uint32_t intid, idx
-    for i in range(s.ap_len[vcpu]):
-        intid = <uint32_t>row[i]
-        idx = irq_index(bank_of(s.g, vcpu, intid), intid)
-        o = oracle(s.g, s.queued_on, vcpu, intid)
-        if o == vcpu:
-            row[n] = row[i]
-            n += 1
-        elif o >= 0 and <uint32_t>s.ap_len[o] < s.cap:
-            # (o is another vCPU only for an SPI; a row never overflows: an
-            # INTID is on one row at most)
-            dest = s.ap + <Py_ssize_t>o * s.cap
-            dest[s.ap_len[o]] = <int32_t>intid
-            s.ap_len[o] += 1
-            s.queued_on[idx] = o
-        else:
-            s.queued_on[idx] = -1
-    s.ap_len[vcpu] = n
+    # IROUTER changed, an LPI moved to another collection), and drop what
+    # belongs nowhere (an LPI then nothing holds is freed).  Neither counts
+    # as queueing (active_spis is not touched).
+    cdef GicState *g = s.g
+    cdef int32_t idx = s.head[vcpu], nxt, o
+    cdef uint32_t intid
+    while idx >= 0:
+        nxt = s.next[idx]
+        intid = index_intid(g, <uint32_t>idx)
+        o = oracle(g, vcpu, intid)
+        if o != vcpu:
+            list_remove(s, vcpu, <uint32_t>idx)
+            if o >= 0:
+                list_append(s, o, <uint32_t>idx)
+            elif intid >= LPI_BASE:
+                lpi_release(g, intid)
+        idx = nxt
 
 
 cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
     # KVM 6.19's ap_list comparator (kvm-facts §4.6), as one 64-bit key per
     # entry: deliverable here first, then enabled group, then enabled and
-    # pending and not active, then priority, then HW before SW.  The row
-    # position in the low bits makes qsort stable, as KVM's list_sort is.
+    # pending and not active, then priority, then HW before SW.  The list
+    # position in the middle bits makes qsort stable, as KVM's list_sort is.
     cdef GicState *g = s.g
-    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef int32_t i, n = s.ap_len[vcpu]
-    cdef uint32_t intid, b, bit
+    cdef int32_t idx = s.head[vcpu]
+    cdef uint32_t intid, b, bit, i = 0, n
     cdef uint64_t group_off, not_ready, k
-    for i in range(n):
-        intid = <uint32_t>row[i]
-        b = bank_of(g, vcpu, intid)
+    while idx >= 0:
+        intid = index_intid(g, <uint32_t>idx)
+        b = <uint32_t>idx >> 5
         bit = 1u << (intid & 31)
         if g.bm[BM_GROUP][b] & bit:
             group_off = (vmcr & VMCR_ENG1) == 0
@@ -178,28 +198,35 @@ cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
             group_off = (vmcr & VMCR_ENG0) == 0
         not_ready = not ((g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit)
                          and not (g.bm[BM_ACTIVE][b] & bit))
-        k = (<uint64_t>(oracle(g, s.queued_on, vcpu, intid) != vcpu) << 63) | (group_off << 62) \
-            | (not_ready << 61) | (<uint64_t>g.priority[(b << 5) | (intid & 31)] << 52) \
+        k = (<uint64_t>(oracle(g, vcpu, intid) != vcpu) << 63) | (group_off << 62) \
+            | (not_ready << 61) | (<uint64_t>g.priority[idx] << 52) \
             | (<uint64_t>1 << 51) | (<uint64_t>i << 16) | intid     # SW: no HW mapping yet
         s.keys[i] = k
+        i += 1
+        idx = s.next[idx]
+    n = i
     qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
+    # Relink in key order.
+    s.head[vcpu] = -1
+    s.tail[vcpu] = -1
+    s.ap_len[vcpu] = 0
     for i in range(n):
-        row[i] = <int32_t>(s.keys[i] & 0xFFFF)
+        list_append(s, vcpu, node_of(g, vcpu, <uint32_t>(s.keys[i] & 0xFFFF)))
 
 
 # ------------------------------------------------------------------- flush
-cdef uint64_t populate_lr(Lists *s, int vcpu, uint32_t intid) noexcept nogil:
+cdef uint64_t populate_lr(Lists *s, int vcpu, uint32_t idx, uint32_t intid) noexcept nogil:
     # vgic_v3_populate_lr(): the LR of one interrupt; an edge interrupt's
     # latch is consumed when the LR carries its pending state; a level
     # interrupt asks for an EOI maintenance interrupt so its line is
     # resampled, and is not also pending while active.
     cdef GicState *g = s.g
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = idx >> 5
     cdef uint32_t bit = 1u << (intid & 31)
     cdef bint active = (g.bm[BM_ACTIVE][b] & bit) != 0
     cdef bint edge = (g.bm[BM_EDGE][b] & bit) != 0
     cdef bint pending = is_pending(g, b, bit)
-    cdef uint64_t lr = lr_encode(intid, g.priority[(b << 5) | (intid & 31)],
+    cdef uint64_t lr = lr_encode(intid, g.priority[idx],
                                  (g.bm[BM_GROUP][b] & bit) != 0, False, active, False, 0, not edge)
     if not edge:
         if pending and not active:
@@ -214,35 +241,34 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
     # vgic_flush_lr_state() for one vCPU, before its hyp restore.
     cdef GicState *g = s.g
     cdef VcpuIf *r = &s.rec[vcpu]
-    cdef int32_t *row
+    cdef int32_t idx
     cdef uint64_t vmcr = r.vgic_vmcr, hcr
     cdef uint32_t i, intid, b, bit, nr_pend = 0, nr_act = 0, nr_sgi = 0, total, used = 0
     queue_new(s, vcpu)
-    row = s.ap + <Py_ssize_t>vcpu * s.cap
-    for i in range(<uint32_t>s.ap_len[vcpu]):
-        intid = <uint32_t>row[i]
-        if oracle(g, s.queued_on, vcpu, intid) != vcpu:
-            continue
-        b = bank_of(g, vcpu, intid)
-        bit = 1u << (intid & 31)
-        if g.bm[BM_ACTIVE][b] & bit:
-            nr_act += 1
-        elif is_pending(g, b, bit):
-            nr_pend += 1
-        if intid < NR_SGIS:
-            nr_sgi += 1
+    idx = s.head[vcpu]
+    while idx >= 0:
+        intid = index_intid(g, <uint32_t>idx)
+        if oracle(g, vcpu, intid) == vcpu:
+            b = <uint32_t>idx >> 5
+            bit = 1u << (intid & 31)
+            if g.bm[BM_ACTIVE][b] & bit:
+                nr_act += 1
+            elif is_pending(g, b, bit):
+                nr_pend += 1
+            if intid < NR_SGIS:
+                nr_sgi += 1
+        idx = s.next[idx]
     total = nr_pend + nr_act
     if total > s.nr_lrs:
         sort_ap_list(s, vcpu, vmcr)
-    for i in range(<uint32_t>s.ap_len[vcpu]):
-        intid = <uint32_t>row[i]
-        if oracle(g, s.queued_on, vcpu, intid) != vcpu:
-            continue
-        b = bank_of(g, vcpu, intid)
-        if used < s.nr_lrs:
-            r.vgic_lr[lr_slot(used, s.reverse)] = populate_lr(s, vcpu, intid)
-            s.in_lr[irq_index(b, intid)] = 1
+    idx = s.head[vcpu]
+    while idx >= 0 and used < s.nr_lrs:
+        intid = index_intid(g, <uint32_t>idx)
+        if oracle(g, vcpu, intid) == vcpu:
+            r.vgic_lr[lr_slot(used, s.reverse)] = populate_lr(s, vcpu, <uint32_t>idx, intid)
+            s.in_lr[idx] = 1
             used += 1
+        idx = s.next[idx]
     for i in range(used, s.nr_lrs):
         r.vgic_lr[lr_slot(i, s.reverse)] = 0
     r.used_lrs = used
@@ -272,7 +298,7 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     cdef uint64_t intid = lr & LR_VINTID_MASK
     cdef uint32_t b, bit
     cdef bint was_active
-    if intid >= g.nr_irqs:
+    if not valid_intid(g, <uint32_t>intid):       # (vINTID is 32 bits)
         return
     b = bank_of(g, vcpu, <uint32_t>intid)
     bit = 1u << (intid & 31)
@@ -286,7 +312,7 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     # a level interrupt), never below zero.  Edge SPIs, and level ones
     # acknowledged and completed within one run, are never counted out, so
     # the count (and TDIR) can stay up for good, as in KVM.
-    if (was_active and not (lr & LR_ACTIVE) and intid >= NR_PRIVATE_IRQS
+    if (was_active and not (lr & LR_ACTIVE) and intid >= NR_PRIVATE_IRQS and intid < LPI_BASE
             and (lr & (LR_STATE_MASK | LR_HW | LR_EOI)) == LR_EOI and s.active_spis):
         s.active_spis -= 1
     if g.bm[BM_EDGE][b] & bit:
@@ -320,8 +346,8 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
     # hyp save of one vCPU.
     cdef GicState *g = s.g
     cdef VcpuIf *r = &s.rec[vcpu]
-    cdef int32_t *row = s.ap + <Py_ssize_t>vcpu * s.cap
-    cdef uint32_t i, intid, b, bit, used = r.used_lrs if r.used_lrs < s.nr_lrs else s.nr_lrs
+    cdef int32_t idx
+    cdef uint32_t i, intid, used = r.used_lrs if r.used_lrs < s.nr_lrs else s.nr_lrs
     cdef uint32_t eoicount = <uint32_t>((r.vgic_hcr & HCR_EOICOUNT_MASK) >> HCR_EOICOUNT_SHIFT)
     for i in range(used):
         fold_lr(s, vcpu, r.vgic_lr[lr_slot(i, s.reverse)])
@@ -331,38 +357,38 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
         # in ap_list order, which also consumes a level interrupt's latch.
         # Whatever EOImode is now: the guest may have changed it after
         # those EOIs, and KVM replays regardless (vgic_v3_fold_lr_state).
-        for i in range(<uint32_t>s.ap_len[vcpu]):
-            if eoicount == 0:
-                break
-            intid = <uint32_t>row[i]
-            b = bank_of(g, vcpu, intid)
-            bit = 1u << (intid & 31)
-            if not s.in_lr[irq_index(b, intid)] and g.bm[BM_ACTIVE][b] & bit:
+        idx = s.head[vcpu]
+        while idx >= 0 and eoicount:
+            intid = index_intid(g, <uint32_t>idx)
+            if not s.in_lr[idx] and g.bm[BM_ACTIVE][<uint32_t>idx >> 5] & (1u << (intid & 31)):
                 fold_synthetic(s, vcpu, intid)
                 eoicount -= 1
+            idx = s.next[idx]
         r.vgic_hcr &= ~HCR_EOICOUNT_MASK
     r.used_lrs = 0
-    for i in range(<uint32_t>s.ap_len[vcpu]):
-        intid = <uint32_t>row[i]
-        s.in_lr[irq_index(bank_of(g, vcpu, intid), intid)] = 0
+    idx = s.head[vcpu]
+    while idx >= 0:
+        s.in_lr[idx] = 0
+        idx = s.next[idx]
     prune(s, vcpu)
 
 
 cdef class ApLists:
     """KVM's ap_lists of every vCPU of a VM, with the LR flush and fold.
 
-    ``gic`` is the VM's :class:`vgic._core.mmio.Gic`; ``records`` the 1-D
+    ``gic`` is the VM's :class:`vgic._core.gic.Gic`; ``records`` the 1-D
     :data:`vgic.ich.VCPU_IF` array (one per vCPU) that the hyp save/restore
     works on; ``nr_lrs`` and ``reverse`` its LR count and storage order.
+    The lists start empty; one ApLists serves a Gic (KVM's irq->vcpu, the
+    Gic's ``queued_on``, is theirs).
     """
     cdef Lists s
-    cdef object _gic, _records, _ap, _ap_len, _queued_on, _in_lr, _keys
+    cdef object _gic, _records, _next, _prev, _head, _tail, _ap_len, _in_lr, _keys
 
     def __init__(self, Gic gic not None, records, nr_lrs, bint reverse):
         cdef GicState *g
         cdef uint8_t[::1] raw
-        cdef int32_t[:, ::1] ap
-        cdef int32_t[::1] ap_len, queued_on
+        cdef int32_t[::1] nxt, prv, head, tail, ap_len
         cdef uint8_t[::1] in_lr
         cdef uint64_t[::1] keys
         if self._gic is not None:
@@ -376,23 +402,29 @@ cdef class ApLists:
         if records.shape[0] != g.nr_vcpus:
             raise ValueError(f"{records.shape[0]} records for {g.nr_vcpus} vCPUs")
         nr_lrs = int_arg(nr_lrs, "nr_lrs", 1, MAX_LRS)
+        nodes = g.nr_banks * 32
         self._gic = gic
         self._records = records
-        self._ap = np.full((g.nr_vcpus, g.nr_irqs), -1, dtype=np.int32)
+        self._next = np.full(nodes, -1, dtype=np.int32)
+        self._prev = np.full(nodes, -1, dtype=np.int32)
+        self._head = np.full(g.nr_vcpus, -1, dtype=np.int32)
+        self._tail = np.full(g.nr_vcpus, -1, dtype=np.int32)
         self._ap_len = np.zeros(g.nr_vcpus, dtype=np.int32)
-        self._queued_on = np.full(g.nr_banks * 32, -1, dtype=np.int32)
-        self._in_lr = np.zeros(g.nr_banks * 32, dtype=np.uint8)
-        self._keys = np.zeros(g.nr_irqs, dtype=np.uint64)
+        self._in_lr = np.zeros(nodes, dtype=np.uint8)
+        self._keys = np.zeros(nodes, dtype=np.uint64)
+        gic.clear_queued()
         raw = records.view(np.uint8)
-        ap, ap_len, queued_on, in_lr, keys = self._ap, self._ap_len, self._queued_on, self._in_lr, self._keys
+        nxt, prv, head, tail, ap_len = self._next, self._prev, self._head, self._tail, self._ap_len
+        in_lr, keys = self._in_lr, self._keys
         self.s.g = g
         self.s.rec = <VcpuIf *>&raw[0]
-        self.s.ap = &ap[0, 0]
+        self.s.next = &nxt[0]
+        self.s.prev = &prv[0]
+        self.s.head = &head[0]
+        self.s.tail = &tail[0]
         self.s.ap_len = &ap_len[0]
-        self.s.queued_on = &queued_on[0]
         self.s.in_lr = &in_lr[0]
         self.s.keys = &keys[0]
-        self.s.cap = g.nr_irqs
         self.s.nr_lrs = nr_lrs
         self.s.active_spis = 0
         self.s.reverse = reverse
@@ -407,7 +439,13 @@ cdef class ApLists:
         return index_arg(vcpu, "vcpu", self.s.g.nr_vcpus)
 
     cdef uint32_t _intid(self, intid) except? 0xFFFFFFFF:
-        return index_arg(intid, "intid", self.s.g.nr_irqs)
+        # An INTID with state: below nr_irqs, or an LPI that exists.
+        cdef uint32_t i = int_arg(intid, "intid", 0, 0xFFFFFFFF)
+        if not valid_intid(self.s.g, i):
+            if i >= LPI_BASE:
+                raise ValueError(f"intid {i} is not an LPI that exists")
+            raise ValueError(f"intid {i} is not below nr_irqs {self.s.g.nr_irqs}")
+        return i
 
     # ---- one vCPU ------------------------------------------------------------
     def flush(self, vcpu):
@@ -455,30 +493,37 @@ cdef class ApLists:
                 fold_one(&self.s, <int>ix[k])
 
     # ---- introspection -------------------------------------------------------
+    cdef list _row(self, int v):
+        cdef int32_t idx = self.s.head[v]
+        out = []
+        while idx >= 0:
+            out.append(index_intid(self.s.g, <uint32_t>idx))
+            idx = self.s.next[idx]
+        return out
+
     def ap_list(self, vcpu):
         """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
-        cdef int v = self._vcpu(vcpu)
-        return [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
+        return self._row(self._vcpu(vcpu))
 
     def queued_on(self, vcpu, intid):
         """The vCPU whose ap_list holds INTID ``intid`` (private INTIDs are
         vCPU ``vcpu``'s), or -1 (KVM's ``irq->vcpu``)."""
         cdef int v = self._vcpu(vcpu)
         cdef uint32_t i = self._intid(intid)
-        return self.s.queued_on[irq_index(bank_of(self.s.g, v, i), i)]
+        return self.s.g.queued_on[node_of(self.s.g, v, i)]
 
     def in_lr(self, vcpu, intid):
         """True while INTID ``intid`` (of vCPU ``vcpu`` if private) is held in
         a list register between flush and fold."""
         cdef int v = self._vcpu(vcpu)
         cdef uint32_t i = self._intid(intid)
-        return bool(self.s.in_lr[irq_index(bank_of(self.s.g, v, i), i)])
+        return bool(self.s.in_lr[node_of(self.s.g, v, i)])
 
     def oracle(self, vcpu, intid):
         """vgic_target_oracle(): the vCPU that should hold the interrupt, or -1."""
         cdef int v = self._vcpu(vcpu)
         cdef uint32_t i = self._intid(intid)
-        return oracle(self.s.g, self.s.queued_on, v, i)
+        return oracle(self.s.g, v, i)
 
     def state(self):
         """``{"ap_list": [INTIDs in list order, per vCPU], "in_lr": [sorted
@@ -488,32 +533,33 @@ cdef class ApLists:
         self._ready()
         lists, held = [], []
         for v in range(<int>self.s.g.nr_vcpus):
-            row = [int(x) for x in self._ap[v, :self.s.ap_len[v]]]
+            row = self._row(v)
             lists.append(row)
-            held.append(sorted(i for i in row if self.s.in_lr[irq_index(bank_of(self.s.g, v, i), i)]))
+            held.append(sorted(i for i in row if self.s.in_lr[node_of(self.s.g, v, i)]))
         return {"ap_list": lists, "in_lr": held, "active_spis": int(self.s.active_spis)}
 
     def load_state(self, state):
         """Replace every ap_list by ``state`` (as :meth:`state` returns it),
         checked first by :func:`vgic.gic_state.check_ap_lists` (nothing
         changes on a bad field)."""
-        cdef int v, k
-        cdef uint32_t intid, idx
+        cdef int v
+        cdef uint32_t intid
         self._ready()
-        lists, held, active_spis = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs)
-        self._ap[:] = -1
+        lists, held, active_spis = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs,
+                                                            self._gic.lpis())
+        self._next[:] = -1
+        self._prev[:] = -1
+        self._head[:] = -1
+        self._tail[:] = -1
         self._ap_len[:] = 0
-        self._queued_on[:] = -1
         self._in_lr[:] = 0
+        self._gic.clear_queued()
         self.s.active_spis = active_spis
         for v in range(<int>self.s.g.nr_vcpus):
-            for k, intid in enumerate(lists[v]):
-                idx = irq_index(bank_of(self.s.g, v, intid), intid)
-                self._ap[v, k] = intid
-                self._queued_on[idx] = v
-            self._ap_len[v] = len(lists[v])
+            for intid in lists[v]:
+                list_append(&self.s, v, node_of(self.s.g, v, intid))
             for intid in held[v]:
-                self._in_lr[irq_index(bank_of(self.s.g, v, intid), intid)] = 1
+                self._in_lr[node_of(self.s.g, v, intid)] = 1
 
     def deactivate(self, vcpu, intid):
         """Fold the LR KVM synthesises, Active cleared, for an interrupt held

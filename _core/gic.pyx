@@ -15,9 +15,10 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
 from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
-from vgic._core.consts cimport NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER
-from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, deliverable, stamp_new,
-    mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
+from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER,
+    LPI_BASE, NR_LPIS)
+from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, irq_index, valid_intid,
+    deliverable, stamp_new, mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS)
 from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group,
     read_enable, write_senable, write_cenable, read_pending, write_spending,
@@ -101,12 +102,12 @@ cdef class Gic(CState):
     redistributors, ``nr_irqs`` INTIDs below the LPIs, ``mpidrs[i]`` the
     MPIDR_EL1 of vCPU *i*).  See ``vgic/_core/gic.pyi``."""
 
-    def __init__(self, nr_vcpus, nr_irqs, mpidrs):
+    def __init__(self, nr_vcpus, nr_irqs, mpidrs, bint lpis=False):
         cdef uint32_t[:, ::1] bits
         cdef uint8_t[::1] prio
-        cdef uint32_t[::1] route, ctlr
-        cdef int32_t[::1] target
-        cdef uint64_t[::1] mp, pend, seq
+        cdef uint32_t[::1] route, ctlr, refs, exists
+        cdef int32_t[::1] target, queued
+        cdef uint64_t[::1] mp, pend, seq, live
         cdef uint8_t[::1] scal
         cdef int r
         if self.st.nr_vcpus:
@@ -116,12 +117,16 @@ cdef class Gic(CState):
         mpidr_arr = np.array(mpidrs, dtype=np.uint64).reshape(-1)
         if mpidr_arr.shape[0] != nr_vcpus:
             raise ValueError(f"{mpidr_arr.shape[0]} MPIDRs given for {nr_vcpus} vCPUs")
-        nb = SPI_BANKS + nr_vcpus
+        # With an ITS, every LPI INTID KVM can map (16 ID bits) has a bank.
+        nr_lpis = NR_LPIS if lpis else 0
+        nb = SPI_BANKS + nr_vcpus + nr_lpis // 32
         layout = [("scalars", np.uint8, sizeof(GicScalars)),
                   ("bits", np.uint32, NR_BITMAPS * nb), ("priority", np.uint8, nb * 32 + 8),
-                  ("route", np.uint32, MAX_INTID_SPACE), ("target", np.int32, MAX_INTID_SPACE),
+                  ("route", np.uint32, MAX_INTID_SPACE), ("target", np.int32, nb * 32),
                   ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus),
-                  ("seq", np.uint64, nb * 32)]
+                  ("seq", np.uint64, nb * 32), ("lpi_refs", np.uint32, max(nr_lpis, 1)),
+                  ("lpi_exists", np.uint32, max(nr_lpis // 32, 1)),
+                  ("lpi_live", np.uint64, max((nr_lpis // 32 + 63) // 64, 1))]
         total = sum(-(-np.dtype(dt).itemsize * count // 8) * 8 for _, dt, count in layout)
         buf = np.zeros(total, dtype=np.uint8)
         views = {}
@@ -139,11 +144,18 @@ cdef class Gic(CState):
         self._pendbaser = views["pendbaser"]
         self._gicr_ctlr = views["gicr_ctlr"]
         self._seq = views["seq"]
+        self._lpi_refs = views["lpi_refs"]
+        self._lpi_exists = views["lpi_exists"]
+        self._lpi_live = views["lpi_live"]
+        self._queued_on = np.full(nb * 32, -1, dtype=np.int32)
         self._mpidr = mpidr_arr.copy()
         scal, bits, prio, route, target = self._scalars, self._bits, self._priority, self._route, self._target
         mp, pend, ctlr, seq = self._mpidr, self._pendbaser, self._gicr_ctlr, self._seq
+        refs, exists, live, queued = self._lpi_refs, self._lpi_exists, self._lpi_live, self._queued_on
         self.st.nr_irqs = nr_irqs
         self.st.nr_vcpus = nr_vcpus
+        self.st.nr_lpis = nr_lpis
+        self.st.lpi_bank0 = SPI_BANKS + nr_vcpus
         self.st.nr_banks = nb
         self.st.mpidr = &mp[0]
         self.st.mpidrs_default = topology.MpidrIndex(mpidr_arr.tolist()).all_default()
@@ -156,6 +168,10 @@ cdef class Gic(CState):
         self.st.pendbaser = &pend[0]
         self.st.gicr_ctlr = &ctlr[0]
         self.st.seq = &seq[0]
+        self.st.lpi_refs = &refs[0]
+        self.st.lpi_exists = &exists[0]
+        self.st.lpi_live = &live[0]
+        self.st.queued_on = &queued[0]
         self.ctx = &self.st
         self.nr_intids = nr_irqs
         self.ops = OPS
@@ -191,6 +207,22 @@ cdef class Gic(CState):
     @property
     def nr_vcpus(self):
         return self.st.nr_vcpus
+
+    @property
+    def nr_lpis(self):
+        """LPI INTIDs this state can hold: NR_LPIS with an ITS, else 0."""
+        return self.st.nr_lpis
+
+    def lpis(self):
+        """The LPIs that exist (KVM: have a struct vgic_irq), in INTID order."""
+        self._ready()
+        flags = np.unpackbits(self._lpi_exists.view(np.uint8), bitorder="little")[:self.st.nr_lpis]
+        return [LPI_BASE + int(k) for k in np.flatnonzero(flags)]
+
+    def clear_queued(self):
+        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
+        self._ready()
+        self._queued_on[:] = -1
 
     @property
     def dist_enabled(self):
@@ -250,7 +282,9 @@ cdef class Gic(CState):
         # for a private INTID: an SPI's bank is global.
         self._ready()
         intid = int_arg(intid_arg, "intid", -(1 << 63), (1 << 63) - 1)
-        if not 0 <= intid < self.st.nr_irqs:
+        if not 0 <= intid <= 0xFFFFFFFF or not valid_intid(&self.st, intid):
+            if intid >= LPI_BASE:
+                raise ValueError(f"intid {intid} is not an LPI that exists")
             raise ValueError(f"intid {intid} is not below nr_irqs {self.st.nr_irqs}")
         vcpu_out[0] = self._vcpu(vcpu) if intid < NR_PRIVATE_IRQS else 0
         return intid
@@ -304,8 +338,8 @@ cdef class Gic(CState):
 
     def irq_scan(self, vcpu):
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
-        INTIDs, then every SPI, that are active or enabled and pending
-        (pending as a guest reads it), in INTID order."""
+        INTIDs, then every SPI, then every LPI, that are active or enabled
+        and pending (pending as a guest reads it), in INTID order."""
         cdef uint32_t b, w, bits
         cdef list out = []
         self._ready()
@@ -315,6 +349,11 @@ cdef class Gic(CState):
             bits = deliverable(&self.st, b)
             while bits:
                 out.append((w << 5) | count_trailing_zeros(bits))
+                bits &= bits - 1
+        for w in range(self.st.nr_lpis >> 5):
+            bits = deliverable(&self.st, self.st.lpi_bank0 + w)
+            while bits:
+                out.append(LPI_BASE + (w << 5) + count_trailing_zeros(bits))
                 bits &= bits - 1
         return out
 
@@ -330,6 +369,8 @@ cdef class Gic(CState):
             BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE))
         if i < NR_PRIVATE_IRQS:
             return bits + (self.st.priority[prio_index(&self.st, v, i)], 0, -1)
+        if i >= LPI_BASE:
+            return bits + (self.st.priority[irq_index(b, i)], 0, self.st.target[irq_index(b, i)])
         return bits + (self.st.priority[i], self.st.route[i], self.st.target[i])
 
     def arrays(self):
@@ -354,9 +395,21 @@ cdef class Gic(CState):
         spi["mpidr"] = self._route[32:ni].copy()
         spi["target_vcpu"] = self._target[32:ni].copy()
         del priv_words, spi_words
+        ids = np.array(self.lpis(), dtype=np.uint32)
+        k = ids.astype(np.int64) - LPI_BASE
+        idx = (self.st.lpi_bank0 << 5) + k
+        lpi = {"intid": ids}
+        for row, name in enumerate(_FIELD_NAMES):
+            if name in ("enabled", "pending_latch", "active"):
+                lpi[name] = ((words[row][idx >> 5] >> (idx & 31).astype(np.uint32)) & 1).astype(bool)
+        lpi["priority"] = self._priority[idx].copy()
+        lpi["target_vcpu"] = self._target[idx].copy()
+        lpi["seq"] = self._seq[idx].copy()
+        lpi["ite_count"] = self._lpi_refs[k].copy()
         return gic_state.GicArrays(int(self.st.s.dist_enabled), int(self.st.s.implementation_rev),
                                    int(self.st.s.propbaser), int(self.st.s.seq_counter),
-                                   self._gicr_ctlr.copy(), self._pendbaser.copy(), spi, private)
+                                   self._gicr_ctlr.copy(), self._pendbaser.copy(), spi, private,
+                                   {name: lpi[name] for name in gic_state.LPI_FIELDS})
 
     def state(self):
         """The named state (:mod:`vgic.gic_state` layout)."""
@@ -368,7 +421,7 @@ cdef class Gic(CState):
         ``vgic.gic_state.StateError`` and changes nothing on a bad field."""
         self._ready()
         a = gic_state.from_dict(state, self.st.nr_vcpus, self.st.nr_irqs,
-                                topology.MpidrIndex(self._mpidr.tolist()))
+                                topology.MpidrIndex(self._mpidr.tolist()), nr_lpis=self.st.nr_lpis)
         self.apply_arrays(a)
 
     def apply_arrays(self, a):
@@ -382,7 +435,9 @@ cdef class Gic(CState):
                    for name, arr in (("scalars", self._scalars), ("bits", self._bits),
                                      ("priority", self._priority), ("route", self._route),
                                      ("target", self._target), ("pendbaser", self._pendbaser),
-                                     ("gicr_ctlr", self._gicr_ctlr), ("seq", self._seq))}
+                                     ("gicr_ctlr", self._gicr_ctlr), ("seq", self._seq),
+                                     ("lpi_refs", self._lpi_refs), ("lpi_exists", self._lpi_exists),
+                                     ("lpi_live", self._lpi_live))}
 
         def view(name, like):
             o = offsets[name]
@@ -394,23 +449,42 @@ cdef class Gic(CState):
             raise AssertionError("GicScalars layout")
         scal[0] = (a.propbaser, a.seq_counter, a.dist_enabled, a.implementation_rev)
         view("scalars", self._scalars)[:] = scal.view(np.uint8)
+        if a.lpi["intid"].size and not self.st.nr_lpis:
+            raise ValueError("this Gic has no LPIs")
+        k = a.lpi["intid"].astype(np.int64) - LPI_BASE
+        lidx = (self.st.lpi_bank0 << 5) + k
         bits = view("bits", self._bits)
         for row, name in enumerate(_FIELD_NAMES):
             flags = np.zeros(self._bits.shape[1] * 32, dtype=bool)
             flags[32:ni] = a.spi[name].astype(bool)
             flags[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private[name].astype(bool).reshape(-1)
+            if name in a.lpi:
+                flags[lidx] = a.lpi[name].astype(bool)
+            elif name in ("group", "edge"):
+                flags[lidx] = True              # LPIs: Group 1, edge-triggered
             bits[row] = np.packbits(flags, bitorder="little").view(np.uint32)
+        exists = np.zeros(max(self.st.nr_lpis, 32), dtype=bool)
+        exists[k] = True
+        ex_words = np.packbits(exists, bitorder="little").view(np.uint32)
+        view("lpi_exists", self._lpi_exists)[:] = ex_words[:self._lpi_exists.shape[0]]
+        live = np.zeros(self._lpi_live.shape[0] * 64, dtype=bool)
+        live[:ex_words.shape[0]] = ex_words != 0
+        view("lpi_live", self._lpi_live)[:] = np.packbits(live, bitorder="little").view(np.uint64)
+        view("lpi_refs", self._lpi_refs)[k] = a.lpi["ite_count"]
         prio = view("priority", self._priority)
         prio[32:ni] = a.spi["priority"]
         prio[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private["priority"].reshape(-1)
         seq = view("seq", self._seq)
         seq[32:ni] = a.spi["seq"]
         seq[SPI_BANKS * 32:(SPI_BANKS + nv) * 32] = a.private["seq"].reshape(-1)
+        seq[lidx] = a.lpi["seq"]
+        prio[lidx] = a.lpi["priority"]
         route = view("route", self._route)
         route[32:ni] = a.spi["mpidr"]
         target = view("target", self._target)
         target[:] = -1
         target[32:ni] = a.spi["target_vcpu"]
+        target[lidx] = a.lpi["target_vcpu"]
         view("pendbaser", self._pendbaser)[:] = a.pendbaser
         view("gicr_ctlr", self._gicr_ctlr)[:] = a.gicr_ctlr
         self._buf[:] = new

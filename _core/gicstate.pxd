@@ -2,17 +2,26 @@
 #
 # Per-IRQ single-bit state lives in bitmaps of 32-bit "banks": bank w < 32
 # holds SPIs 32w..32w+31 (bank 0 is unused: with ARE=1 the distributor has no
-# private INTIDs), bank 32+v holds the private INTIDs 0..31 of vCPU v.  A
+# private INTIDs), bank 32+v holds the private INTIDs 0..31 of vCPU v, and
+# with LPIs (an ITS) bank lpi_bank0+k holds LPIs 8192+32k..8192+32k+31.  A
 # 32-bit GICD_ISENABLER<n> access is then one word operation, and so is the
-# GICR_ISENABLER0 access of a redistributor.  Byte-wide state (priority) uses
-# the same bank numbering, 32 bytes per bank.
+# GICR_ISENABLER0 access of a redistributor.  Byte-wide and word-wide
+# per-IRQ state (priority, target, seq) uses the same numbering: the IRQ
+# index (bank << 5) | (intid & 31), which for an SPI is its INTID.
+#
+# An LPI exists (KVM: its struct vgic_irq is allocated) while an ITE maps it
+# (lpi_refs), while an ap_list holds it, or while it is pending and enabled
+# towards a vCPU (KVM would hold it on that vCPU's ap_list by then; this
+# model queues at the target's next entry).  A freed LPI's state is zero.
 #
 # Every mutable value - the scalars as much as the arrays - lives in the
 # Gic's one state buffer (CState.buf), so replay rollback and snapshots copy
-# it whole and no field can escape them.
+# it whole and no field can escape them.  queued_on (KVM's irq->vcpu) is the
+# ap_lists' and sits outside it: no MMIO access changes it.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 
-from vgic._core.consts cimport NR_PRIVATE_IRQS, MAX_INTID_SPACE, MPIDR_AFF210_MASK, MPIDR_HWID_MASK
+from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, MPIDR_AFF210_MASK, MPIDR_HWID_MASK,
+    LPI_BASE)
 
 cdef enum:
     SPI_BANKS = MAX_INTID_SPACE // 32      # INTIDs 0..1023 in 32-bit banks
@@ -37,26 +46,65 @@ cdef struct GicScalars:
 cdef struct GicState:
     uint32_t nr_irqs            # private + SPIs, a multiple of 32
     uint32_t nr_vcpus
-    uint32_t nr_banks           # SPI_BANKS + nr_vcpus
+    uint32_t nr_lpis            # 0 without an ITS, else NR_LPIS
+    uint32_t lpi_bank0          # SPI_BANKS + nr_vcpus: the first LPI bank
+    uint32_t nr_banks           # lpi_bank0 + nr_lpis / 32
     uint32_t mpidrs_default     # every mpidr[i] is KVM's default for vCPU i
     const uint64_t *mpidr       # nr_vcpus (immutable)
+    int32_t *queued_on          # nr_banks * 32: the vCPU whose ap_list holds the IRQ, or -1
     # -- everything below points into the state buffer --
     GicScalars *s
     uint32_t *bm[NR_BITMAPS]    # row pointers, nr_banks words each
     uint8_t *priority           # nr_banks * 32, plus 8 bytes of padding
     uint32_t *route             # MAX_INTID_SPACE: GICD_IROUTER Aff2.Aff1.Aff0
-    int32_t *target             # MAX_INTID_SPACE: routed vCPU, -1 for none
+    int32_t *target             # nr_banks * 32 by IRQ index: routed vCPU, -1 for none
     uint64_t *pendbaser         # nr_vcpus
     uint32_t *gicr_ctlr         # nr_vcpus
     uint64_t *seq               # nr_banks * 32: when each IRQ last became deliverable
+    uint32_t *lpi_refs          # nr_lpis: the ITEs that map each LPI
+    uint32_t *lpi_exists        # nr_lpis / 32 words: the LPIs that exist
+    uint64_t *lpi_live          # a bit per LPI bank holding an LPI that exists
 
 cdef inline uint32_t bank_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    if intid >= NR_PRIVATE_IRQS:
+        if intid >= LPI_BASE:
+            return g.lpi_bank0 + ((intid - LPI_BASE) >> 5)
+        return intid >> 5
+    return SPI_BANKS + <uint32_t>vcpu
+
+cdef inline uint32_t reg_bank(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    # bank_of for an INTID a GICD/GICR per-IRQ register names: never an LPI
+    # (no LPI test on the MMIO hot path).
     if intid >= NR_PRIVATE_IRQS:
         return intid >> 5
     return SPI_BANKS + <uint32_t>vcpu
 
+cdef inline uint32_t irq_index(uint32_t bank, uint32_t intid) noexcept nogil:
+    # An IRQ's (bank, bit) as one index: per-IRQ arrays are indexed by it.
+    return (bank << 5) | (intid & 31)
+
+cdef inline uint32_t index_intid(const GicState *g, uint32_t idx) noexcept nogil:
+    # The INTID of an IRQ index (inverse of irq_index for its vCPU).
+    cdef uint32_t b = idx >> 5
+    if b < SPI_BANKS:
+        return idx
+    if b < g.lpi_bank0:
+        return idx & 31
+    return LPI_BASE + ((b - g.lpi_bank0) << 5) + (idx & 31)
+
+cdef inline bint valid_intid(const GicState *g, uint32_t intid) noexcept nogil:
+    # An INTID with state: private, an allocated SPI, or an LPI that exists.
+    cdef uint32_t k
+    if intid < g.nr_irqs:
+        return True
+    if intid < LPI_BASE:
+        return False
+    k = intid - LPI_BASE
+    return k < g.nr_lpis and (g.lpi_exists[k >> 5] >> (k & 31)) & 1
+
 cdef inline uint32_t prio_index(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
-    return (bank_of(g, vcpu, intid) << 5) | (intid & 31)
+    # (SGIs, PPIs and SPIs: the registers' INTIDs)
+    return (reg_bank(g, vcpu, intid) << 5) | (intid & 31)
 
 cdef inline int32_t mpidr_to_vcpu(const GicState *g, uint64_t aff) noexcept nogil:
     # The vCPU whose MPIDR affinity (Aff3 at 39:32, Aff2..Aff0 at 23:0) equals
@@ -111,3 +159,69 @@ cdef inline void stamp_fresh(GicState *g, uint32_t b, uint32_t fresh) noexcept n
 cdef inline void stamp_new(GicState *g, uint32_t b, uint32_t before) noexcept nogil:
     # Stamp what became deliverable in bank b since `before` was read.
     stamp_fresh(g, b, deliverable(g, b) & ~before)
+
+
+# ------------------------------------------------------------- the oracle
+cdef inline int32_t target_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    # irq->target_vcpu: the owner of a private INTID, else the routed vCPU.
+    if intid < NR_PRIVATE_IRQS:
+        return vcpu
+    return g.target[irq_index(bank_of(g, vcpu, intid), intid)]
+
+cdef inline int32_t oracle(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
+    # vgic_target_oracle(): an active interrupt stays where it is queued; a
+    # pending and enabled one goes to its target while the distributor is
+    # enabled; anything else belongs nowhere (-1).
+    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t bit = 1u << (intid & 31)
+    cdef int32_t q
+    if g.bm[BM_ACTIVE][b] & bit:
+        q = g.queued_on[irq_index(b, intid)]
+        return q if q >= 0 else target_of(g, vcpu, intid)
+    if (g.bm[BM_ENABLED][b] & bit) and (pending_word(g, b) & bit):
+        return target_of(g, vcpu, intid) if g.s.dist_enabled else -1
+    return -1
+
+
+# -------------------------------------------------------------------- LPIs
+cdef inline bint lpi_exists(const GicState *g, uint32_t intid) noexcept nogil:
+    cdef uint32_t k = intid - LPI_BASE
+    return intid >= LPI_BASE and k < g.nr_lpis and (g.lpi_exists[k >> 5] >> (k & 31)) & 1
+
+cdef inline void lpi_set_exists(GicState *g, uint32_t intid, bint on) noexcept nogil:
+    cdef uint32_t k = intid - LPI_BASE
+    cdef uint32_t w = k >> 5
+    if on:
+        g.lpi_exists[w] |= 1u << (k & 31)
+    else:
+        g.lpi_exists[w] &= ~(1u << (k & 31))
+    if g.lpi_exists[w]:
+        g.lpi_live[w >> 6] |= (<uint64_t>1) << (w & 63)
+    else:
+        g.lpi_live[w >> 6] &= ~((<uint64_t>1) << (w & 63))
+
+cdef inline void lpi_free(GicState *g, uint32_t intid) noexcept nogil:
+    # The struct vgic_irq is gone: nothing of it may linger for a later
+    # vgic_add_lpi of the same INTID to find.
+    cdef uint32_t b = bank_of(g, 0, intid)
+    cdef uint32_t bit = 1u << (intid & 31)
+    cdef uint32_t idx = irq_index(b, intid)
+    cdef int r
+    for r in range(NR_BITMAPS):
+        g.bm[r][b] &= ~bit
+    g.priority[idx] = 0
+    g.target[idx] = -1
+    g.seq[idx] = 0
+    g.lpi_refs[intid - LPI_BASE] = 0
+    lpi_set_exists(g, intid, False)
+
+cdef inline bint lpi_release(GicState *g, uint32_t intid) noexcept nogil:
+    # Free an LPI nothing holds any more: no ITE maps it, no ap_list holds
+    # it, and it is not on its way to one (pending and enabled towards a
+    # vCPU, where KVM would already have queued it).  True if freed.
+    if not lpi_exists(g, intid) or g.lpi_refs[intid - LPI_BASE]:
+        return False
+    if g.queued_on[irq_index(bank_of(g, 0, intid), intid)] >= 0 or oracle(g, 0, intid) >= 0:
+        return False
+    lpi_free(g, intid)
+    return True

@@ -8,7 +8,7 @@
 # cstate.pxd's access_fn); for these it is the Gic's GicState.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from vgic._core.consts cimport NR_PRIVATE_IRQS, PRIORITY_MASK
-from vgic._core.gicstate cimport (GicState, bank_of, prio_index, deliverable, stamp_new,
+from vgic._core.gicstate cimport (GicState, reg_bank, prio_index, deliverable, stamp_new,
     stamp_fresh, pending_word,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.bitmap cimport (read_bytes, write_priority, icfgr_from_edge,
@@ -29,23 +29,23 @@ cdef inline int uwi(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size,
 # ---- IGROUPR: 1 = Group 1 (KVM keeps groups guest-configurable, IIDR rev >= 2)
 cdef inline uint64_t read_group(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    return g.bm[BM_GROUP][bank_of(g, vcpu, intid)]
+    return g.bm[BM_GROUP][reg_bank(g, vcpu, intid)]
 
 cdef inline uint64_t write_group(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    g.bm[BM_GROUP][bank_of(g, vcpu, intid)] = <uint32_t>val
+    g.bm[BM_GROUP][reg_bank(g, vcpu, intid)] = <uint32_t>val
     return 0
 
 # ---- ISENABLER / ICENABLER: read the enable bits, write 1 to set / clear
 cdef inline uint64_t read_enable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    return g.bm[BM_ENABLED][bank_of(g, vcpu, intid)]
+    return g.bm[BM_ENABLED][reg_bank(g, vcpu, intid)]
 
 cdef inline uint64_t write_senable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
     # Newly enabled, pending and not active: deliverable from now on.  A
     # write that enables nothing new (the common repeat) stops early.
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     cdef uint32_t en = g.bm[BM_ENABLED][b]
     cdef uint32_t newly = <uint32_t>val & ~en
     g.bm[BM_ENABLED][b] = en | <uint32_t>val
@@ -55,7 +55,7 @@ cdef inline uint64_t write_senable(void *ctx, int vcpu, uint32_t off, uint32_t i
 
 cdef inline uint64_t write_cenable(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    g.bm[BM_ENABLED][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    g.bm[BM_ENABLED][reg_bank(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
 # ---- ISPENDR / ICPENDR
@@ -63,14 +63,14 @@ cdef inline uint64_t read_pending(void *ctx, int vcpu, uint32_t off, uint32_t in
     cdef GicState *g = <GicState *>ctx
     # A guest sees pending = latch for edge, latch OR line level for level
     # (KVM irq_is_pending()).
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     return pending_word(g, b)
 
 cdef inline uint64_t write_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
     # Newly pending, enabled and not active: deliverable from now on.  Only a
     # newly set latch can make an interrupt newly pending.
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     cdef uint32_t latch = g.bm[BM_PENDING_LATCH][b]
     cdef uint32_t newly = <uint32_t>val & ~latch
     g.bm[BM_PENDING_LATCH][b] = latch | <uint32_t>val
@@ -82,19 +82,19 @@ cdef inline uint64_t write_spending(void *ctx, int vcpu, uint32_t off, uint32_t 
 cdef inline uint64_t write_cpending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
     # Clears the latch only: a level interrupt whose line is high stays pending.
-    g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    g.bm[BM_PENDING_LATCH][reg_bank(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
 cdef inline uint64_t uread_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
     # Userspace saves the latch alone; the line level travels via LEVEL_INFO.
-    return g.bm[BM_PENDING_LATCH][bank_of(g, vcpu, intid)]
+    return g.bm[BM_PENDING_LATCH][reg_bank(g, vcpu, intid)]
 
 cdef inline int uwrite_spending(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
     # A restore assigns the latch whatever the trigger mode, so that the
     # order of restoring ICFGR and ISPENDR does not matter.
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     cdef uint32_t before = deliverable(g, b)
     g.bm[BM_PENDING_LATCH][b] = <uint32_t>val
     stamp_new(g, b, before)
@@ -103,11 +103,11 @@ cdef inline int uwrite_spending(void *ctx, int vcpu, uint32_t off, uint32_t inti
 # ---- ISACTIVER / ICACTIVER
 cdef inline uint64_t read_active(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    return g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)]
+    return g.bm[BM_ACTIVE][reg_bank(g, vcpu, intid)]
 
 cdef inline uint64_t write_sactive(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     cdef uint32_t before = deliverable(g, b)
     g.bm[BM_ACTIVE][b] |= <uint32_t>val
     stamp_new(g, b, before)
@@ -115,7 +115,7 @@ cdef inline uint64_t write_sactive(void *ctx, int vcpu, uint32_t off, uint32_t i
 
 cdef inline uint64_t write_cactive(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    g.bm[BM_ACTIVE][bank_of(g, vcpu, intid)] &= ~<uint32_t>val
+    g.bm[BM_ACTIVE][reg_bank(g, vcpu, intid)] &= ~<uint32_t>val
     return 0
 
 # ---- IPRIORITYR: one byte per INTID, byte or word access
@@ -131,7 +131,7 @@ cdef inline uint64_t write_prio(void *ctx, int vcpu, uint32_t off, uint32_t inti
 # ---- ICFGR: two bits per INTID, 16 INTIDs per word
 cdef inline uint64_t read_config(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
-    return icfgr_from_edge(g.bm[BM_EDGE][bank_of(g, vcpu, intid)] >> (intid & 16))
+    return icfgr_from_edge(g.bm[BM_EDGE][reg_bank(g, vcpu, intid)] >> (intid & 16))
 
 cdef inline uint64_t write_config(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx
@@ -139,7 +139,7 @@ cdef inline uint64_t write_config(void *ctx, int vcpu, uint32_t off, uint32_t in
     # so private INTIDs ignore the write: GICR_ICFGR0/1 are read-only.
     if intid < NR_PRIVATE_IRQS:
         return 0
-    cdef uint32_t b = bank_of(g, vcpu, intid)
+    cdef uint32_t b = reg_bank(g, vcpu, intid)
     cdef uint32_t shift = intid & 16
     g.bm[BM_EDGE][b] = (g.bm[BM_EDGE][b] & ~(<uint32_t>0xFFFF << shift)) | (edge_from_icfgr(<uint32_t>val) << shift)
     return 0

@@ -19,6 +19,13 @@ dictionary against what the model can hold and returns the arrays a
     ``config`` (``"edge"`` or ``"level"``), ``priority``, ``mpidr`` (the
     GICD_IROUTER affinity), ``target_vcpu`` (the vCPU it resolves to, -1 for
     none) and ``seq`` (the model's stamp of when it last became deliverable).
+``lpi``
+    the LPIs that exist (KVM allocates a ``struct vgic_irq`` for an LPI an
+    ITE maps), each field a list in INTID order: ``intid``, ``enabled``,
+    ``pending_latch``, ``active`` (bools), ``priority`` (the configuration
+    byte's 0xFC bits), ``target_vcpu``, ``seq``, and ``ite_count`` (the ITEs
+    mapping it: KVM's references but the ap_list's).  LPIs are Group 1 and
+    edge-triggered, always.  Empty without an ITS.
 ``vcpus``
     one dict per vCPU: ``GICR_CTLR`` (as read), ``GICR_PENDBASER`` (as
     stored: a read shows PTZ as 0) and ``private``, the fields above (but
@@ -29,7 +36,7 @@ vgic_irq).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -44,9 +51,11 @@ FLAG_FIELDS = ("enabled", "pending_latch", "line_level", "active")
 IRQ_FIELDS = (*FLAG_FIELDS, "group", "config", "priority", "seq")
 #: Fields only SPIs have (routing).
 SPI_FIELDS = ("mpidr", "target_vcpu")
+#: Fields of an LPI (KVM: LPIs are Group 1, edge, with no line and no routing register).
+LPI_FIELDS = ("intid", "enabled", "pending_latch", "active", "priority", "target_vcpu", "seq", "ite_count")
 _DTYPES = {"enabled": np.bool_, "pending_latch": np.bool_, "line_level": np.bool_, "active": np.bool_,
            "group": np.uint8, "edge": np.bool_, "priority": np.uint8, "seq": np.uint64,
-           "mpidr": np.uint32, "target_vcpu": np.int32}
+           "mpidr": np.uint32, "target_vcpu": np.int32, "intid": np.uint32, "ite_count": np.uint32}
 GICD_CTLR_FIXED = regmap.GICD_CTLR_ARE | regmap.GICD_CTLR_DS
 GICR_CTLR_REV3 = regmap.GICR_CTLR_CES | regmap.GICR_CTLR_IR
 
@@ -67,6 +76,12 @@ class GicArrays:
     pendbaser: np.ndarray       # uint64[nr_vcpus]
     spi: dict[str, np.ndarray]
     private: dict[str, np.ndarray]
+    lpi: dict[str, np.ndarray] = field(default_factory=lambda: empty_lpis())
+
+
+def empty_lpis() -> dict[str, np.ndarray]:
+    """The ``lpi`` arrays of a state without LPIs."""
+    return {name: np.zeros(0, dtype=_DTYPES[name]) for name in LPI_FIELDS}
 
 
 def gicd_iidr(rev: int) -> int:
@@ -101,6 +116,7 @@ def to_dict(a: GicArrays) -> dict[str, Any]:
         "GICR_PROPBASER": int(a.propbaser),
         "seq_counter": int(a.seq_counter),
         "spi": _irq_dict(a.spi, slice(None), IRQ_FIELDS + SPI_FIELDS),
+        "lpi": _irq_dict(a.lpi, slice(None), LPI_FIELDS),
         "vcpus": [
             {"GICR_CTLR": gicr_ctlr_read(int(a.gicr_ctlr[v]), rev),
              "GICR_PENDBASER": int(a.pendbaser[v]),
@@ -153,7 +169,8 @@ def _field(where: str, name: str, values: list) -> np.ndarray:
                 raise _fail(f"{where}[{i}]", f"expected 'edge' or 'level', got {x!r}")
         return np.array([x == "edge" for x in values], dtype=np.bool_)
     limits = {"group": (0, 1), "priority": (0, 0xFF), "seq": (0, U64),
-              "mpidr": (0, regmap.IROUTER_AFF_MASK), "target_vcpu": (-1, regmap.MAX_VCPUS - 1)}
+              "mpidr": (0, regmap.IROUTER_AFF_MASK), "target_vcpu": (-1, regmap.MAX_VCPUS - 1),
+              "intid": (0, 0xFFFFFFFF), "ite_count": (0, 0xFFFFFFFF)}
     lo, hi = limits[name]
     return np.array([_int(f"{where}[{i}]", x, lo, hi) for i, x in enumerate(values)], dtype=_DTYPES[name])
 
@@ -172,13 +189,38 @@ def _irqs(where: str, d: Any, n: int, names: tuple[str, ...]) -> dict[str, np.nd
     return out
 
 
-def from_dict(d: Any, nr_vcpus: int, nr_irqs: int, mpidrs: MpidrIndex, where: str = "vgic_v3") -> GicArrays:
+def _lpis(where: str, d: Any, nr_lpis: int, nr_vcpus: int) -> dict[str, np.ndarray]:
+    _keys(where, d, LPI_FIELDS)
+    ids = d["intid"]
+    n = len(ids) if isinstance(ids, (list, tuple)) else -1
+    out = {name: _field(f"{where}.{name}", name, _list(f"{where}.{name}", d[name], n)) for name in LPI_FIELDS}
+    intid = out["intid"].astype(np.int64)
+    if n and nr_lpis == 0:
+        raise _fail(f"{where}.intid", "this VM has no ITS, hence no LPIs")
+    bad = np.flatnonzero((intid < regmap.LPI_BASE) | (intid >= regmap.LPI_BASE + nr_lpis))
+    if bad.size:
+        raise _fail(f"{where}.intid[{bad[0]}]", f"{intid[bad[0]]} is not an LPI INTID "
+                    f"({regmap.LPI_BASE}..{regmap.LPI_BASE + nr_lpis - 1})")
+    if n > 1 and not (np.diff(intid) > 0).all():
+        raise _fail(f"{where}.intid", "the INTIDs are not in increasing order")
+    bad = np.flatnonzero(out["priority"] & 3)
+    if bad.size:
+        raise _fail(f"{where}.priority[{bad[0]}]", f"{int(out['priority'][bad[0]]):#x}: KVM keeps the "
+                    "configuration byte's priority bits 7:2 only")
+    bad = np.flatnonzero(out["target_vcpu"] >= nr_vcpus)
+    if bad.size:
+        raise _fail(f"{where}.target_vcpu[{bad[0]}]", f"{int(out['target_vcpu'][bad[0]])} is not a vCPU")
+    return out
+
+
+def from_dict(d: Any, nr_vcpus: int, nr_irqs: int, mpidrs: MpidrIndex, where: str = "vgic_v3",
+              nr_lpis: int = 0) -> GicArrays:
     """Check ``d`` against what the model can hold for this geometry and
     return it as arrays; :class:`StateError` names the first bad field.
     Nothing is changed anywhere: a ``load_state`` applies the result."""
     from vgic._pure.vgic_redist import sanitise_baser  # the architecture's sanitising rule
 
-    _keys(where, d, ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "vcpus"))
+    _keys(where, d, ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "lpi", "vcpus"))
     ctlr = _int(f"{where}.GICD_CTLR", d["GICD_CTLR"], 0, 0xFFFFFFFF)
     if ctlr & ~regmap.GICD_CTLR_ENABLE_G1 != GICD_CTLR_FIXED:
         raise _fail(f"{where}.GICD_CTLR", f"{ctlr:#x} is not ARE|DS with or without EnableGrp1")
@@ -227,22 +269,31 @@ def from_dict(d: Any, nr_vcpus: int, nr_irqs: int, mpidrs: MpidrIndex, where: st
         for name, arr in p.items():
             private.setdefault(name, []).append(arr)
     priv = {name: np.stack(rows) for name, rows in private.items()}
-    for name, arrs in (("spi", spi), ("private", priv)):
+    lpi = _lpis(f"{where}.lpi", d["lpi"], nr_lpis, nr_vcpus)
+    for name, arrs in (("spi", spi), ("private", priv), ("lpi", lpi)):
         high = arrs["seq"] > np.uint64(seq_counter)
         if high.any():
             raise _fail(f"{where}.{name}.seq", f"a stamp exceeds seq_counter {seq_counter}")
     return GicArrays(int(bool(ctlr & regmap.GICD_CTLR_ENABLE_G1)), rev, propbaser, seq_counter,
-                     gicr_ctlr, pendbaser, spi, priv)
+                     gicr_ctlr, pendbaser, spi, priv, lpi)
 
 
-def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int,
+def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int, lpis: Any = (),
                    where: str = "vgic_v3") -> tuple[list[list[int]], list[list[int]], int]:
     """Check the ap_lists part of a state: per vCPU, ``ap_list`` (the
     INTIDs queued on it, in list order) and ``in_lr`` (those of them held
     in a list register between entry and exit), and ``active_spis`` (KVM's
     in-flight SPI count).  An INTID is queued at most once VM-wide, a
-    private INTID only on its own vCPU's list.  Returns the lists as plain
-    ints and the count."""
+    private INTID only on its own vCPU's list; an LPI must exist (be in
+    ``lpis``).  Returns the lists as plain ints and the count."""
+    existing = frozenset(lpis)
+
+    def checked(w: str, x: Any) -> int:
+        i = _int(w, x, 0, 0xFFFFFFFF)
+        if i >= nr_irqs and i not in existing:
+            raise _fail(w, f"{i} is not an INTID of this VM (below nr_irqs {nr_irqs}, or an LPI that exists)")
+        return i
+
     _keys(where, d, ("ap_list", "in_lr", "active_spis"))
     active_spis = _int(f"{where}.active_spis", d["active_spis"], 0, 0xFFFFFFFF)
     lists = _list(f"{where}.ap_list", d["ap_list"], nr_vcpus)
@@ -254,20 +305,36 @@ def check_ap_lists(d: Any, nr_vcpus: int, nr_irqs: int,
         row = lists[v]
         if not isinstance(row, (list, tuple)):
             raise _fail(w, f"expected a list, got {type(row).__name__}")
-        ids = [_int(f"{w}[{k}]", x, 0, nr_irqs - 1) for k, x in enumerate(row)]
+        ids = [checked(f"{w}[{k}]", x) for k, x in enumerate(row)]
         if len(set(ids)) != len(ids):
             raise _fail(w, "an INTID is queued twice")
         for intid in ids:
             if intid >= regmap.NR_PRIVATE_IRQS:
                 if intid in seen_spis:
-                    raise _fail(w, f"SPI {intid} is queued on two vCPUs")
+                    raise _fail(w, f"INTID {intid} is queued on two vCPUs")
                 seen_spis.add(intid)
         held = in_lrs[v]
         if not isinstance(held, (list, tuple)):
             raise _fail(f"{where}.vcpus[{v}].in_lr", f"expected a list, got {type(held).__name__}")
-        held_ids = [_int(f"{where}.vcpus[{v}].in_lr[{k}]", x, 0, nr_irqs - 1) for k, x in enumerate(held)]
+        held_ids = [checked(f"{where}.vcpus[{v}].in_lr[{k}]", x) for k, x in enumerate(held)]
         if not set(held_ids) <= set(ids) or len(set(held_ids)) != len(held_ids):
             raise _fail(f"{where}.vcpus[{v}].in_lr", "names an INTID that is not on the vCPU's ap_list")
         out_lists.append(ids)
         out_in_lr.append(sorted(held_ids))
     return out_lists, out_in_lr, active_spis
+
+
+def check_lpis_held(a: GicArrays, ap_lists: list[list[int]], where: str = "vgic_v3.lpi") -> None:
+    """Every LPI in ``a`` must be held by something, as KVM frees an LPI
+    nothing references: an ITE (``ite_count``), an ap_list, or its way to
+    one (active, or pending and enabled while the distributor is enabled,
+    towards a vCPU: KVM would have queued it)."""
+    queued = {i for row in ap_lists for i in row}
+    lpi = a.lpi
+    for k, intid in enumerate(lpi["intid"].tolist()):
+        # gicstate.pxd lpi_release: the oracle names a vCPU.
+        on_its_way = int(lpi["target_vcpu"][k]) >= 0 and (bool(lpi["active"][k]) or (
+            bool(lpi["enabled"][k]) and bool(lpi["pending_latch"][k]) and bool(a.dist_enabled)))
+        if not (int(lpi["ite_count"][k]) or intid in queued or on_its_way):
+            raise _fail(f"{where}.intid[{k}]", f"LPI {intid} is held by no ITE and no ap_list: KVM would have "
+                        "freed it")

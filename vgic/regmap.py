@@ -22,6 +22,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from vgic.ich import LPI_BASE
+
 # Access-width flags, as KVM's VGIC_ACCESS_8bit / 32bit / 64bit.
 W8 = 1
 W32 = 2
@@ -39,6 +41,8 @@ MAX_VCPUS = 512                 # VGIC_V3_MAX_CPUS
 VGIC_MAX_RESERVED = 1023        # the highest INTID below the LPIs KVM accepts for NR_IRQS
 MPIDR_HWID_MASK = 0xFF00FFFFFF  # MPIDR_EL1 Aff3 [39:32] and Aff2.Aff1.Aff0 [23:0]
 MPIDR_AFF210_MASK = 0xFFFFFF    # Aff2.Aff1.Aff0
+INTERRUPT_ID_BITS_ITS = 16      # KVM's INTID bits with an ITS: LPIs end at 65535
+NR_LPIS = (1 << INTERRUPT_ID_BITS_ITS) - LPI_BASE   # 57344 LPI INTIDs, 8192..65535
 
 
 class Region(NamedTuple):

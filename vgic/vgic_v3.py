@@ -307,14 +307,14 @@ class VgicV3(Part):
         where = self.name
         if not isinstance(state, dict):
             raise StateError(f"{where}: expected a dict, got {type(state).__name__}")
-        keys = ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "vcpus",
+        keys = ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "lpi", "vcpus",
                 "active_spis", "physical_deactivations")
         gic_state._keys(where, state, keys)
         vcpus = gic_state._list(f"{where}.vcpus", state["vcpus"], self.vm.nr_vcpus)
         hw = self._hw_names()
         per_vcpu_keys = ("GICR_CTLR", "GICR_PENDBASER", "private", "ap_list", "in_lr", "num_pri_bits",
                          *(name for name, _, _ in hw), "vgic_v3")
-        gic_part: dict[str, Any] = {k: state[k] for k in keys[:5]}
+        gic_part: dict[str, Any] = {k: state[k] for k in keys[:6]}
         gic_part["vcpus"] = []
         records = np.zeros_like(self.records)
         num_pri_bits = []
@@ -350,10 +350,13 @@ class VgicV3(Part):
             rec["vgic_hcr"] = gic_state._int(f"{w}.vgic_v3.vgic_hcr", saved["vgic_hcr"], 0, U64)
             rec["vgic_vmcr"] = gic_state._int(f"{w}.vgic_v3.vgic_vmcr", saved["vgic_vmcr"], 0, U64)
             rec["used_lrs"] = gic_state._int(f"{w}.vgic_v3.used_lrs", saved["used_lrs"], 0, self.nr_lrs)
-        arrays = gic_state.from_dict(gic_part, self.vm.nr_vcpus, self.vm.nr_irqs, self.vm._mpidrs, where)
+        arrays = gic_state.from_dict(gic_part, self.vm.nr_vcpus, self.vm.nr_irqs, self.vm._mpidrs, where,
+                                     self.gic.nr_lpis)
         lists = {"ap_list": [vd["ap_list"] for vd in vcpus], "in_lr": [vd["in_lr"] for vd in vcpus],
                  "active_spis": state["active_spis"]}
-        gic_state.check_ap_lists(lists, self.vm.nr_vcpus, self.vm.nr_irqs, where)
+        ap, _, _ = gic_state.check_ap_lists(lists, self.vm.nr_vcpus, self.vm.nr_irqs,
+                                            arrays.lpi["intid"].tolist(), where)
+        gic_state.check_lpis_held(arrays, ap, f"{where}.lpi")
         deact = state["physical_deactivations"]
         if not isinstance(deact, (list, tuple)):
             raise StateError(f"{where}.physical_deactivations: expected a list, got {type(deact).__name__}")

@@ -16,10 +16,16 @@ class Gic(CState):
 
     nr_irqs: int
     nr_vcpus: int
+    #: LPI INTIDs the state can hold: NR_LPIS (57344) with ``lpis``, else 0.
+    nr_lpis: int
     #: GICD_CTLR.EnableGrp1 (KVM's dist->enabled).
     dist_enabled: bool
 
-    def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: npt.ArrayLike) -> None: ...
+    def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: npt.ArrayLike, lpis: bool = False) -> None: ...
+    def lpis(self) -> list[int]:
+        """The LPIs that exist (KVM: have a struct vgic_irq), in INTID order."""
+    def clear_queued(self) -> None:
+        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
     def mpidr_to_vcpu(self, mpidr: int) -> int:
         """The vCPU whose MPIDR affinity equals ``mpidr``'s, or -1."""
 
@@ -41,7 +47,7 @@ class Gic(CState):
         3 active, 4 group, 5 edge) of an INTID's state."""
     def irq_scan(self, vcpu: int) -> list[int]:
         """INTIDs that may need a list register (active, or enabled and
-        pending), vCPU ``vcpu``'s private ones then the SPIs."""
+        pending), vCPU ``vcpu``'s private ones, then the SPIs, then the LPIs."""
 
     # ---- introspection and named state --------------------------------------
     def irq_state(self, vcpu: int, intid: int) -> tuple[int, int, int, int, int, int, int, int, int]:

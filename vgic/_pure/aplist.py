@@ -14,7 +14,8 @@ import numpy as np
 from vgic import gic_state, ich
 from vgic._pure.gic import Gic
 from vgic._pure.irq import VgicIrq
-from vgic.regmap import NR_PRIVATE_IRQS, NR_SGIS
+from vgic.ich import U32
+from vgic.regmap import LPI_BASE, NR_PRIVATE_IRQS, NR_SGIS
 
 STAMP_MAX = (1 << 47) - 1       # stamps saturate here, as in the core
 
@@ -35,6 +36,7 @@ class ApLists:
         self.records = records
         self.reverse = bool(reverse)
         self.lists: list[list[VgicIrq]] = [[] for _ in range(gic.nr_vcpus)]
+        gic.clear_queued()
         #: KVM 6.19's count of SPIs in flight (kvm->arch.vgic.active_spis).
         self.active_spis = 0
 
@@ -46,7 +48,12 @@ class ApLists:
 
     def _checked(self, vcpu: Any, intid: Any) -> tuple[int, VgicIrq]:
         v = self._vcpu(vcpu)
-        return v, self.gic._irq(v, ich.check_int("intid", intid, 0, self.gic.nr_irqs - 1))
+        i = ich.check_int("intid", intid, 0, U32)
+        if not self.gic._valid(i):
+            if i >= LPI_BASE:
+                raise ValueError(f"intid {i} is not an LPI that exists")
+            raise ValueError(f"intid {i} is not below nr_irqs {self.gic.nr_irqs}")
+        return v, self.gic._irq(v, i)
 
     # ---------------------------------------------------------------- oracle
     def _oracle(self, irq: VgicIrq) -> int:
@@ -71,7 +78,7 @@ class ApLists:
         for irq in fresh:
             self.lists[vcpu].append(irq)
             irq.ap_vcpu = vcpu
-            if irq.intid >= NR_PRIVATE_IRQS:
+            if NR_PRIVATE_IRQS <= irq.intid < LPI_BASE:
                 self.active_spis += 1       # every SPI queued counts, a re-queue too
 
     def _prune(self, vcpu: int) -> None:
@@ -87,6 +94,8 @@ class ApLists:
                 irq.ap_vcpu = target
             else:
                 irq.ap_vcpu = -1
+                if irq.intid >= LPI_BASE:
+                    self.gic.lpi_release(irq.intid)
         self.lists[vcpu] = keep
 
     def _sort(self, vcpu: int, vmcr: int) -> None:
@@ -149,7 +158,7 @@ class ApLists:
     def _fold_lr(self, vcpu: int, lr: int) -> None:
         """vgic_v3_fold_lr()."""
         intid = lr & ich.LR_VINTID_MASK
-        if intid >= self.gic.nr_irqs:
+        if not self.gic._valid(intid):
             return
         irq = self.gic._irq(vcpu, intid)
         deactivated = irq.active and not lr & ich.LR_ACTIVE
@@ -157,7 +166,7 @@ class ApLists:
         # KVM 6.19: an SPI leaves flight when a fold sees it deactivated in
         # an LR asking for an EOI maintenance interrupt (a level one).
         eoi_mi = lr & (ich.LR_STATE_MASK | ich.LR_HW | ich.LR_EOI) == ich.LR_EOI
-        if deactivated and eoi_mi and intid >= NR_PRIVATE_IRQS and self.active_spis:
+        if deactivated and eoi_mi and NR_PRIVATE_IRQS <= intid < LPI_BASE and self.active_spis:
             self.active_spis -= 1
         if irq.config_edge:
             if lr & ich.LR_PENDING:
@@ -240,9 +249,9 @@ class ApLists:
 
     def load_state(self, state: Any) -> None:
         """Replace every ap_list by ``state``, checked first (nothing changes on a bad field)."""
-        lists, held, active_spis = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs)
-        for irq in self.gic._spis + [irq for row in self.gic._private for irq in row]:
-            irq.ap_vcpu, irq.in_lr = -1, False
+        lists, held, active_spis = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs,
+                                                            self.gic.lpis())
+        self.gic.clear_queued()
         self.lists = [[self.gic._irq(v, intid) for intid in row] for v, row in enumerate(lists)]
         for v, row in enumerate(self.lists):
             for irq in row:

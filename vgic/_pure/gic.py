@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import gic_state, topology
 from ..ich import U32, U64, check_int
-from ..regmap import FRAMES, INITIAL_PENDBASER, KVM_VGIC_IMP_REV_LATEST, NR_PRIVATE_IRQS, NR_SGIS
+from ..regmap import FRAMES, INITIAL_PENDBASER, KVM_VGIC_IMP_REV_LATEST, LPI_BASE, NR_LPIS, NR_PRIVATE_IRQS, NR_SGIS
 from . import vgic_dist as dist
 from . import vgic_irq_ops as irq_ops
 from . import vgic_redist as redist
@@ -82,7 +82,7 @@ class Gic:
     MPIDR_EL1 of vCPU *i*).  The twin of ``vgic._core.gic.Gic``."""
 
     __slots__ = (
-        "_nr_vcpus", "_nr_irqs", "_mpidrs", "_private", "_spis",
+        "_nr_vcpus", "_nr_irqs", "_mpidrs", "_private", "_spis", "_lpis", "_nr_lpis",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
         "_seq_counter",
     )
@@ -90,7 +90,7 @@ class Gic:
     #: The handler families of this part's frames (the bus reads them).
     ops = OPS
 
-    def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: Any) -> None:
+    def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: Any, lpis: bool = False) -> None:
         self._nr_vcpus = topology.check_nr_vcpus(nr_vcpus)
         self._nr_irqs = topology.check_nr_irqs(nr_irqs)
         mp = np.array(mpidrs, dtype=np.uint64).reshape(-1)
@@ -109,6 +109,10 @@ class Gic:
         # 0 and targeting vCPU 0 as KVM's vgic_init leaves them.
         self._spis: list[VgicIrq] = [VgicIrq(intid, target_vcpu=0)
                                      for intid in range(NR_PRIVATE_IRQS, self._nr_irqs)]
+        # LPIs that exist, by INTID (KVM's lpi_xa); with an ITS any of the
+        # NR_LPIS INTIDs may.
+        self._lpis: dict[int, VgicIrq] = {}
+        self._nr_lpis = NR_LPIS if lpis else 0
         self._dist_enabled = 0
         self._implementation_rev = KVM_VGIC_IMP_REV_LATEST
         self._propbaser = 0
@@ -133,6 +137,41 @@ class Gic:
         return self._nr_vcpus
 
     @property
+    def nr_lpis(self) -> int:
+        """LPI INTIDs this state can hold: NR_LPIS with an ITS, else 0."""
+        return self._nr_lpis
+
+    def lpis(self) -> list[int]:
+        """The LPIs that exist, in INTID order."""
+        return sorted(self._lpis)
+
+    def clear_queued(self) -> None:
+        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
+        for irq in self._all_irqs():
+            irq.ap_vcpu = -1
+            irq.in_lr = False
+
+    def _all_irqs(self) -> list[VgicIrq]:
+        return [irq for row in self._private for irq in row] + self._spis + list(self._lpis.values())
+
+    def _valid(self, intid: int) -> bool:
+        return intid < self._nr_irqs or intid in self._lpis
+
+    # ---- LPI lifetime (the rule of vgic._core.gicstate) ------------------------
+    def lpi_release(self, intid: int) -> bool:
+        """Free an LPI nothing holds (no ITE, no ap_list, not pending and
+        enabled towards a vCPU); True if freed."""
+        irq = self._lpis.get(intid)
+        if irq is None or irq.ite_count or irq.ap_vcpu >= 0:
+            return False
+        # Unqueued, the oracle names its target if active, or if pending and
+        # enabled while the distributor is.
+        if irq.target_vcpu >= 0 and (irq.active or (irq.enabled and irq.pending() and self._dist_enabled)):
+            return False
+        del self._lpis[intid]
+        return True
+
+    @property
     def ops_names(self) -> list[str]:
         """The handler families this part binds."""
         return list(OPS)
@@ -145,6 +184,8 @@ class Gic:
         """KVM's ``vgic_get_irq``: private INTIDs are per vCPU, SPIs VM-wide."""
         if intid < NR_PRIVATE_IRQS:
             return self._private[vcpu][intid]
+        if intid >= LPI_BASE:
+            return self._lpis[intid]
         return self._spis[intid - NR_PRIVATE_IRQS]
 
     def _irqs(self, vcpu: int, intid: int, count: int) -> list[VgicIrq]:
@@ -179,7 +220,9 @@ class Gic:
     def _checked_irq(self, vcpu: Any, intid: Any) -> VgicIrq:
         # The vCPU matters (and is checked) only for a private INTID.
         i = check_int("intid", intid, *_I64)
-        if not 0 <= i < self._nr_irqs:
+        if not 0 <= i <= U32 or not self._valid(i):
+            if i >= LPI_BASE:
+                raise ValueError(f"intid {i} is not an LPI that exists")
             raise ValueError(f"intid {i} is not below nr_irqs {self._nr_irqs}")
         return self._irq(self._vcpu(vcpu) if i < NR_PRIVATE_IRQS else 0, i)
 
@@ -262,8 +305,9 @@ class Gic:
 
     def irq_scan(self, vcpu: int) -> list[int]:
         """INTIDs that may need a list register: vCPU ``vcpu``'s private
-        INTIDs, then every SPI, that are active or enabled and pending."""
-        irqs = self._private[self._vcpu(vcpu)] + self._spis
+        INTIDs, then every SPI, then every LPI, that are active or enabled
+        and pending."""
+        irqs = self._private[self._vcpu(vcpu)] + self._spis + [self._lpis[i] for i in sorted(self._lpis)]
         return [irq.intid for irq in irqs if irq.active or (irq.enabled and irq.pending())]
 
     @property
@@ -281,7 +325,7 @@ class Gic:
         return (
             int(irq.enabled), int(irq.pending_latch), int(irq.line_level),
             int(irq.active), int(irq.group), int(irq.config_edge), irq.priority,
-            0 if private else irq.mpidr,
+            0 if private or irq.intid >= LPI_BASE else irq.mpidr,
             -1 if private else irq.target_vcpu,
         )
 
@@ -303,10 +347,13 @@ class Gic:
         spi["target_vcpu"] = np.array([irq.target_vcpu for irq in self._spis], dtype=np.int32)
         rows = [self._columns(p) for p in self._private]
         private = {key: np.stack([r[key] for r in rows]) for key in rows[0]}
+        lpis = [self._lpis[i] for i in sorted(self._lpis)]
+        lpi = {name: np.array([getattr(irq, name) for irq in lpis], dtype=gic_state.empty_lpis()[name].dtype)
+               for name in gic_state.LPI_FIELDS}
         return gic_state.GicArrays(int(self._dist_enabled), int(self._implementation_rev),
                                    int(self._propbaser), int(self._seq_counter),
                                    np.array(self._gicr_ctlr, dtype=np.uint32),
-                                   np.array(self._pendbaser, dtype=np.uint64), spi, private)
+                                   np.array(self._pendbaser, dtype=np.uint64), spi, private, lpi)
 
     def state(self) -> dict[str, Any]:
         """The named state (:mod:`vgic.gic_state` layout)."""
@@ -315,7 +362,8 @@ class Gic:
     def load_state(self, state: Any) -> None:
         """Replace the whole state by ``state``, checked first (a bad field
         raises ``vgic.gic_state.StateError`` and changes nothing)."""
-        self.apply_arrays(gic_state.from_dict(state, self._nr_vcpus, self._nr_irqs, self._mpidrs))
+        self.apply_arrays(gic_state.from_dict(state, self._nr_vcpus, self._nr_irqs, self._mpidrs,
+                                              nr_lpis=self._nr_lpis))
 
     def apply_arrays(self, a: gic_state.GicArrays) -> None:
         """Write checked :class:`vgic.gic_state.GicArrays` into the state."""
@@ -328,6 +376,9 @@ class Gic:
                 or any(len(col) != NR_PRIVATE_IRQS for p in private for col in p.values())
                 or len(a.gicr_ctlr) != self._nr_vcpus or len(a.pendbaser) != self._nr_vcpus):
             raise ValueError("the arrays do not match this Gic's geometry")
+        if a.lpi["intid"].size and not self._nr_lpis:
+            raise ValueError("this Gic has no LPIs")
+        lpi_cols = {name: a.lpi[name].tolist() for name in gic_state.LPI_FIELDS}
 
         def assign(irqs: list[VgicIrq], cols: dict[str, list]) -> None:
             for i, irq in enumerate(irqs):
@@ -340,6 +391,13 @@ class Gic:
             irq.mpidr, irq.target_vcpu = int(m), int(t)
         for v, cols in enumerate(private):
             assign(self._private[v], cols)
+        self._lpis = {}
+        for k, intid in enumerate(lpi_cols["intid"]):
+            irq = VgicIrq(int(intid))
+            for name in gic_state.LPI_FIELDS[1:]:
+                value = lpi_cols[name][k]
+                setattr(irq, name, bool(value) if name in gic_state.FLAG_FIELDS else int(value))
+            self._lpis[int(intid)] = irq
         self._dist_enabled = int(a.dist_enabled)
         self._implementation_rev = int(a.implementation_rev)
         self._propbaser = int(a.propbaser)

@@ -1,7 +1,8 @@
 """The per-interrupt state record: the twin of KVM's ``struct vgic_irq``.
 
-Only the fields this model needs are kept (kvm-facts §3.1): no LPI refcount,
-no hardware mapping, no GICv2 source bits.  The ap_list linkage is
+Only the fields this model needs are kept (kvm-facts §3.1): an LPI's
+references are its ITE count (see ``vgic._core.gicstate`` for when an LPI
+lives), no hardware mapping, no GICv2 source bits.  The ap_list linkage is
 ``ap_vcpu`` (KVM's ``irq->vcpu``) plus ``in_lr``, kept by
 :mod:`vgic._pure.aplist`.
 """
@@ -32,6 +33,7 @@ class VgicIrq:
         "ap_vcpu",
         "in_lr",
         "seq",
+        "ite_count",
     )
 
     def __init__(self, intid: int, *, enabled: bool = False, config_edge: bool = True,
@@ -50,6 +52,7 @@ class VgicIrq:
         self.ap_vcpu = -1           # the vCPU whose ap_list holds it (irq->vcpu)
         self.in_lr = False          # held in a list register between flush and fold
         self.seq = 0                # when it last became deliverable (stamp order)
+        self.ite_count = 0          # LPIs: the ITEs mapping it
 
     def deliverable(self) -> bool:
         """What KVM's oracle could queue: active, or enabled and pending."""
