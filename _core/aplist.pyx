@@ -8,10 +8,11 @@ the distributor/redistributor state of a :class:`vgic._core.mmio.Gic` and the
 :data:`vgic.ich.VCPU_IF` records of the hyp save/restore (kvm-facts §4.4-§4.6,
 Linux v6.19).  ``vgic._pure.aplist`` is the pure-Python twin.
 
-State: each vCPU's ap_list is a row of INTIDs (a private INTID on row v is
-vCPU v's own; an SPI is on at most one row), ``queued_on`` maps every
-(bank, bit) of the Gic's bitmaps to the vCPU whose row holds it (KVM's
-``irq->vcpu``), and ``in_lr`` marks what the current LRs hold.
+State (in the Gic, gicstate.pxd): each vCPU's ap_list is a list linked
+through per-IRQ next/prev indices (a private INTID on vCPU v's list is v's
+own; an SPI or an LPI is on one list at most), ``queued_on`` maps every IRQ
+to the vCPU whose list holds it (KVM's ``irq->vcpu``), and ``in_lr`` marks
+what the current LRs hold.
 
 Queueing: an interrupt is appended to its target's ap_list when that vCPU
 next enters, ordered by the stamp the C state gave it when it became
@@ -27,7 +28,7 @@ from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS, LPI_BASE
 from vgic._core.args cimport index_arg, int_arg
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, bank_of, irq_index, index_intid, valid_intid, oracle,
-    lpi_release, pending_word, deliverable, SPI_BANKS,
+    lpi_release, pending_word, deliverable, ap_append, ap_remove, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
 from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE,
@@ -56,50 +57,17 @@ cdef int cmp_u64(const void *a, const void *b) noexcept nogil:
     return (x > y) - (x < y)
 
 
-# Each vCPU's ap_list is a doubly linked list threaded through per-IRQ
-# next/prev arrays (an IRQ is on one list at most: KVM's irq->ap_list), so
-# the lists take space in proportion to the IRQs, not to vCPUs x IRQs.
+# Each vCPU's ap_list is a doubly linked list threaded through the Gic's
+# per-IRQ links (gicstate.pxd ap_append/ap_remove): an IRQ is on one list at
+# most (KVM's irq->ap_list), so the lists take space in proportion to the
+# IRQs, not to vCPUs x IRQs.
 cdef struct Lists:
     GicState *g
     VcpuIf *rec
-    int32_t *next           # nr_banks * 32 by IRQ index: the next on its list, -1 at the tail
-    int32_t *prev           # nr_banks * 32: the previous, -1 at the head
-    int32_t *head           # nr_vcpus
-    int32_t *tail           # nr_vcpus
-    int32_t *ap_len         # nr_vcpus
-    uint8_t *in_lr          # nr_banks * 32: 1 while the IRQ is in an LR
     uint64_t *keys          # nr_banks * 32 sort keys (scratch)
     uint32_t nr_lrs
     uint32_t active_spis    # KVM's in-flight SPI count (TDIR while non-zero; see fold_lr)
     bint reverse
-
-
-cdef inline void list_append(Lists *s, int v, uint32_t idx) noexcept nogil:
-    s.next[idx] = -1
-    s.prev[idx] = s.tail[v]
-    if s.tail[v] >= 0:
-        s.next[s.tail[v]] = <int32_t>idx
-    else:
-        s.head[v] = <int32_t>idx
-    s.tail[v] = <int32_t>idx
-    s.ap_len[v] += 1
-    s.g.queued_on[idx] = v
-
-
-cdef inline void list_remove(Lists *s, int v, uint32_t idx) noexcept nogil:
-    cdef int32_t n = s.next[idx], p = s.prev[idx]
-    if p >= 0:
-        s.next[p] = n
-    else:
-        s.head[v] = n
-    if n >= 0:
-        s.prev[n] = p
-    else:
-        s.tail[v] = p
-    s.next[idx] = -1
-    s.prev[idx] = -1
-    s.ap_len[v] -= 1
-    s.g.queued_on[idx] = -1
 
 
 cdef inline uint32_t node_of(const GicState *g, int vcpu, uint32_t intid) noexcept nogil:
@@ -151,7 +119,7 @@ cdef void queue_new(Lists *s, int vcpu) noexcept nogil:
         qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
     for k in range(n):
         intid = <uint32_t>(s.keys[k] & 0xFFFF)
-        list_append(s, vcpu, node_of(g, vcpu, intid))
+        ap_append(s.g, vcpu, node_of(g, vcpu, intid))
         if intid >= NR_PRIVATE_IRQS and intid < LPI_BASE:
             # vgic_queue_irq_unlock counts every SPI it queues, a re-queue too.
             s.active_spis += 1
@@ -164,16 +132,16 @@ cdef void prune(Lists *s, int vcpu) noexcept nogil:
     # belongs nowhere (an LPI then nothing holds is freed).  Neither counts
     # as queueing (active_spis is not touched).
     cdef GicState *g = s.g
-    cdef int32_t idx = s.head[vcpu], nxt, o
+    cdef int32_t idx = s.g.ap_head[vcpu], nxt, o
     cdef uint32_t intid
     while idx >= 0:
-        nxt = s.next[idx]
+        nxt = s.g.ap_next[idx]
         intid = index_intid(g, <uint32_t>idx)
         o = oracle(g, vcpu, intid)
         if o != vcpu:
-            list_remove(s, vcpu, <uint32_t>idx)
+            ap_remove(s.g, vcpu, <uint32_t>idx)
             if o >= 0:
-                list_append(s, o, <uint32_t>idx)
+                ap_append(s.g, o, <uint32_t>idx)
             elif intid >= LPI_BASE:
                 lpi_release(g, intid)
         idx = nxt
@@ -185,7 +153,7 @@ cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
     # pending and not active, then priority, then HW before SW.  The list
     # position in the middle bits makes qsort stable, as KVM's list_sort is.
     cdef GicState *g = s.g
-    cdef int32_t idx = s.head[vcpu]
+    cdef int32_t idx = s.g.ap_head[vcpu]
     cdef uint32_t intid, b, bit, i = 0, n
     cdef uint64_t group_off, not_ready, k
     while idx >= 0:
@@ -203,15 +171,15 @@ cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
             | (<uint64_t>1 << 51) | (<uint64_t>i << 16) | intid     # SW: no HW mapping yet
         s.keys[i] = k
         i += 1
-        idx = s.next[idx]
+        idx = s.g.ap_next[idx]
     n = i
     qsort(s.keys, n, sizeof(uint64_t), cmp_u64)
     # Relink in key order.
-    s.head[vcpu] = -1
-    s.tail[vcpu] = -1
-    s.ap_len[vcpu] = 0
+    s.g.ap_head[vcpu] = -1
+    s.g.ap_tail[vcpu] = -1
+    s.g.ap_len[vcpu] = 0
     for i in range(n):
-        list_append(s, vcpu, node_of(g, vcpu, <uint32_t>(s.keys[i] & 0xFFFF)))
+        ap_append(s.g, vcpu, node_of(g, vcpu, <uint32_t>(s.keys[i] & 0xFFFF)))
 
 
 # ------------------------------------------------------------------- flush
@@ -245,7 +213,7 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
     cdef uint64_t vmcr = r.vgic_vmcr, hcr
     cdef uint32_t i, intid, b, bit, nr_pend = 0, nr_act = 0, nr_sgi = 0, total, used = 0
     queue_new(s, vcpu)
-    idx = s.head[vcpu]
+    idx = s.g.ap_head[vcpu]
     while idx >= 0:
         intid = index_intid(g, <uint32_t>idx)
         if oracle(g, vcpu, intid) == vcpu:
@@ -257,18 +225,18 @@ cdef void flush_one(Lists *s, int vcpu) noexcept nogil:
                 nr_pend += 1
             if intid < NR_SGIS:
                 nr_sgi += 1
-        idx = s.next[idx]
+        idx = s.g.ap_next[idx]
     total = nr_pend + nr_act
     if total > s.nr_lrs:
         sort_ap_list(s, vcpu, vmcr)
-    idx = s.head[vcpu]
+    idx = s.g.ap_head[vcpu]
     while idx >= 0 and used < s.nr_lrs:
         intid = index_intid(g, <uint32_t>idx)
         if oracle(g, vcpu, intid) == vcpu:
             r.vgic_lr[lr_slot(used, s.reverse)] = populate_lr(s, vcpu, <uint32_t>idx, intid)
-            s.in_lr[idx] = 1
+            s.g.in_lr[idx] = 1
             used += 1
-        idx = s.next[idx]
+        idx = s.g.ap_next[idx]
     for i in range(used, s.nr_lrs):
         r.vgic_lr[lr_slot(i, s.reverse)] = 0
     r.used_lrs = used
@@ -300,6 +268,11 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     cdef bint was_active
     if not valid_intid(g, <uint32_t>intid):       # (vINTID is 32 bits)
         return
+    if intid >= LPI_BASE:
+        # KVM 6.19 drops an LPI's Active state when it folds the LR: a guest
+        # EOI of an LPI outside the LRs does not count in EOIcount, so it
+        # would otherwise stay active for good (its-facts-A §5.2).
+        lr &= ~LR_ACTIVE
     b = bank_of(g, vcpu, <uint32_t>intid)
     bit = 1u << (intid & 31)
     was_active = (g.bm[BM_ACTIVE][b] & bit) != 0
@@ -357,19 +330,19 @@ cdef void fold_one(Lists *s, int vcpu) noexcept nogil:
         # in ap_list order, which also consumes a level interrupt's latch.
         # Whatever EOImode is now: the guest may have changed it after
         # those EOIs, and KVM replays regardless (vgic_v3_fold_lr_state).
-        idx = s.head[vcpu]
+        idx = s.g.ap_head[vcpu]
         while idx >= 0 and eoicount:
             intid = index_intid(g, <uint32_t>idx)
-            if not s.in_lr[idx] and g.bm[BM_ACTIVE][<uint32_t>idx >> 5] & (1u << (intid & 31)):
+            if not s.g.in_lr[idx] and g.bm[BM_ACTIVE][<uint32_t>idx >> 5] & (1u << (intid & 31)):
                 fold_synthetic(s, vcpu, intid)
                 eoicount -= 1
-            idx = s.next[idx]
+            idx = s.g.ap_next[idx]
         r.vgic_hcr &= ~HCR_EOICOUNT_MASK
     r.used_lrs = 0
-    idx = s.head[vcpu]
+    idx = s.g.ap_head[vcpu]
     while idx >= 0:
-        s.in_lr[idx] = 0
-        idx = s.next[idx]
+        s.g.in_lr[idx] = 0
+        idx = s.g.ap_next[idx]
     prune(s, vcpu)
 
 
@@ -383,13 +356,11 @@ cdef class ApLists:
     Gic's ``queued_on``, is theirs).
     """
     cdef Lists s
-    cdef object _gic, _records, _next, _prev, _head, _tail, _ap_len, _in_lr, _keys
+    cdef object _gic, _records, _keys
 
     def __init__(self, Gic gic not None, records, nr_lrs, bint reverse):
         cdef GicState *g
         cdef uint8_t[::1] raw
-        cdef int32_t[::1] nxt, prv, head, tail, ap_len
-        cdef uint8_t[::1] in_lr
         cdef uint64_t[::1] keys
         if self._gic is not None:
             raise TypeError("an ApLists is initialised once")
@@ -405,25 +376,12 @@ cdef class ApLists:
         nodes = g.nr_banks * 32
         self._gic = gic
         self._records = records
-        self._next = np.full(nodes, -1, dtype=np.int32)
-        self._prev = np.full(nodes, -1, dtype=np.int32)
-        self._head = np.full(g.nr_vcpus, -1, dtype=np.int32)
-        self._tail = np.full(g.nr_vcpus, -1, dtype=np.int32)
-        self._ap_len = np.zeros(g.nr_vcpus, dtype=np.int32)
-        self._in_lr = np.zeros(nodes, dtype=np.uint8)
         self._keys = np.zeros(nodes, dtype=np.uint64)
         gic.clear_queued()
         raw = records.view(np.uint8)
-        nxt, prv, head, tail, ap_len = self._next, self._prev, self._head, self._tail, self._ap_len
-        in_lr, keys = self._in_lr, self._keys
+        keys = self._keys
         self.s.g = g
         self.s.rec = <VcpuIf *>&raw[0]
-        self.s.next = &nxt[0]
-        self.s.prev = &prv[0]
-        self.s.head = &head[0]
-        self.s.tail = &tail[0]
-        self.s.ap_len = &ap_len[0]
-        self.s.in_lr = &in_lr[0]
         self.s.keys = &keys[0]
         self.s.nr_lrs = nr_lrs
         self.s.active_spis = 0
@@ -494,11 +452,11 @@ cdef class ApLists:
 
     # ---- introspection -------------------------------------------------------
     cdef list _row(self, int v):
-        cdef int32_t idx = self.s.head[v]
+        cdef int32_t idx = self.s.g.ap_head[v]
         out = []
         while idx >= 0:
             out.append(index_intid(self.s.g, <uint32_t>idx))
-            idx = self.s.next[idx]
+            idx = self.s.g.ap_next[idx]
         return out
 
     def ap_list(self, vcpu):
@@ -517,7 +475,7 @@ cdef class ApLists:
         a list register between flush and fold."""
         cdef int v = self._vcpu(vcpu)
         cdef uint32_t i = self._intid(intid)
-        return bool(self.s.in_lr[node_of(self.s.g, v, i)])
+        return bool(self.s.g.in_lr[node_of(self.s.g, v, i)])
 
     def oracle(self, vcpu, intid):
         """vgic_target_oracle(): the vCPU that should hold the interrupt, or -1."""
@@ -535,7 +493,7 @@ cdef class ApLists:
         for v in range(<int>self.s.g.nr_vcpus):
             row = self._row(v)
             lists.append(row)
-            held.append(sorted(i for i in row if self.s.in_lr[node_of(self.s.g, v, i)]))
+            held.append(sorted(i for i in row if self.s.g.in_lr[node_of(self.s.g, v, i)]))
         return {"ap_list": lists, "in_lr": held, "active_spis": int(self.s.active_spis)}
 
     def load_state(self, state):
@@ -547,19 +505,13 @@ cdef class ApLists:
         self._ready()
         lists, held, active_spis = gic_state.check_ap_lists(state, self.s.g.nr_vcpus, self.s.g.nr_irqs,
                                                             self._gic.lpis())
-        self._next[:] = -1
-        self._prev[:] = -1
-        self._head[:] = -1
-        self._tail[:] = -1
-        self._ap_len[:] = 0
-        self._in_lr[:] = 0
         self._gic.clear_queued()
         self.s.active_spis = active_spis
         for v in range(<int>self.s.g.nr_vcpus):
             for intid in lists[v]:
-                list_append(&self.s, v, node_of(self.s.g, v, intid))
+                ap_append(self.s.g, v, node_of(self.s.g, v, intid))
             for intid in held[v]:
-                self._in_lr[node_of(self.s.g, v, intid)] = 1
+                self.s.g.in_lr[node_of(self.s.g, v, intid)] = 1
 
     def deactivate(self, vcpu, intid):
         """Fold the LR KVM synthesises, Active cleared, for an interrupt held

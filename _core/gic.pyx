@@ -16,7 +16,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
 from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER,
-    LPI_BASE, NR_LPIS)
+    LPI_BASE, NR_LPIS, INITIAL_PROPBASER)
 from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, irq_index, valid_intid,
     deliverable, stamp_new, mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
     NR_BITMAPS)
@@ -26,10 +26,11 @@ from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group
     write_cactive, read_priority, write_prio, read_config, write_config)
 from vgic._core.vgic_dist cimport (read_v3_misc, write_v3_misc, uwrite_v3_misc,
     read_irouter, write_irouter, read_idregs)
-from vgic._core.vgic_redist cimport (read_v3r_ctlr, read_v3r_iidr, read_v3r_typer,
-    read_propbase, write_propbase, read_pendbase, write_pendbase)
+from vgic._core.vgic_redist cimport (read_v3r_ctlr, write_v3r_ctlr, uwrite_v3r_ctlr, read_v3r_iidr,
+    read_v3r_typer, read_propbase, write_propbase, read_pendbase, write_pendbase, write_invlpi, write_invall)
 
 from vgic import gic_state, regmap, topology
+from vgic.guestmem import check_memory
 
 cdef extern from *:
     int count_trailing_zeros "__builtin_ctz"(unsigned int x) nogil
@@ -65,11 +66,13 @@ def_ops("cactive", read_active, write_cactive, NULL, NULL)
 def_ops("priority", read_priority, write_prio, NULL, NULL)
 def_ops("config", read_config, write_config, NULL, NULL)
 def_ops("irouter", read_irouter, write_irouter, NULL, NULL)
-def_ops("v3r_ctlr", read_v3r_ctlr, wi, NULL, uwi)
+def_ops("v3r_ctlr", read_v3r_ctlr, write_v3r_ctlr, NULL, uwrite_v3r_ctlr)
 def_ops("v3r_iidr", read_v3r_iidr, wi, NULL, uwi)
 def_ops("v3r_typer", read_v3r_typer, wi, NULL, uwi)
 def_ops("propbase", read_propbase, write_propbase, NULL, NULL)
 def_ops("pendbase", read_pendbase, write_pendbase, NULL, NULL)
+def_ops("invlpi", raz, write_invlpi, NULL, NULL)
+def_ops("invall", raz, write_invall, NULL, NULL)
 
 _bound = {OPS[i].name.decode() for i in range(NOPS)}
 _needed = {row.ops for f in regmap.FRAMES if f.part == "vgic_v3" for row in f.regions}
@@ -106,7 +109,8 @@ cdef class Gic(CState):
         cdef uint32_t[:, ::1] bits
         cdef uint8_t[::1] prio
         cdef uint32_t[::1] route, ctlr, refs, exists
-        cdef int32_t[::1] target, queued
+        cdef int32_t[::1] target, queued, ap_next, ap_prev, ap_head, ap_tail, ap_len
+        cdef uint8_t[::1] in_lr
         cdef uint64_t[::1] mp, pend, seq, live
         cdef uint8_t[::1] scal
         cdef int r
@@ -148,10 +152,18 @@ cdef class Gic(CState):
         self._lpi_exists = views["lpi_exists"]
         self._lpi_live = views["lpi_live"]
         self._queued_on = np.full(nb * 32, -1, dtype=np.int32)
+        self._ap_next = np.full(nb * 32, -1, dtype=np.int32)
+        self._ap_prev = np.full(nb * 32, -1, dtype=np.int32)
+        self._ap_head = np.full(nr_vcpus, -1, dtype=np.int32)
+        self._ap_tail = np.full(nr_vcpus, -1, dtype=np.int32)
+        self._ap_len = np.zeros(nr_vcpus, dtype=np.int32)
+        self._in_lr = np.zeros(nb * 32, dtype=np.uint8)
         self._mpidr = mpidr_arr.copy()
         scal, bits, prio, route, target = self._scalars, self._bits, self._priority, self._route, self._target
         mp, pend, ctlr, seq = self._mpidr, self._pendbaser, self._gicr_ctlr, self._seq
         refs, exists, live, queued = self._lpi_refs, self._lpi_exists, self._lpi_live, self._queued_on
+        ap_next, ap_prev, ap_head, ap_tail, ap_len = (self._ap_next, self._ap_prev, self._ap_head,
+                                                      self._ap_tail, self._ap_len)
         self.st.nr_irqs = nr_irqs
         self.st.nr_vcpus = nr_vcpus
         self.st.nr_lpis = nr_lpis
@@ -172,6 +184,14 @@ cdef class Gic(CState):
         self.st.lpi_exists = &exists[0]
         self.st.lpi_live = &live[0]
         self.st.queued_on = &queued[0]
+        self.st.ap_next = &ap_next[0]
+        self.st.ap_prev = &ap_prev[0]
+        self.st.ap_head = &ap_head[0]
+        self.st.ap_tail = &ap_tail[0]
+        self.st.ap_len = &ap_len[0]
+        in_lr = self._in_lr
+        self.st.in_lr = &in_lr[0]
+        self.st.mem.base = NULL
         self.ctx = &self.st
         self.nr_intids = nr_irqs
         self.ops = OPS
@@ -182,6 +202,8 @@ cdef class Gic(CState):
         # KVM's kvm_vgic_dist_init / kvm_vgic_vcpu_init reset values (kvm-facts §1.6).
         cdef uint32_t b, spi_words = self.st.nr_irqs >> 5
         self.st.s.implementation_rev = KVM_VGIC_IMP_REV_LATEST
+        if self.st.nr_lpis:
+            self.st.s.propbaser = INITIAL_PROPBASER     # set by creating the ITS
         self._target[:] = -1
         self._pendbaser[:] = INITIAL_PENDBASER
         for b in range(1, spi_words):
@@ -220,9 +242,29 @@ cdef class Gic(CState):
         return [LPI_BASE + int(k) for k in np.flatnonzero(flags)]
 
     def clear_queued(self):
-        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
+        """Empty every ap_list (a new ApLists starts empty)."""
         self._ready()
         self._queued_on[:] = -1
+        self._ap_next[:] = -1
+        self._ap_prev[:] = -1
+        self._ap_head[:] = -1
+        self._ap_tail[:] = -1
+        self._ap_len[:] = 0
+        self._in_lr[:] = 0
+
+    def attach_memory(self, memory, gpa):
+        """Guest RAM for the LPI property and pending tables: ``memory`` a
+        writable 1-D uint8 numpy array standing for guest-physical
+        ``gpa .. gpa + len - 1`` (kept alive here)."""
+        self._ready()
+        cdef uint8_t[::1] m = check_memory(memory)
+        cdef uint64_t base = int_arg(gpa, "gpa", 0, 0xFFFFFFFFFFFFFFFF)
+        if base + <uint64_t>m.shape[0] < base:
+            raise ValueError(f"memory at {base:#x} wraps the 64-bit address space")
+        self._memory = memory
+        self.st.mem.base = &m[0] if m.shape[0] else NULL
+        self.st.mem.gpa = base
+        self.st.mem.size = m.shape[0]
 
     @property
     def dist_enabled(self):

@@ -16,10 +16,12 @@
 #
 # Every mutable value - the scalars as much as the arrays - lives in the
 # Gic's one state buffer (CState.buf), so replay rollback and snapshots copy
-# it whole and no field can escape them.  queued_on (KVM's irq->vcpu) is the
-# ap_lists' and sits outside it: no MMIO access changes it.
+# it whole and no field can escape them.  The ap_lists (each vCPU's list
+# threaded through per-IRQ next/prev links, and queued_on, KVM's irq->vcpu)
+# sit outside it: only the world switch and the LPI paths change them.
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 
+from vgic._core.guestmem cimport GuestMem
 from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, MPIDR_AFF210_MASK, MPIDR_HWID_MASK,
     LPI_BASE)
 
@@ -51,7 +53,14 @@ cdef struct GicState:
     uint32_t nr_banks           # lpi_bank0 + nr_lpis / 32
     uint32_t mpidrs_default     # every mpidr[i] is KVM's default for vCPU i
     const uint64_t *mpidr       # nr_vcpus (immutable)
+    GuestMem mem                # guest RAM (LPI property and pending tables)
     int32_t *queued_on          # nr_banks * 32: the vCPU whose ap_list holds the IRQ, or -1
+    int32_t *ap_next            # nr_banks * 32 by IRQ index: the next on its list, -1 at the tail
+    int32_t *ap_prev            # nr_banks * 32: the previous, -1 at the head
+    int32_t *ap_head            # nr_vcpus
+    int32_t *ap_tail            # nr_vcpus
+    int32_t *ap_len             # nr_vcpus
+    uint8_t *in_lr              # nr_banks * 32: 1 while the IRQ is in a list register
     # -- everything below points into the state buffer --
     GicScalars *s
     uint32_t *bm[NR_BITMAPS]    # row pointers, nr_banks words each
@@ -212,6 +221,7 @@ cdef inline void lpi_free(GicState *g, uint32_t intid) noexcept nogil:
     g.priority[idx] = 0
     g.target[idx] = -1
     g.seq[idx] = 0
+    g.in_lr[idx] = 0
     g.lpi_refs[intid - LPI_BASE] = 0
     lpi_set_exists(g, intid, False)
 
@@ -225,3 +235,32 @@ cdef inline bint lpi_release(GicState *g, uint32_t intid) noexcept nogil:
         return False
     lpi_free(g, intid)
     return True
+
+
+# ---------------------------------------------------------------- ap_lists
+cdef inline void ap_append(GicState *g, int v, uint32_t idx) noexcept nogil:
+    # Queue IRQ index idx at the tail of vCPU v's ap_list.
+    g.ap_next[idx] = -1
+    g.ap_prev[idx] = g.ap_tail[v]
+    if g.ap_tail[v] >= 0:
+        g.ap_next[g.ap_tail[v]] = <int32_t>idx
+    else:
+        g.ap_head[v] = <int32_t>idx
+    g.ap_tail[v] = <int32_t>idx
+    g.ap_len[v] += 1
+    g.queued_on[idx] = v
+
+cdef inline void ap_remove(GicState *g, int v, uint32_t idx) noexcept nogil:
+    cdef int32_t n = g.ap_next[idx], p = g.ap_prev[idx]
+    if p >= 0:
+        g.ap_next[p] = n
+    else:
+        g.ap_head[v] = n
+    if n >= 0:
+        g.ap_prev[n] = p
+    else:
+        g.ap_tail[v] = p
+    g.ap_next[idx] = -1
+    g.ap_prev[idx] = -1
+    g.ap_len[v] -= 1
+    g.queued_on[idx] = -1

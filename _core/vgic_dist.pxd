@@ -7,7 +7,7 @@ from vgic._core.consts cimport (GICD_CTLR_ENABLE_G1, GICD_CTLR_ARE, GICD_CTLR_DS
     GICD_TYPER_IDBITS_SHIFT, INTERRUPT_ID_BITS_SPIS, PRODUCT_ID_KVM, IMPLEMENTER_ARM,
     IIDR_PRODUCT_ID_SHIFT, IIDR_REVISION_SHIFT, IIDR_REVISION_MASK, KVM_VGIC_IMP_REV_2,
     KVM_VGIC_IMP_REV_3, GICD_PIDR2, PIDR2_GICV3, IROUTER_AFF_MASK, GICD_CTLR, GICD_TYPER,
-    GICD_IIDR, GICD_TYPER2)
+    GICD_IIDR, GICD_TYPER2, GICD_TYPER_LPIS, INTERRUPT_ID_BITS_ITS)
 from vgic._core.gicstate cimport GicState, mpidr_to_vcpu
 from vgic._core.bitmap cimport extract_bytes
 
@@ -23,7 +23,10 @@ cdef inline uint64_t read_v3_misc(void *ctx, int vcpu, uint32_t off, uint32_t in
     cdef uint32_t reg = off & MISC_SELECT
     if reg == GICD_CTLR:    # ARE and DS read as one, RWP as zero
         return GICD_CTLR_ARE | GICD_CTLR_DS | (GICD_CTLR_ENABLE_G1 if g.s.dist_enabled else 0)
-    if reg == GICD_TYPER:   # ITLinesNumber | IDbits, no LPIs/MBIS/RSS
+    if reg == GICD_TYPER:   # ITLinesNumber | IDbits; LPIs with an ITS; no MBIS/RSS
+        if g.nr_lpis:
+            return (((g.nr_irqs >> 5) - 1) | ((INTERRUPT_ID_BITS_ITS - 1) << GICD_TYPER_IDBITS_SHIFT)
+                    | GICD_TYPER_LPIS)
         return ((g.nr_irqs >> 5) - 1) | ((INTERRUPT_ID_BITS_SPIS - 1) << GICD_TYPER_IDBITS_SHIFT)
     if reg == GICD_IIDR:
         return gicd_iidr(g)

@@ -148,10 +148,10 @@ GICR_RD_REGIONS: tuple[Region, ...] = (
     Region("GICR_WAKER", GICR_WAKER, 4, W32, "raz_wi"),
     Region("GICR_PROPBASER", GICR_PROPBASER, 8, W64 | W32, "propbase"),
     Region("GICR_PENDBASER", GICR_PENDBASER, 8, W64 | W32, "pendbase"),
-    # LPI invalidation reads as zero; its write side acts on LPIs, which
-    # exist only with an ITS (not modelled yet), so writes have no effect.
-    Region("GICR_INVLPIR", GICR_INVLPIR, 8, W64 | W32, "raz_wi"),
-    Region("GICR_INVALLR", GICR_INVALLR, 8, W64 | W32, "raz_wi"),
+    # LPI invalidation reads as zero; a write re-reads LPI configuration
+    # bytes (LPIs exist only with an ITS).
+    Region("GICR_INVLPIR", GICR_INVLPIR, 8, W64 | W32, "invlpi"),
+    Region("GICR_INVALLR", GICR_INVALLR, 8, W64 | W32, "invall"),
     # SYNCR reads 1 only while an invalidation is in flight; ours complete at once.
     Region("GICR_SYNCR", GICR_SYNCR, 4, W32, "raz_wi"),
     Region("GICR_IDREGS", GICR_IDREGS, 0x30, W32, "idregs"),
@@ -216,7 +216,7 @@ OPS_NAMES: tuple[str, ...] = (
     "raz_wi", "rao_wi", "idregs",
     "v3_misc", "group", "senable", "cenable", "spending", "cpending",
     "sactive", "cactive", "priority", "config", "irouter",
-    "v3r_ctlr", "v3r_iidr", "v3r_typer", "propbase", "pendbase",
+    "v3r_ctlr", "v3r_iidr", "v3r_typer", "propbase", "pendbase", "invlpi", "invall",
 )
 #: Ops whose guest accesses halt every running vCPU around themselves:
 #: KVM's active-state accessors (vgic_access_active_prepare, kvm-facts §2).
@@ -249,6 +249,7 @@ GICR_TYPER_AFFINITY_SHIFT = 32
 PRIORITY_MASK = 0xF8              # VGIC_PRI_BITS = 5: GENMASK(7, 3)
 IROUTER_AFF_MASK = 0xFFFFFF       # Aff2.Aff1.Aff0 kept, IRM and Aff3 dropped
 INITIAL_PENDBASER = 0x580         # RaWb inner, SameAsInner outer, Inner-shareable
+INITIAL_PROPBASER = 0x580         # what creating an ITS writes to GICR_PROPBASER (vgic_its_create)
 # GICR_PROPBASER / GICR_PENDBASER field layout (IHI 0069 §12.11.29, §12.11.31)
 BASER_INNER_CACHE_SHIFT = 7
 BASER_SHAREABILITY_SHIFT = 10

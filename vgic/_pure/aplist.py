@@ -35,8 +35,9 @@ class ApLists:
         self.gic = gic
         self.records = records
         self.reverse = bool(reverse)
-        self.lists: list[list[VgicIrq]] = [[] for _ in range(gic.nr_vcpus)]
         gic.clear_queued()
+        #: Each vCPU's ap_list: the Gic's, which the LPI paths change too.
+        self.lists: list[list[VgicIrq]] = gic._ap_lists
         #: KVM 6.19's count of SPIs in flight (kvm->arch.vgic.active_spis).
         self.active_spis = 0
 
@@ -160,6 +161,8 @@ class ApLists:
         intid = lr & ich.LR_VINTID_MASK
         if not self.gic._valid(intid):
             return
+        if intid >= LPI_BASE:
+            lr &= ~ich.LR_ACTIVE    # KVM 6.19 drops an LPI's Active state at the fold
         irq = self.gic._irq(vcpu, intid)
         deactivated = irq.active and not lr & ich.LR_ACTIVE
         irq.active = bool(lr & ich.LR_ACTIVE)
@@ -252,7 +255,7 @@ class ApLists:
         lists, held, active_spis = gic_state.check_ap_lists(state, self.gic.nr_vcpus, self.gic.nr_irqs,
                                                             self.gic.lpis())
         self.gic.clear_queued()
-        self.lists = [[self.gic._irq(v, intid) for intid in row] for v, row in enumerate(lists)]
+        self.lists[:] = [[self.gic._irq(v, intid) for intid in row] for v, row in enumerate(lists)]
         for v, row in enumerate(self.lists):
             for irq in row:
                 irq.ap_vcpu = v

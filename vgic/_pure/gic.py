@@ -18,8 +18,18 @@ from typing import Any
 import numpy as np
 
 from .. import gic_state, topology
+from ..guestmem import GuestMem, check_memory
 from ..ich import U32, U64, check_int
-from ..regmap import FRAMES, INITIAL_PENDBASER, KVM_VGIC_IMP_REV_LATEST, LPI_BASE, NR_LPIS, NR_PRIVATE_IRQS, NR_SGIS
+from ..regmap import (
+    FRAMES,
+    INITIAL_PENDBASER,
+    INITIAL_PROPBASER,
+    KVM_VGIC_IMP_REV_LATEST,
+    LPI_BASE,
+    NR_LPIS,
+    NR_PRIVATE_IRQS,
+    NR_SGIS,
+)
 from . import vgic_dist as dist
 from . import vgic_irq_ops as irq_ops
 from . import vgic_redist as redist
@@ -55,8 +65,8 @@ OPS: dict[str, Ops] = {
     "priority": _guest_ops(irq_ops.read_priority, irq_ops.write_priority),
     "config": _guest_ops(irq_ops.read_config, irq_ops.write_config),
     "irouter": _guest_ops(dist.read_irouter, dist.write_irouter),
-    "v3r_ctlr": Ops(redist.read_v3r_ctlr, irq_ops.write_wi, redist.read_v3r_ctlr,
-                    irq_ops.uaccess_write_wi),
+    # Userspace takes the guest's path: restoring EnableLPIs loads the pending table.
+    "v3r_ctlr": _guest_ops(redist.read_v3r_ctlr, redist.write_v3r_ctlr),
     "v3r_iidr": Ops(redist.read_v3r_iidr, irq_ops.write_wi, redist.read_v3r_iidr,
                     irq_ops.uaccess_write_wi),
     # GICR_TYPER is read-only to the guest and to userspace (kvm-facts §1.5).
@@ -64,6 +74,8 @@ OPS: dict[str, Ops] = {
                      irq_ops.uaccess_write_wi),
     "propbase": _guest_ops(redist.read_propbase, redist.write_propbase),
     "pendbase": _guest_ops(redist.read_pendbase, redist.write_pendbase),
+    "invlpi": _guest_ops(irq_ops.read_raz, redist.write_invlpi),
+    "invall": _guest_ops(irq_ops.read_raz, redist.write_invall),
 }
 
 _NEEDED = {row.ops for f in FRAMES if f.part == "vgic_v3" for row in f.regions}
@@ -82,7 +94,7 @@ class Gic:
     MPIDR_EL1 of vCPU *i*).  The twin of ``vgic._core.gic.Gic``."""
 
     __slots__ = (
-        "_nr_vcpus", "_nr_irqs", "_mpidrs", "_private", "_spis", "_lpis", "_nr_lpis",
+        "_nr_vcpus", "_nr_irqs", "_mpidrs", "_private", "_spis", "_lpis", "_nr_lpis", "_ap_lists", "_mem",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
         "_seq_counter",
     )
@@ -113,9 +125,12 @@ class Gic:
         # NR_LPIS INTIDs may.
         self._lpis: dict[int, VgicIrq] = {}
         self._nr_lpis = NR_LPIS if lpis else 0
+        #: Each vCPU's ap_list (kept by vgic._pure.aplist; emptied by the LPI paths too).
+        self._ap_lists: list[list[VgicIrq]] = [[] for _ in range(self._nr_vcpus)]
+        self._mem = GuestMem()
         self._dist_enabled = 0
         self._implementation_rev = KVM_VGIC_IMP_REV_LATEST
-        self._propbaser = 0
+        self._propbaser = INITIAL_PROPBASER if lpis else 0     # creating the ITS sets it
         self._pendbaser: list[int] = [INITIAL_PENDBASER] * self._nr_vcpus
         self._gicr_ctlr: list[int] = [0] * self._nr_vcpus
         self._seq_counter = 0           # the last deliverability stamp handed out
@@ -146,10 +161,20 @@ class Gic:
         return sorted(self._lpis)
 
     def clear_queued(self) -> None:
-        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
+        """Empty every ap_list (a new ApLists starts empty)."""
         for irq in self._all_irqs():
             irq.ap_vcpu = -1
             irq.in_lr = False
+        for row in self._ap_lists:
+            row.clear()
+
+    def attach_memory(self, memory: Any, gpa: int) -> None:
+        """Guest RAM for the LPI property and pending tables (see the core)."""
+        arr = check_memory(memory)
+        base = check_int("gpa", gpa, 0, U64)
+        if base + arr.shape[0] > 1 << 64:
+            raise ValueError(f"memory at {base:#x} wraps the 64-bit address space")
+        self._mem = GuestMem(arr, base)
 
     def _all_irqs(self) -> list[VgicIrq]:
         return [irq for row in self._private for irq in row] + self._spis + list(self._lpis.values())

@@ -17,10 +17,12 @@ from ..regmap import (
     GICD_TYPER,
     GICD_TYPER2,
     GICD_TYPER_IDBITS_SHIFT,
+    GICD_TYPER_LPIS,
     IIDR_PRODUCT_ID_SHIFT,
     IIDR_REVISION_MASK,
     IIDR_REVISION_SHIFT,
     IMPLEMENTER_ARM,
+    INTERRUPT_ID_BITS_ITS,
     INTERRUPT_ID_BITS_SPIS,
     IROUTER_AFF_MASK,
     KVM_VGIC_IMP_REV_2,
@@ -47,8 +49,11 @@ def gicd_ctlr(gic: Gic) -> int:
 
 
 def gicd_typer(gic: Gic) -> int:
-    """ITLinesNumber = nr_irqs/32 - 1 and IDbits = 9; no LPIs without an ITS (kvm-facts §1.3)."""
+    """ITLinesNumber = nr_irqs/32 - 1 and IDbits = 9; with an ITS, IDbits =
+    15 and LPIS (kvm-facts §1.3; its-facts-A §3.5)."""
     it_lines = (gic.nr_irqs >> 5) - 1
+    if gic.nr_lpis:
+        return it_lines | ((INTERRUPT_ID_BITS_ITS - 1) << GICD_TYPER_IDBITS_SHIFT) | GICD_TYPER_LPIS
     return it_lines | ((INTERRUPT_ID_BITS_SPIS - 1) << GICD_TYPER_IDBITS_SHIFT)
 
 

@@ -1,4 +1,5 @@
-"""Redistributor RD_base handlers: GICR_CTLR, IIDR, TYPER, PROPBASER, PENDBASER.
+"""Redistributor RD_base handlers: GICR_CTLR, IIDR, TYPER, PROPBASER, PENDBASER,
+INVLPIR, INVALLR.
 
 The twin of the redistributor part of Linux ``vgic-mmio-v3.c``; handler
 shapes are described in :mod:`.vgic_irq_ops`.  ``vcpu`` is always the
@@ -27,16 +28,19 @@ from ..regmap import (
     GICR_CTLR_IR,
     GICR_TYPER_AFFINITY_SHIFT,
     GICR_TYPER_LAST,
+    GICR_TYPER_PLPIS,
     GICR_TYPER_PROCNUM_SHIFT,
     IIDR_PRODUCT_ID_SHIFT,
     IMPLEMENTER_ARM,
     KVM_VGIC_IMP_REV_3,
+    LPI_BASE,
     MPIDR_AFF210_MASK,
     PENDBASER_PTZ,
     PENDBASER_RES0,
     PRODUCT_ID_KVM,
     PROPBASER_RES0,
 )
+from . import lpi
 
 if TYPE_CHECKING:
     from .gic import Gic
@@ -69,8 +73,19 @@ def read_v3r_ctlr(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> in
 
 
 def write_v3r_ctlr(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
-    """KVM ignores GICR_CTLR writes when the VM has no ITS (kvm-facts §1.5),
-    and this model has none, so EnableLPIs can never be set."""
+    """Only EnableLPIs is writable, and only with an ITS (kvm-facts §1.5):
+    0 -> 1 loads the pending table unless PTZ was written, 1 -> 0 flushes
+    this vCPU's LPIs from its ap_list (its-facts-A §3.5)."""
+    if not gic.nr_lpis:
+        return
+    if value & GICR_CTLR_ENABLE_LPIS:
+        if gic._gicr_ctlr[vcpu] == 0:
+            gic._gicr_ctlr[vcpu] = GICR_CTLR_ENABLE_LPIS
+            if not gic._pendbaser[vcpu] & PENDBASER_PTZ:
+                lpi.lpi_load_pending_table(gic, vcpu)
+    elif gic._gicr_ctlr[vcpu] == GICR_CTLR_ENABLE_LPIS:
+        lpi.lpi_flush_pending(gic, vcpu)
+        gic._gicr_ctlr[vcpu] = 0
 
 
 # --------------------------------------------------------------- GICR_IIDR
@@ -91,9 +106,11 @@ def gicr_typer(gic: Gic, vcpu: int) -> int:
     """The 64-bit GICR_TYPER of ``vcpu``'s redistributor (kvm-facts §1.5).
 
     Redistributors sit in one contiguous region in vCPU order, so the last
-    vCPU's is the one with Last set.  PLPIS is 0: no ITS.
+    vCPU's is the one with Last set.  PLPIS is set with an ITS.
     """
     value = gicr_typer_affinity(gic._mpidrs.mpidrs[vcpu]) << GICR_TYPER_AFFINITY_SHIFT
+    if gic.nr_lpis:
+        value |= GICR_TYPER_PLPIS
     value |= (vcpu & 0xFFFF) << GICR_TYPER_PROCNUM_SHIFT
     if vcpu == gic.nr_vcpus - 1:
         value |= GICR_TYPER_LAST
@@ -169,3 +186,22 @@ def write_pendbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int, valu
         return
     reg = _update_half_or_whole(gic._pendbaser[vcpu], offset, size, value)
     gic._pendbaser[vcpu] = sanitise_baser(reg, PENDBASER_RES0)
+
+
+# ------------------------------------------------ GICR_INVLPIR / INVALLR
+def write_invlpi(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
+    """Re-read one LPI's configuration byte, whatever its target; ignored
+    for the upper word, with this redistributor's LPIs disabled, or for an
+    INTID below 8192 (its-facts-A §3.5)."""
+    n = value & 0xFFFFFFFF
+    if offset & 4 or not _lpis_enabled(gic, vcpu) or n < LPI_BASE:
+        return
+    if n in gic._lpis:
+        lpi.update_lpi_config(gic, n, -1)
+
+
+def write_invall(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
+    """INVALL for this redistributor's vCPU (its-facts-A §3.5)."""
+    if offset & 4 or not _lpis_enabled(gic, vcpu):
+        return
+    lpi.lpi_invall(gic, vcpu)

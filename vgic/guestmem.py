@@ -1,0 +1,67 @@
+"""Guest RAM as the kernels see it (the twin of ``_core/guestmem.pxd``).
+
+One contiguous host buffer (a writable 1-D ``uint8`` numpy array) stands for
+the guest-physical range ``gpa .. gpa + size - 1``.  Every access is checked
+against that range first: a guest-supplied address outside RAM is a failed
+access (``None``/``False`` here, -1 in the core) that the caller turns into
+what KVM does - a skipped ITS command, ``-EFAULT`` on the userspace path -
+and never a host access outside the buffer.  Table entries are
+little-endian, as the KVM ITS ABI lays them out.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def check_memory(memory: object) -> np.ndarray:
+    """``memory`` as the plain writable, C-contiguous, 1-D ``uint8`` array it
+    must be (``TypeError`` otherwise): the kernels keep a pointer into it."""
+    if not isinstance(memory, np.ndarray):
+        raise TypeError(f"memory must be a numpy uint8 array, not {type(memory).__name__}")
+    base = np.asarray(memory)
+    if base.dtype != np.uint8 or base.ndim != 1 or not base.flags.c_contiguous or not base.flags.writeable:
+        raise TypeError("memory must be a writable 1-D C-contiguous numpy uint8 array")
+    return base
+
+
+class GuestMem:
+    """Checked little-endian access to guest RAM (no RAM: every access fails)."""
+
+    __slots__ = ("mem", "gpa", "size")
+
+    def __init__(self, memory: np.ndarray | None = None, gpa: int = 0) -> None:
+        self.mem = memory
+        self.gpa = gpa
+        self.size = 0 if memory is None else int(memory.shape[0])
+
+    def ok(self, gpa: int, n: int) -> bool:
+        """``gpa .. gpa + n - 1`` lies inside RAM."""
+        return self.mem is not None and self.size > 0 and self.gpa <= gpa and gpa + n <= self.gpa + self.size
+
+    def read64(self, gpa: int) -> int | None:
+        if not self.ok(gpa, 8):
+            return None
+        o = gpa - self.gpa
+        assert self.mem is not None
+        return int.from_bytes(self.mem[o:o + 8].tobytes(), "little")
+
+    def write64(self, gpa: int, value: int) -> bool:
+        if not self.ok(gpa, 8):
+            return False
+        o = gpa - self.gpa
+        assert self.mem is not None
+        self.mem[o:o + 8] = np.frombuffer(int(value).to_bytes(8, "little"), dtype=np.uint8)
+        return True
+
+    def read8(self, gpa: int) -> int | None:
+        if not self.ok(gpa, 1):
+            return None
+        assert self.mem is not None
+        return int(self.mem[gpa - self.gpa])
+
+    def write8(self, gpa: int, value: int) -> bool:
+        if not self.ok(gpa, 1):
+            return False
+        assert self.mem is not None
+        self.mem[gpa - self.gpa] = value
+        return True
