@@ -36,5 +36,9 @@ cdef class CState:
     # saved and restored with one memcpy (replay rollback, snapshots).
     cdef uint8_t *buf
     cdef Py_ssize_t buf_len
+    # True when part of the state lives outside `buf` (allocated tables,
+    # ap_lists, guest memory written by a handler): the bus then never
+    # relies on copying `buf` to undo a replay, it validates first.
+    cdef bint opaque
     cdef object _buf
     cdef int _set_buffer(self, object arr) except -1

@@ -21,6 +21,12 @@ cdef class CState:
         return [self.ops[i].name.decode() for i in range(self.nops)]
 
     @property
+    def opaque(self):
+        """True when a handler can change state outside the buffer (a replay
+        is then validated whole before it runs, never rolled back)."""
+        return self.opaque
+
+    @property
     def state_nbytes(self):
         """Bytes of mutable state (the buffer replay rollback copies)."""
         return self.buf_len

@@ -26,6 +26,7 @@ from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group
     write_cactive, read_priority, write_prio, read_config, write_config)
 from vgic._core.vgic_dist cimport (read_v3_misc, write_v3_misc, uwrite_v3_misc,
     read_irouter, write_irouter, read_idregs)
+from vgic._core.lpi cimport lpi_save_pending_tables
 from vgic._core.vgic_redist cimport (read_v3r_ctlr, write_v3r_ctlr, uwrite_v3r_ctlr, read_v3r_iidr,
     read_v3r_typer, read_propbase, write_propbase, read_pendbase, write_pendbase, write_invlpi, write_invall)
 
@@ -193,6 +194,9 @@ cdef class Gic(CState):
         self.st.in_lr = &in_lr[0]
         self.st.mem.base = NULL
         self.ctx = &self.st
+        # GICR_CTLR and GICR_INVLPIR/INVALLR change ap_lists and read guest
+        # memory once LPIs exist.
+        self.opaque = nr_lpis != 0
         self.nr_intids = nr_irqs
         self.ops = OPS
         self.nops = NOPS
@@ -251,6 +255,12 @@ cdef class Gic(CState):
         self._ap_tail[:] = -1
         self._ap_len[:] = 0
         self._in_lr[:] = 0
+
+    def save_pending_tables(self):
+        """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: every LPI's pending state
+        into its target's pending table; 0 or -EFAULT."""
+        self._ready()
+        return lpi_save_pending_tables(&self.st)
 
     def attach_memory(self, memory, gpa):
         """Guest RAM for the LPI property and pending tables: ``memory`` a

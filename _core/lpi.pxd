@@ -193,3 +193,36 @@ cdef inline void lpi_flush_pending(GicState *g, int vcpu) noexcept nogil:
             lpi_set_bit(g, intid, BM_PENDING_LATCH, False)
             lpi_release(g, intid)
         idx = nxt
+
+cdef inline int lpi_save_pending_tables(GicState *g) noexcept nogil:
+    # KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES (vgic_v3_save_pending_tables):
+    # each LPI with a target vCPU has its bit in that vCPU's pending table
+    # set to its pending state; only bytes whose bit must change are
+    # written.  0, or LPI_EFAULT at the first byte outside RAM.
+    cdef uint64_t at, last = 0xFFFFFFFFFFFFFFFFULL
+    cdef uint8_t byte = 0
+    cdef uint32_t k = next_lpi(g, 0), intid, b, bit
+    cdef int32_t t
+    cdef bint stored, pending
+    while k < g.nr_lpis:
+        intid = LPI_BASE + k
+        t = g.target[lpi_index(g, intid)]
+        if t >= 0:
+            at = pendbase_pa(g, t) + (intid >> 3)
+            if at != last:
+                if gm_read8(&g.mem, at, &byte) < 0:
+                    return LPI_EFAULT
+                last = at
+            b = bank_of(g, 0, intid)
+            bit = 1u << (intid & 31)
+            stored = (byte >> (intid & 7)) & 1
+            pending = (g.bm[BM_PENDING_LATCH][b] & bit) != 0
+            if stored != pending:
+                if pending:
+                    byte |= <uint8_t>(1u << (intid & 7))
+                else:
+                    byte &= <uint8_t>~(1u << (intid & 7))
+                if gm_write8(&g.mem, at, byte) < 0:
+                    return LPI_EFAULT
+        k = next_lpi(g, k + 1)
+    return 0

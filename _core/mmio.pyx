@@ -190,6 +190,14 @@ def get_lookup():
 
 
 # ------------------------------------------------------------------ the bus
+cdef int uaccess_size(object size) except -1:
+    # Userspace accesses are 32-bit (GICD/GICR attributes) or 64-bit (ITS registers).
+    cdef int s = int_arg(size, "size", 0, 8)
+    if s != 4 and s != 8:
+        raise ValueError(f"size {s} is not 4 or 8")
+    return s
+
+
 cdef struct UAccess:
     # The converted arguments of one userspace access.
     int frame
@@ -223,6 +231,7 @@ cdef struct BusState:
     uint64_t map_frames
     void *ctx[NR_FRAMES]        # per frame: the owning part's C state (NULL: unattached)
     uint32_t limit[NR_FRAMES]   # per frame: the INTID bound of its per-IRQ regions
+    bint opaque                 # an attached state keeps state outside its buffer
 
 
 cdef inline bint decode(const BusState *b, uint64_t addr, uint64_t accessor, uint32_t *frame,
@@ -568,6 +577,7 @@ cdef class Bus:
             self._states[f] = state
             self.b.ctx[f] = state.ctx
             self.b.limit[f] = state.nr_intids
+        self.b.opaque |= state.opaque
         self._scratch = None
 
     def map(self, base, frames, instances=1, bint per_vcpu=False):
@@ -756,8 +766,10 @@ cdef class Bus:
         cdef Py_ssize_t bad
         # The GIL is held throughout, so no Python thread can change the
         # trace between a record's check and its use.
-        if n < FUSED_MIN_RECORDS:
-            # A short trace sits in cache: check it all, then run it.
+        if n < FUSED_MIN_RECORDS or self.b.opaque:
+            # A short trace sits in cache: check it all, then run it.  So
+            # does any trace when a part keeps state outside its buffer (no
+            # copy of the buffers could undo it).
             bad = self._validate(acc, n, &kind)
             if bad >= 0:
                 self._raise_bad(arr[bad], bad, kind)
@@ -935,10 +947,10 @@ cdef class Bus:
         raise ValueError(f"trace[{i}]: {err}")
 
     # ------------------------------------------------------ userspace access
-    cdef const Region *_uregion(self, frame, vcpu, offset, UAccess *a) except? NULL:
-        # The region of a 32-bit userspace access (KVM's vgic_get_mmio_region
-        # with len 4), or NULL; bad arguments raise.  Each argument goes
-        # through __index__ once, into ``a``: nothing re-reads the objects.
+    cdef const Region *_uregion(self, frame, vcpu, offset, int size, UAccess *a) except? NULL:
+        # The region of a userspace access of `size` bytes (KVM's
+        # vgic_get_mmio_region), or NULL; bad arguments raise.  Each argument
+        # goes through __index__ once, into ``a``: nothing re-reads the objects.
         a.frame = self._frame(frame)
         if self._states[a.frame] is None:
             raise ValueError(f"frame {regmap.FRAME_NAMES[a.frame]} is not attached")
@@ -947,33 +959,37 @@ cdef class Bus:
         if off >= FRAME_SIZE:
             return NULL
         a.offset = off
-        return check_region(&self.b, a.frame, a.offset, 4, &a.intid)
+        return check_region(&self.b, a.frame, a.offset, size, &a.intid)
 
     def has_region(self, frame, offset):
         """True if a 32-bit access at ``offset`` of ``frame`` hits a region
         whose check passes (KVM's vgic_v3_has_attr_regs)."""
         cdef UAccess a
-        cdef const Region *r = self._uregion(frame, 0, offset, &a)
+        cdef const Region *r = self._uregion(frame, 0, offset, 4, &a)
         return r != NULL and not a.offset & 3
 
-    def uaccess_read(self, frame, vcpu, offset):
-        """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
+    def uaccess_read(self, frame, vcpu, offset, size=4):
+        """A userspace read of ``size`` bytes (4, or 8 for a 64-bit ITS
+        register) with KVM's uaccess semantics (0 if no region)."""
         cdef UAccess a
-        cdef const Region *r = self._uregion(frame, vcpu, offset, &a)
+        cdef int sz = uaccess_size(size)
+        cdef const Region *r = self._uregion(frame, vcpu, offset, sz, &a)
         if r == NULL:
             return 0
         return UREGIONS[a.frame][r - &REGIONS[a.frame][0]].uread(
-            self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, 0)
+            self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, sz, 0)
 
-    def uaccess_write(self, frame, vcpu, offset, value):
-        """A 32-bit userspace write; returns 0 or a negative errno."""
+    def uaccess_write(self, frame, vcpu, offset, value, size=4):
+        """A userspace write of ``size`` bytes (4 or 8); returns 0 or a
+        negative errno."""
         cdef UAccess a
-        cdef uint32_t v = int_arg(value, "value", 0, 0xFFFFFFFF)
-        cdef const Region *r = self._uregion(frame, vcpu, offset, &a)
+        cdef int sz = uaccess_size(size)
+        cdef uint64_t v = int_arg(value, "value", 0, 0xFFFFFFFF if sz == 4 else 0xFFFFFFFFFFFFFFFF)
+        cdef const Region *r = self._uregion(frame, vcpu, offset, sz, &a)
         if r == NULL:
             return 0
         cdef const URegion *u = &UREGIONS[a.frame][r - &REGIONS[a.frame][0]]
         if u.uwrite != NULL:
-            return u.uwrite(self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, v)
-        r.guest[1](self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, 4, v)
+            return u.uwrite(self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, sz, v)
+        r.guest[1](self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, sz, v)
         return 0

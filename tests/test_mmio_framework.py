@@ -51,9 +51,12 @@ def is_raz_region(region: regmap.Region) -> bool:
 
 def frame_base(vm: vgic.VM, frame: int, rd: int = 1) -> int:
     """Guest physical base of a frame; redistributor frames of vCPU `rd`
-    (kvm-facts §1.1: RD_base at redist_base + rd*0x20000, SGI_base +0x10000)."""
+    (kvm-facts §1.1: RD_base at redist_base + rd*0x20000, SGI_base +0x10000);
+    the ITS frames at its_base (+0x10000 for the translation frame)."""
     if frame == regmap.FRAME_GICD:
         return vm.dist_base
+    if frame in (regmap.FRAME_GITS, regmap.FRAME_GITS_TRANSLATER):
+        return vm.its_base + (0x10000 if frame == regmap.FRAME_GITS_TRANSLATER else 0)
     base = vm.redist_base + rd * 0x20000
     return base + (0x10000 if frame == regmap.FRAME_GICR_SGI else 0)
 
@@ -82,9 +85,11 @@ def scrambled_vm(nr_vcpus: int = 4, nr_irqs: int = 992) -> vgic.VM:
     Everything is done by guest MMIO with the semantics of kvm-facts §1.2,
     §1.5, §1.6: SPIs enabled, pending, active, priority 0xF8, routed to
     vCPU 1 (Aff0 = 1), distributor enabled; per vCPU all private INTIDs
-    enabled, pending, active, priority 0xF8; PROPBASER non-zero.
+    enabled, pending, active, priority 0xF8; PROPBASER non-zero; an ITS
+    with valid tables and command queue, enabled, one (empty) command run
+    (its-facts-A §1.3).
     """
-    vm = vgic.VM(nr_vcpus=nr_vcpus, nr_irqs=nr_irqs)
+    vm = vgic.VM(nr_vcpus=nr_vcpus, nr_irqs=nr_irqs, its=True)
     d = vm.dist_base
     recs = []
     for intid in range(32, nr_irqs, 32):
@@ -104,6 +109,13 @@ def scrambled_vm(nr_vcpus: int = 4, nr_irqs: int = 992) -> vgic.VM:
             recs.append((sgi + regmap.GICR_IPRIORITYR0 + i, 4, 1, 0xF8F8F8F8, v))
         # PA bits of PROPBASER survive sanitising (IHI 0069 §12.11.29).
         recs.append((rd + regmap.GICR_PROPBASER, 8, 1, 0x12345000, v))
+    its = vm.its_base
+    valid = 1 << 63
+    recs.append((its + regmap.GITS_CBASER, 8, 1, valid | (vm.ram_base + 0x10000), 0))
+    recs.append((its + regmap.GITS_BASER, 8, 1, valid | (vm.ram_base + 0x20000), 0))
+    recs.append((its + regmap.GITS_BASER + 8, 8, 1, valid | (vm.ram_base + 0x30000), 0))
+    recs.append((its + regmap.GITS_CTLR, 4, 1, regmap.GITS_CTLR_ENABLED, 0))
+    recs.append((its + regmap.GITS_CWRITER, 8, 1, 0x20, 0))    # one all-zero command: ignored
     vm.mmio_replay(make_trace(recs))
     return vm
 
@@ -378,6 +390,10 @@ def test_regions_sorted_and_disjoint():
     mod = _backend.mmio
     for frame in range(len(regmap.FRAMES)):
         rows = mod.regions(frame)
+        if frame == regmap.FRAME_GITS_TRANSLATER:
+            # KVM registers no region in the ITS translation frame (its-facts-A §1.1).
+            assert rows == []
+            continue
         assert rows, frame
         offsets = [r[1] for r in rows]
         assert offsets == sorted(offsets)
@@ -405,9 +421,10 @@ def test_regions_identical_between_core_and_pure():
         assert [tuple(r) for r in core.regions(frame)] == [tuple(r) for r in pure.regions(frame)]
 
 
-@pytest.mark.parametrize("frame", [-1, 3, 100])
+@pytest.mark.parametrize("frame", [-1, len(regmap.FRAMES), 100])
 def test_regions_bad_frame(frame):
-    """mmio.pyi: frames are 0 (GICD), 1 (GICR_RD), 2 (GICR_SGI); others are a ValueError."""
+    """mmio.pyi: frames are the indices of vgic.regmap.FRAMES (GICD, GICR_RD,
+    GICR_SGI, GITS, GITS_TRANSLATER); others are a ValueError."""
     with pytest.raises(ValueError):
         _backend.mmio.regions(frame)
 
@@ -495,8 +512,9 @@ def test_bsearch_and_direct_lookup_agree(restore_lookup):
         else:
             assert a[key] == b[key], key
     # Non-vacuous: the sweep saw real registers (GICD_TYPER at offset 4,
-    # read as record 1*3+1).
-    assert a[("read", regmap.FRAME_GICD, 0)][4] == 0x00480007
+    # read as record 1*3+1): ITLinesNumber 7, and with the ITS IDbits 15 and
+    # LPIS (its-facts-A §3.5).
+    assert a[("read", regmap.FRAME_GICD, 0)][4] == 0x007A0007
 
 
 # ===================================================== argument validation

@@ -156,7 +156,10 @@ def set_attr(part: VgicV3, group: int, attr: int, value: int) -> None:
             return  # already initialised: KVM's vgic_init() returns 0
         if attr == uapi.KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES:
             _lock_all_vcpus(vm)   # kvm-facts §5.6: all vCPUs locked (EBUSY if one runs)
-            return  # no LPIs exist without an ITS: nothing to write
+            r = part.gic.save_pending_tables()
+            if r < 0:
+                raise KvmError(-r, "KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: a pending table outside guest RAM")
+            return
         raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not a vGICv3 control")
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         value = _check_u("value", value, U64)

@@ -50,6 +50,11 @@ class Part:
     #: KVM_CREATE_DEVICE type when the part is a KVM device, else None.
     device_type: ClassVar[int | None] = None
 
+    @classmethod
+    def present(cls, vm: VM) -> bool:
+        """Whether ``vm`` has this part (an optional device, as the ITS)."""
+        return True
+
     def __init__(self, vm: VM, impl: Any) -> None:
         self.vm = vm
         self.impl = impl
@@ -117,6 +122,11 @@ class Part:
             from vgic.gic_state import StateError
             raise StateError(f"{self.name}: expected an empty dict")
         return None
+
+    def check_links(self, checked: dict[str, Any]) -> None:
+        """Check what ties this part's state to other parts' (``checked``:
+        every part's :meth:`check_state` result by name); raise
+        :class:`vgic.StateError`.  Changes nothing."""
 
     def apply_state(self, checked: Any) -> None:
         """Make the state what :meth:`check_state` checked; cannot fail."""

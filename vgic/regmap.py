@@ -189,6 +189,41 @@ GICR_SGI_REGIONS: tuple[Region, ...] = (
 
 
 
+# ------------------------------------------------------------------------ ITS
+# The ITS control frame (ITS_base) and the translation frame after it
+# (KVM_VGIC_V3_ITS_SIZE = 128 KiB).  Sources: its-facts-A §1 (vgic-its.c
+# its_registers), IHI 0069 §12.19.
+GITS_CTLR = 0x0000
+GITS_IIDR = 0x0004
+GITS_TYPER = 0x0008
+GITS_CBASER = 0x0080
+GITS_CWRITER = 0x0088
+GITS_CREADR = 0x0090
+GITS_BASER = 0x0100               # GITS_BASER0..7, 8 bytes each
+GITS_IDREGS = 0xFFD0
+GITS_PIDR0 = 0xFFE0
+GITS_PIDR1 = 0xFFE4
+GITS_PIDR2 = 0xFFE8
+GITS_PIDR4 = 0xFFD0
+GITS_CIDR0 = 0xFFF0
+GITS_TRANSLATER = 0x10040         # in the second frame: offset 0x40 there
+
+GITS_REGIONS: tuple[Region, ...] = (
+    Region("GITS_CTLR", GITS_CTLR, 4, W32, "its_ctlr"),
+    Region("GITS_IIDR", GITS_IIDR, 4, W32, "its_iidr"),
+    Region("GITS_TYPER", GITS_TYPER, 8, W64 | W32, "its_typer"),
+    Region("GITS_CBASER", GITS_CBASER, 8, W64 | W32, "its_cbaser"),
+    Region("GITS_CWRITER", GITS_CWRITER, 8, W64 | W32, "its_cwriter"),
+    Region("GITS_CREADR", GITS_CREADR, 8, W64 | W32, "its_creadr"),
+    Region("GITS_BASER", GITS_BASER, 0x40, W64 | W32, "its_baser"),
+    Region("GITS_IDREGS", GITS_IDREGS, 0x30, W32, "its_idregs"),
+)
+# GITS_TRANSLATER is not emulated: KVM registers no region in the second
+# frame, so a guest access there is RAZ/WI and userspace gets -ENXIO.  MSIs
+# arrive through vm.signal_msi (KVM_SIGNAL_MSI).
+GITS_TRANSLATER_REGIONS: tuple[Region, ...] = ()
+
+
 class Frame(NamedTuple):
     """One 64 KiB MMIO frame: its name, the part that owns it (whose handlers
     and state serve it; see :mod:`vgic.part`) and its register table."""
@@ -203,12 +238,16 @@ FRAMES: tuple[Frame, ...] = (
     Frame("GICD", "vgic_v3", GICD_REGIONS),
     Frame("GICR_RD", "vgic_v3", GICR_RD_REGIONS),
     Frame("GICR_SGI", "vgic_v3", GICR_SGI_REGIONS),
+    Frame("GITS", "its", GITS_REGIONS),
+    Frame("GITS_TRANSLATER", "its", GITS_TRANSLATER_REGIONS),
 )
 FRAME_NAMES: tuple[str, ...] = tuple(f.name for f in FRAMES)
 NR_FRAMES = len(FRAMES)           # the build sizes the kernels' frame tables from this
 FRAME_GICD = FRAME_NAMES.index("GICD")
 FRAME_GICR_RD = FRAME_NAMES.index("GICR_RD")
 FRAME_GICR_SGI = FRAME_NAMES.index("GICR_SGI")
+FRAME_GITS = FRAME_NAMES.index("GITS")
+FRAME_GITS_TRANSLATER = FRAME_NAMES.index("GITS_TRANSLATER")
 
 #: Every ops name a table may use; the part owning a frame binds all of its
 #: frame's ops, in the core and in the twin.
@@ -217,6 +256,7 @@ OPS_NAMES: tuple[str, ...] = (
     "v3_misc", "group", "senable", "cenable", "spending", "cpending",
     "sactive", "cactive", "priority", "config", "irouter",
     "v3r_ctlr", "v3r_iidr", "v3r_typer", "propbase", "pendbase", "invlpi", "invall",
+    "its_ctlr", "its_iidr", "its_typer", "its_cbaser", "its_cwriter", "its_creadr", "its_baser", "its_idregs",
 )
 #: Ops whose guest accesses halt every running vCPU around themselves:
 #: KVM's active-state accessors (vgic_access_active_prepare, kvm-facts §2).
@@ -267,3 +307,89 @@ GIC_BASER_CACHE_RAWB = 3
 PROPBASER_RES0 = (0x1F << 59) | (0xF << 52) | (0x3 << 5)
 PENDBASER_RES0 = (1 << 63) | (0x7 << 59) | (0xF << 52) | (0xF << 12) | 0x7F
 PENDBASER_PTZ = 1 << 62
+
+# ------------------------------------------------------------- ITS values
+# (its-facts-A §1.3, §2; its-facts-B §1; IHI 0069 §12.19, §5.3)
+GITS_CTLR_ENABLED = 1 << 0
+GITS_CTLR_QUIESCENT = 1 << 31
+ITS_ABI_REVISIONS = 1                 # KVM's ITS save/restore ABI: revision 0 only
+GITS_IIDR_REV_SHIFT = 12
+GITS_IIDR_REV_MASK = 0xF << GITS_IIDR_REV_SHIFT
+GITS_TYPER_VALUE = 0x1EF71            # PLPIS, 8-byte ITT entries, 16 EventID and DeviceID bits, PTA 0, CIL 0
+ITS_MAX_DEVID_BITS = 16
+ITS_MAX_EVENTID_BITS = 16
+ITS_MAX_ICID = 0xFFFF                 # 16-bit collection IDs (CIL = 0)
+GITS_BASER_VALID = 1 << 63
+GITS_BASER_INDIRECT = 1 << 62
+GITS_BASER_TYPE_SHIFT = 56
+GITS_BASER_TYPE_MASK = 0x7 << GITS_BASER_TYPE_SHIFT
+GITS_BASER_TYPE_DEVICE = 1
+GITS_BASER_TYPE_COLLECTION = 4
+GITS_BASER_ENTRY_SIZE_SHIFT = 48
+GITS_BASER_ENTRY_SIZE_MASK = 0x1F << GITS_BASER_ENTRY_SIZE_SHIFT
+GITS_BASER_PAGE_SIZE_SHIFT = 8
+GITS_BASER_PAGE_SIZE_MASK = 0x3 << GITS_BASER_PAGE_SIZE_SHIFT
+GITS_BASER_PAGE_SIZE_64K = 2 << GITS_BASER_PAGE_SIZE_SHIFT
+GITS_BASER_SIZE_MASK = 0xFF           # pages - 1
+GITS_BASER_INNER_CACHE_SHIFT = 59
+GITS_BASER_OUTER_CACHE_SHIFT = 53
+GITS_BASER_SHAREABILITY_SHIFT = 10
+GITS_CBASER_SIZE_MASK = 0xFF          # 4 KiB pages - 1
+GITS_CBASER_ADDR_MASK = 0x000FFFFFFFFFF000
+GITS_CBASER_INNER_CACHE_SHIFT = 59
+GITS_CBASER_OUTER_CACHE_SHIFT = 53
+GITS_CBASER_SHAREABILITY_SHIFT = 10
+GITS_CMD_OFFSET_MASK = 0xFFFE0        # CWRITER / CREADR offset bits [19:5]
+ITS_CMD_SIZE = 32
+INITIAL_BASER_DEVICE = 0x1907000000000600
+INITIAL_BASER_COLLECTION = 0x1C07000000000600
+ITS_ESZ = 8                           # DTE, ITE and CTE size in ABI revision 0
+ITS_L1E_VALID = 1 << 63
+ITS_L2_ADDR_MASK = 0x000FFFFFFFFF0000  # an L1 entry's level-2 table, bits [51:16]
+ITS_ITT_ADDR_MASK = 0x000FFFFFFFFFFF00  # MAPD's ITT_addr, DW2 [51:8]
+COLLECTION_NOT_MAPPED = 0xFFFFFFFF
+# KVM's save/restore entries (rev 0)
+KVM_ITS_DTE_VALID_SHIFT = 63
+KVM_ITS_DTE_NEXT_SHIFT = 49
+KVM_ITS_DTE_NEXT_MASK = 0x3FFF << 49
+KVM_ITS_DTE_ITTADDR_SHIFT = 5
+KVM_ITS_DTE_ITTADDR_MASK = ((1 << 44) - 1) << 5
+KVM_ITS_DTE_SIZE_MASK = 0x1F
+KVM_ITS_ITE_NEXT_SHIFT = 48
+KVM_ITS_ITE_PINTID_SHIFT = 16
+KVM_ITS_ITE_PINTID_MASK = 0xFFFFFFFF << 16
+KVM_ITS_ITE_ICID_MASK = 0xFFFF
+KVM_ITS_CTE_VALID_SHIFT = 63
+KVM_ITS_CTE_RDBASE_SHIFT = 16
+KVM_ITS_CTE_ICID_MASK = 0xFFFF
+VITS_DTE_MAX_DEVID_OFFSET = (1 << 14) - 1
+VITS_ITE_MAX_EVENTID_OFFSET = (1 << 16) - 1
+# Command opcodes (DW0 [7:0])
+GITS_CMD_MOVI = 0x01
+GITS_CMD_INT = 0x03
+GITS_CMD_CLEAR = 0x04
+GITS_CMD_SYNC = 0x05
+GITS_CMD_MAPD = 0x08
+GITS_CMD_MAPC = 0x09
+GITS_CMD_MAPTI = 0x0A
+GITS_CMD_MAPI = 0x0B
+GITS_CMD_INV = 0x0C
+GITS_CMD_INVALL = 0x0D
+GITS_CMD_MOVALL = 0x0E
+GITS_CMD_DISCARD = 0x0F
+# Command errors (internal to KVM: no error register; the command is skipped)
+E_ITS_MOVI_UNMAPPED_INTERRUPT = 0x010107
+E_ITS_MOVI_UNMAPPED_COLLECTION = 0x010109
+E_ITS_INT_UNMAPPED_INTERRUPT = 0x010307
+E_ITS_CLEAR_UNMAPPED_INTERRUPT = 0x010507
+E_ITS_MAPD_DEVICE_OOR = 0x010801
+E_ITS_MAPD_ITTSIZE_OOR = 0x010802
+E_ITS_MAPC_PROCNUM_OOR = 0x010902
+E_ITS_MAPC_COLLECTION_OOR = 0x010903
+E_ITS_MAPTI_UNMAPPED_DEVICE = 0x010A04
+E_ITS_MAPTI_ID_OOR = 0x010A05
+E_ITS_MAPTI_PHYSICALID_OOR = 0x010A06
+E_ITS_INV_UNMAPPED_INTERRUPT = 0x010C07
+E_ITS_INVALL_UNMAPPED_COLLECTION = 0x010D09
+E_ITS_MOVALL_PROCNUM_OOR = 0x010E01
+E_ITS_DISCARD_UNMAPPED_INTERRUPT = 0x010F07

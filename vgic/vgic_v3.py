@@ -134,7 +134,9 @@ class VgicV3(Part):
         # the model's is what a write of 0 leaves (KVM's reset VMCR is 0).
         self.records["ich_vmcr"] = ich.stored_vmcr(0, self.pri_bits, self.pre_bits)
         #: The distributor and redistributors (the backend's ``gic.Gic``).
-        self.gic = impl.gic.Gic(n, vm.nr_irqs, np.array(vm._mpidrs.mpidrs, dtype=np.uint64))
+        self.gic = impl.gic.Gic(n, vm.nr_irqs, np.array(vm._mpidrs.mpidrs, dtype=np.uint64), lpis=vm.has_its)
+        # Guest RAM for the LPI property and pending tables.
+        self.gic.attach_memory(vm.memory, vm.ram_base)
         self.hyp_if = impl.lr.HypIf(self.records, self.nr_lrs, self.pri_bits, self.pre_bits, self.reverse)
         self.icv = impl.icv.Icv(self.records, self.nr_lrs, self.pri_bits, self.pre_bits)
         #: KVM's ap_lists with the flush and fold kernels.

@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, ich, regmap, sysregs, topology
+from vgic import _backend, ich, regmap, sysregs, topology, uapi
 from vgic.errors import KvmError, StateError, UndefinedInstruction, VgicError
+from vgic.its import Its
 from vgic.part import Part
 from vgic.topology import default_mpidr
 from vgic.vgic_v3 import VgicV3
@@ -26,10 +27,11 @@ from vgic.vgic_v3 import VgicV3
 #: The parts of every VM, in KVM's order (kvm_arch_vcpu_load(): the vgic,
 #: then the timers, then the FP/SVE state).  A new device or CPU feature is
 #: a new row here and a new module (see :mod:`vgic.part`).
-PARTS: tuple[type[Part], ...] = (VgicV3,)
+PARTS: tuple[type[Part], ...] = (VgicV3, Its)
 
 # QEMU `virt` board layout, so traces recorded from real guests replay unchanged.
 DEFAULT_DIST_BASE = 0x0800_0000
+DEFAULT_ITS_BASE = 0x0808_0000
 DEFAULT_REDIST_BASE = 0x080A_0000
 DEFAULT_RAM_BASE = 0x4000_0000
 DEFAULT_RAM_SIZE = 64 << 20
@@ -184,6 +186,13 @@ class VM:
     length then sets the RAM size.  ``backend`` picks the implementation of
     this VM: ``"core"`` (Cython), ``"pure"`` (the twin) or None for the
     process default (``VGIC_PUREPYTHON``).
+
+    ``its=True`` adds an ITS (KVM_CREATE_DEVICE(VGIC_ITS) with its address
+    set, ``vm.its``) at ``its_base`` (128 KiB, which must not overlap the
+    other frames or RAM): the distributor then has LPIs (GICD_TYPER.LPIS,
+    16 ID bits), the redistributors report PLPIS and GICR_PROPBASER starts
+    at 0x580 as creating the ITS leaves it.  ``its_max_ites`` bounds the
+    ITEs the ITS holds (the model's stand-in for KVM running out of memory).
     """
 
     def __init__(
@@ -200,6 +209,9 @@ class VM:
         pri_bits: int = 5,
         pre_bits: int = 5,
         lr_order: str = "direct",
+        its: bool = False,
+        its_base: int = DEFAULT_ITS_BASE,
+        its_max_ites: int = 1 << 20,
         backend: str | None = None,
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
@@ -210,6 +222,12 @@ class VM:
         self.dist_base = _check_int("dist_base", dist_base, 0, MAX_IPA)
         self.redist_base = _check_int("redist_base", redist_base, 0, MAX_IPA)
         self.ram_base = _check_int("ram_base", ram_base, 0, MAX_IPA)
+        if not isinstance(its, (bool, np.bool_)):
+            raise TypeError(f"its must be a bool, not {type(its).__name__}")
+        #: An ITS is part of the VM.
+        self.has_its = bool(its)
+        self.its_base = _check_int("its_base", its_base, 0, MAX_IPA)
+        self.its_max_ites = _check_int("its_max_ites", its_max_ites, 1, 1 << 32)
         self.memory = self._make_memory(memory, ram_size)
         self._check_layout()
         # The modelled CPU interface: ICH_VTR_EL2.ListRegs + 1, PRIbits + 1,
@@ -230,13 +248,19 @@ class VM:
         self.bus = impl.mmio.Bus(nr_vcpus)
         #: The parts, in KVM's order.
         self.parts: list[Part] = []
+        self._parts_by_name: dict[str, Part] = {}
         for cls in PARTS:
+            if not cls.present(self):
+                continue
             part = cls(self, impl)
             part.map_frames(self.bus)
             self.parts.append(part)
-        self._parts_by_name = {p.name: p for p in self.parts}
-        #: The vGICv3 part (the KVM_DEV_TYPE_ARM_VGIC_V3 device).
-        self.gic: VgicV3 = self._parts_by_name[VgicV3.name]  # type: ignore[assignment]
+            self._parts_by_name[part.name] = part
+            if cls is VgicV3:
+                #: The vGICv3 part (the KVM_DEV_TYPE_ARM_VGIC_V3 device).
+                self.gic: VgicV3 = part  # type: ignore[assignment]
+        #: The ITS part (the KVM_DEV_TYPE_ARM_VGIC_ITS device), or None.
+        self.its: Its | None = self._parts_by_name.get(Its.name)  # type: ignore[assignment]
         # Per-vCPU world-switch steps: load and enter in table order, put and
         # exit in reverse (kvm_arch_vcpu_load/put and the run loop).
         steps = [p.world_switch() for p in self.parts]
@@ -298,7 +322,7 @@ class VM:
         return arr
 
     def _check_layout(self) -> None:
-        for name in ("dist_base", "redist_base"):
+        for name in ("dist_base", "redist_base", "its_base"):
             # GIC frames are 64 KiB aligned (KVM: -EINVAL otherwise).
             if getattr(self, name) % regmap.FRAME_SIZE:
                 raise ValueError(f"{name} {getattr(self, name):#x} is not 64 KiB aligned")
@@ -307,6 +331,8 @@ class VM:
             ("redistributors", self.redist_base, self.nr_vcpus * regmap.REDIST_STRIDE),
             ("RAM", self.ram_base, self.memory.size),
         ]
+        if self.has_its:
+            spans.append(("ITS", self.its_base, uapi.KVM_VGIC_V3_ITS_SIZE))
         for name, base, size in spans:
             if base + size > MAX_IPA:
                 raise ValueError(f"{name} at {base:#x}+{size:#x} leaves the 52-bit IPA space")
@@ -402,10 +428,31 @@ class VM:
                                          f"not a PPI with an existing vCPU or an SPI of this VM")
         self.gic.gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
 
+    def signal_msi(self, device_id: int, event_id: int) -> bool:
+        """KVM_SIGNAL_MSI through the ITS (with KVM_MSI_VALID_DEVID): True if
+        the MSI was delivered (its LPI latched pending), False if the guest
+        blocked it (no translation).  :class:`vgic.KvmError`: ENODEV without
+        an ITS, EBUSY with the ITS disabled or the target's LPIs disabled."""
+        if self.its is None:
+            raise KvmError(errno.ENODEV, "KVM_SIGNAL_MSI: this VM has no ITS")
+        return self.its.signal_msi(device_id, event_id)
+
+    def signal_msis(self, device_ids: Any, event_ids: Any) -> np.ndarray:
+        """:meth:`signal_msi` for many MSIs in one call, in order: KVM's
+        result for each (1 delivered, 0 blocked, -EBUSY) as an int32 array;
+        nothing raises for a single MSI's -EBUSY."""
+        if self.its is None:
+            raise KvmError(errno.ENODEV, "KVM_SIGNAL_MSI: this VM has no ITS")
+        return self.its.its.signal_msi_batch(device_ids, event_ids)
+
     def irq(self, intid: int, vcpu: int | None = None) -> IrqState:
-        """The state of one interrupt; private INTIDs (< 32) need ``vcpu``."""
+        """The state of one interrupt; private INTIDs (< 32) need ``vcpu``;
+        an LPI must exist (an ITE maps it, or it is on its way to a vCPU)."""
         intid = _index("intid", intid)
-        if not 0 <= intid < self.nr_irqs:
+        if intid >= regmap.LPI_BASE:
+            if intid not in self.gic.gic.lpis():
+                raise ValueError(f"intid {intid} is not an LPI that exists")
+        elif not 0 <= intid < self.nr_irqs:
             raise ValueError(f"intid {intid} is outside 0..{self.nr_irqs - 1}")
         if intid < regmap.NR_PRIVATE_IRQS:
             if vcpu is None:
@@ -500,7 +547,7 @@ class VM:
             "nr_vcpus": self.nr_vcpus, "nr_irqs": self.nr_irqs, "nr_lrs": self.nr_lrs,
             "pri_bits": self.pri_bits, "pre_bits": self.pre_bits, "lr_order": self.lr_order,
             "dist_base": self.dist_base, "redist_base": self.redist_base,
-            "ram_base": self.ram_base, "ram_size": int(self.memory.size),
+            "ram_base": self.ram_base, "ram_size": int(self.memory.size), "its_base": self.its_base,
             "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running} for v in self.vcpus],
         }
 
@@ -546,6 +593,9 @@ class VM:
                 raise StateError(f"vm.vcpus[{v}]: running but not loaded")
             flags.append((bool(vd["loaded"]), bool(vd["running"])))
         checked = [(part, part.check_state(state[part.name])) for part in self.parts]
+        by_name = {part.name: c for part, c in checked}
+        for part, _ in checked:
+            part.check_links(by_name)
         # Everything is checked: from here on nothing can fail.
         for part, c in checked:
             part.apply_state(c)

@@ -8,5 +8,9 @@ class CState:
     def ops_names(self) -> list[str]:
         """The handler families this part binds, in table order."""
     @property
+    def opaque(self) -> bool:
+        """True when a handler can change state outside the buffer (a replay
+        is then validated whole before it runs, never rolled back)."""
+    @property
     def state_nbytes(self) -> int:
         """Bytes of mutable state (the buffer replay rollback copies)."""

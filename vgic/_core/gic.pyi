@@ -25,7 +25,12 @@ class Gic(CState):
     def lpis(self) -> list[int]:
         """The LPIs that exist (KVM: have a struct vgic_irq), in INTID order."""
     def clear_queued(self) -> None:
-        """Mark every interrupt queued on no ap_list (a new ApLists starts empty)."""
+        """Empty every ap_list (a new ApLists starts empty)."""
+    def attach_memory(self, memory: npt.NDArray[Any], gpa: int) -> None:
+        """Guest RAM (a writable 1-D uint8 array at guest-physical ``gpa``)
+        for the LPI property and pending tables."""
+    def save_pending_tables(self) -> int:
+        """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: 0 or -EFAULT."""
     def mpidr_to_vcpu(self, mpidr: int) -> int:
         """The vCPU whose MPIDR affinity equals ``mpidr``'s, or -1."""
 

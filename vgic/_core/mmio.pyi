@@ -65,7 +65,8 @@ class Bus:
     # ---- userspace (KVM device attribute) access ---------------------------
     def has_region(self, frame: int, offset: int) -> bool:
         """True if a 32-bit access at ``offset`` of ``frame`` hits a region."""
-    def uaccess_read(self, frame: int, vcpu: int, offset: int) -> int:
-        """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
-    def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int) -> int:
-        """A 32-bit userspace write; returns 0 or a negative errno."""
+    def uaccess_read(self, frame: int, vcpu: int, offset: int, size: int = 4) -> int:
+        """A userspace read of ``size`` bytes (4, or 8 for a 64-bit ITS
+        register) with KVM's uaccess semantics (0 if no region)."""
+    def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int, size: int = 4) -> int:
+        """A userspace write of ``size`` bytes (4 or 8); returns 0 or a negative errno."""

@@ -168,6 +168,11 @@ class Gic:
         for row in self._ap_lists:
             row.clear()
 
+    def save_pending_tables(self) -> int:
+        """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES (see the core); 0 or -EFAULT."""
+        from . import lpi
+        return lpi.lpi_save_pending_tables(self)
+
     def attach_memory(self, memory: Any, gpa: int) -> None:
         """Guest RAM for the LPI property and pending tables (see the core)."""
         arr = check_memory(memory)

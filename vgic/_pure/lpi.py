@@ -134,3 +134,26 @@ def lpi_flush_pending(gic: Gic, vcpu: int) -> None:
         irq.in_lr = False
         _set(gic, irq, "pending_latch", False)
         gic.lpi_release(irq.intid)
+
+
+def lpi_save_pending_tables(gic: Gic) -> int:
+    """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: each LPI with a target has its
+    bit in that vCPU's pending table set to its pending state; only bytes
+    whose bit must change are written.  0, or -EFAULT."""
+    last_at, byte = -1, 0
+    for intid in sorted(gic._lpis):
+        irq = gic._lpis[intid]
+        if irq.target_vcpu < 0:
+            continue
+        at = pendbase_pa(gic, irq.target_vcpu) + (intid >> 3)
+        if at != last_at:
+            b = gic._mem.read8(at)
+            if b is None:
+                return -EFAULT
+            byte, last_at = b, at
+        stored = bool((byte >> (intid & 7)) & 1)
+        if stored != irq.pending_latch:
+            byte ^= 1 << (intid & 7)
+            if not gic._mem.write8(at, byte):
+                return -EFAULT
+    return 0

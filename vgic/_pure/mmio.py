@@ -164,6 +164,14 @@ def _as_int(value: Any, name: str) -> int:
         raise TypeError(f"{name} must be an int, not {type(value).__name__}") from None
 
 
+def _uaccess_size(size: Any) -> int:
+    """Userspace accesses are 32-bit (GICD/GICR) or 64-bit (ITS registers)."""
+    s = check_int("size", size, 0, 8)
+    if s not in (4, 8):
+        raise ValueError(f"size {s} is not 4 or 8")
+    return s
+
+
 def _check_size(size: int, where: str = "") -> None:
     if size not in (1, 2, 4, 8):
         raise ValueError(f"{where}size {size!r} is not one of 1, 2, 4, 8")
@@ -408,9 +416,10 @@ class Bus:
         return np.array(out, dtype=np.uint64)
 
     # ---- userspace (KVM device attribute) access ---------------------------
-    def _uaccess_region(self, frame: Any, vcpu: Any, offset: Any) -> tuple[_Bound, int, int, int, int] | None:
-        """Region, INTID, frame, vCPU and offset of a 32-bit userspace access,
-        or None (KVM's ``vgic_get_mmio_region`` with ``len = 4``); bad
+    def _uaccess_region(self, frame: Any, vcpu: Any, offset: Any,
+                        size: int = 4) -> tuple[_Bound, int, int, int, int] | None:
+        """Region, INTID, frame, vCPU and offset of a userspace access of
+        ``size`` bytes, or None (KVM's ``vgic_get_mmio_region``); bad
         arguments raise.  Each argument is converted once."""
         f = _frame_index(frame)
         if self._states[f] is None:
@@ -422,7 +431,7 @@ class Bus:
         bound = self._find(f, off)
         if bound is None:
             return None
-        intid = _check(bound.region, off, 4, self._states[f].nr_intids)
+        intid = _check(bound.region, off, size, self._states[f].nr_intids)
         if intid == _INVALID:
             return None
         return bound, intid, f, v, off
@@ -436,23 +445,27 @@ class Bus:
         found = self._uaccess_region(frame, 0, offset)
         return found is not None and not found[4] & 3
 
-    def uaccess_read(self, frame: int, vcpu: int, offset: int) -> int:
-        """A 32-bit userspace read with KVM's uaccess semantics (0 if no region)."""
-        found = self._uaccess_region(frame, vcpu, offset)
+    def uaccess_read(self, frame: int, vcpu: int, offset: int, size: int = 4) -> int:
+        """A userspace read of ``size`` bytes (4, or 8 for a 64-bit ITS
+        register) with KVM's uaccess semantics (0 if no region)."""
+        sz = _uaccess_size(size)
+        found = self._uaccess_region(frame, vcpu, offset, sz)
         if found is None:
             return 0
         bound, intid, f, v, off = found
-        return bound.ops.uaccess_read(self._states[f], v, off, intid, 4)
+        return bound.ops.uaccess_read(self._states[f], v, off, intid, sz)
 
-    def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int) -> int:
-        """A 32-bit userspace write; returns 0 or a negative errno.
+    def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int, size: int = 4) -> int:
+        """A userspace write of ``size`` bytes (4 or 8); returns 0 or a
+        negative errno.
 
         With no region (or a failed check) the write is ignored and reports
         success, as KVM's ``vgic_uaccess_write`` does (kvm-facts §2).
         """
-        value = check_int("value", value, 0, U32)
-        found = self._uaccess_region(frame, vcpu, offset)
+        sz = _uaccess_size(size)
+        value = check_int("value", value, 0, U32 if sz == 4 else U64)
+        found = self._uaccess_region(frame, vcpu, offset, sz)
         if found is None:
             return 0
         bound, intid, f, v, off = found
-        return bound.ops.uaccess_write(self._states[f], v, off, intid, 4, value)
+        return bound.ops.uaccess_write(self._states[f], v, off, intid, sz, value)

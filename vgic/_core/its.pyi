@@ -1,0 +1,50 @@
+"""Type stubs for ``vgic._core.its`` (twin: ``vgic._pure.its``): KVM's
+emulated ITS - registers, command queue, translation, save/restore ABI."""
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from vgic.its_state import ItsArrays
+
+from .cstate import CState
+from .gic import Gic
+
+class Its(CState):
+    """The emulated ITS of a VM whose ``Gic`` has LPIs (``Gic(..., lpis=True)``);
+    its frames (GITS, GITS_TRANSLATER) are served once attached to a ``mmio.Bus``.
+    Guest memory is the Gic's (``Gic.attach_memory``)."""
+
+    def __init__(self, gic: Gic, max_ites: int = ...) -> None: ...
+    @property
+    def max_ites(self) -> int:
+        """The most ITEs this ITS holds (a MAPTI beyond fails, as KVM's -ENOMEM)."""
+    @property
+    def nr_ites(self) -> int:
+        """The ITEs mapped now."""
+
+    # ---- KVM's side ------------------------------------------------------------
+    def signal_msi(self, devid: int, event: int) -> int:
+        """KVM_SIGNAL_MSI with KVM_MSI_VALID_DEVID: 1 delivered, 0 blocked, or -EBUSY."""
+    def signal_msi_batch(self, devids: npt.ArrayLike, events: npt.ArrayLike) -> npt.NDArray[np.int32]:
+        """signal_msi for each (devid, event), in order, all checked first."""
+    def save_tables(self) -> int:
+        """KVM_DEV_ARM_ITS_SAVE_TABLES: 0 or a negative errno."""
+    def restore_tables(self) -> int:
+        """KVM_DEV_ARM_ITS_RESTORE_TABLES: 0 or a negative errno (everything freed on error)."""
+    def reset(self) -> None:
+        """KVM_DEV_ARM_ITS_CTRL_RESET."""
+    def process_commands(self) -> None:
+        """Run the queued commands now (an accepted GITS_CWRITER/GITS_CTLR write does)."""
+    def command(self, dw0: int, dw1: int, dw2: int, dw3: int) -> int:
+        """Run one command from its four words: KVM's internal result (0, E_ITS_*, -errno)."""
+
+    # ---- named state -----------------------------------------------------------
+    def arrays(self) -> ItsArrays:
+        """The state as :class:`vgic.its_state.ItsArrays` (copies)."""
+    def state(self) -> dict[str, Any]:
+        """The named state (:mod:`vgic.its_state` layout)."""
+    def load_state(self, state: Any) -> None:
+        """Replace the whole state, checked first (``vgic.StateError``, nothing changed)."""
+    def apply_arrays(self, a: ItsArrays) -> None:
+        """Write checked arrays into the state (LPI references are the Gic's)."""
