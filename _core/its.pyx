@@ -22,13 +22,13 @@ import numpy as np
 from libc.errno cimport EINVAL, EBUSY, EEXIST, EFAULT, ENOMEM
 from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 from libc.stdlib cimport calloc, malloc, realloc, free
-from libc.string cimport memmove, memset
+from libc.string cimport memcpy, memmove, memset
 
 from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport lpi_exists, BM_PENDING_LATCH
-from vgic._core.guestmem cimport gm_ok, gm_read64, gm_write64
+from vgic._core.guestmem cimport gm_ok, gm_at, gm_read64, gm_write64
 from vgic._core.lpi cimport (lpi_add, lpi_put, lpi_set_bit, lpi_index, update_lpi_config, lpi_invall,
     lpi_intid_limit, lpis_enabled_on, next_lpi)
 from vgic._core.bitmap cimport extract_bytes, update_64bit_reg
@@ -56,6 +56,7 @@ from vgic._core.consts cimport (LPI_BASE, GITS_CTLR_ENABLED, GITS_CTLR_QUIESCENT
     KVM_ITS_CTE_ICID_MASK, GITS_PIDR0, GITS_PIDR1, GITS_PIDR2, GITS_PIDR4, GITS_CIDR0)
 
 from vgic import regmap, its_state
+from vgic.guestmem import check_memory
 
 cdef extern from *:
     int its_ctzll "__builtin_ctzll"(unsigned long long x) nogil
@@ -207,9 +208,14 @@ cdef inline Ite *find_ite(const ItsState *s, uint64_t devid, uint64_t event) noe
     return &d.ites[i] if found else NULL
 
 cdef Ite *insert_ite(ItsState *s, Dev *d, uint32_t event) noexcept nogil:
-    # A new ITE slot in EventID order (NULL: the model's ITE limit, or no memory).
+    # A new ITE slot in EventID order (NULL: the model's ITE limit, or no
+    # memory).  Restores and most MAPTI streams append: no search then.
     cdef bint found
-    cdef int32_t i = ite_pos(d, event, &found)
+    cdef int32_t i
+    if d.n == 0 or d.ites[d.n - 1].event < event:
+        i = <int32_t>d.n
+    else:
+        i = ite_pos(d, event, &found)
     cdef uint32_t cap
     cdef Ite *grown
     if s.nites >= s.max_ites:
@@ -221,11 +227,15 @@ cdef Ite *insert_ite(ItsState *s, Dev *d, uint32_t event) noexcept nogil:
             return NULL
         d.ites = grown
         d.cap = cap
-    memmove(&d.ites[i + 1], &d.ites[i], (d.n - <uint32_t>i) * sizeof(Ite))
+    if <uint32_t>i < d.n:
+        memmove(&d.ites[i + 1], &d.ites[i], (d.n - <uint32_t>i) * sizeof(Ite))
     d.n += 1
     s.nites += 1
-    memset(&d.ites[i], 0, sizeof(Ite))
     d.ites[i].event = event
+    d.ites[i].lpi = 0
+    d.ites[i].icid = 0
+    d.ites[i].has_coll = 0
+    d.ites[i].pad = 0
     return &d.ites[i]
 
 cdef void remove_ite(ItsState *s, Dev *d, Ite *ite) noexcept nogil:
@@ -726,9 +736,13 @@ if _needed - _bound:
 # ---------------------------------------------------------- save tables
 cdef int save_itt(ItsState *s, const Dev *d) noexcept nogil:
     # vgic_its_save_itt: each ITE at ITT + EventID * 8, in EventID order; an
-    # ITE without a collection is written 0, and `next` skips it.
+    # ITE without a collection is written 0, and `next` skips it.  Written
+    # straight into RAM when the whole ITT lies in it.
     cdef uint32_t i, nv = 0
-    cdef uint64_t v, nxt
+    cdef uint64_t v, nxt, at
+    cdef uint8_t *p = NULL
+    if gm_ok(&s.g.mem, d.itt_addr, ((<uint64_t>1) << d.nbits) * ITS_ESZ):
+        p = gm_at(&s.g.mem, d.itt_addr)
     for i in range(d.n):
         if not d.ites[i].has_coll:
             v = 0
@@ -744,9 +758,13 @@ cdef int save_itt(ItsState *s, const Dev *d) noexcept nogil:
                     nxt = VITS_ITE_MAX_EVENTID_OFFSET
             v = ((nxt << KVM_ITS_ITE_NEXT_SHIFT) | (<uint64_t>d.ites[i].lpi << KVM_ITS_ITE_PINTID_SHIFT)
                  | d.ites[i].icid)
-        if gm_write64(&s.g.mem, d.itt_addr + <uint64_t>d.ites[i].event * ITS_ESZ, v) < 0:
+        at = <uint64_t>d.ites[i].event * ITS_ESZ
+        if p != NULL:
+            memcpy(p + at, &v, 8)
+        elif gm_write64(&s.g.mem, d.itt_addr + at, v) < 0:
             return -EFAULT
     return 0
+
 
 cdef int save_device_tables(ItsState *s) noexcept nogil:
     # Devices in DeviceID order, in KVM's order of guest-memory accesses:
@@ -828,10 +846,12 @@ cdef int scan_table(ItsState *s, uint64_t base, uint64_t size, uint32_t start, e
         base += step
         size -= step
 
-cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcept nogil:
-    cdef Dev *d = <Dev *>arg
+cdef int restore_ite(ItsState *s, Dev *d, uint32_t event, uint64_t v) noexcept nogil:
+    # vgic_its_restore_ite: 1 for an invalid entry (pINTID 0), the entry's
+    # `next` once it is restored, or an error.
     cdef uint64_t lpi = (v >> KVM_ITS_ITE_PINTID_SHIFT) & 0xFFFFFFFFULL
     cdef uint32_t icid = <uint32_t>(v & KVM_ITS_ITE_ICID_MASK), nxt = <uint32_t>(v >> KVM_ITS_ITE_NEXT_SHIFT)
+    cdef uint32_t t
     cdef Ite *ite
     cdef int r
     if lpi == 0:
@@ -840,7 +860,7 @@ cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcep
         return -EINVAL
     if <uint64_t>event + nxt >= ((<uint64_t>1) << d.nbits):
         return -EINVAL
-    if not coll_exists(s, icid):
+    if not id_test(s.coll_bits, icid):
         return -EINVAL
     if not gm_ok(&s.g.mem, d.itt_addr + <uint64_t>event * ITS_ESZ, ITS_ESZ):
         return -EINVAL
@@ -854,13 +874,37 @@ cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcep
     ite.lpi = <uint32_t>lpi
     ite.icid = <uint16_t>icid
     ite.has_coll = 1
-    r = lpi_add(s.g, <uint32_t>lpi, coll_vcpu(s, icid))
+    t = s.coll_target[icid]
+    r = lpi_add(s.g, <uint32_t>lpi, <int32_t>t if t < s.g.nr_vcpus else -1)
     if r < 0:
-        memmove(ite, ite + 1, (d.n - <uint32_t>(ite - d.ites) - 1) * sizeof(Ite))
-        d.n -= 1
+        d.n -= 1                        # (the ITE was the last: restores append)
         s.nites -= 1
         return r
     return <int>nxt
+
+cdef int restore_itt(ItsState *s, Dev *d) noexcept nogil:
+    # scan_its_table over the device's ITT (2**bits entries from EventID 0)
+    # with vgic_its_restore_ite, entries read straight from RAM when the
+    # whole ITT lies in it.
+    cdef uint64_t size = ((<uint64_t>1) << d.nbits) * ITS_ESZ, base = d.itt_addr, entry, step
+    cdef uint64_t event = 0
+    cdef const uint8_t *p = NULL
+    cdef int r
+    if gm_ok(&s.g.mem, base, size):
+        p = gm_at(&s.g.mem, base)
+    while True:
+        if p != NULL:
+            memcpy(&entry, p + event * ITS_ESZ, 8)
+        elif gm_read64(&s.g.mem, base + event * ITS_ESZ, &entry) < 0:
+            return -EFAULT
+        r = restore_ite(s, d, <uint32_t>event, entry)
+        if r <= 0:
+            return r
+        step = <uint64_t>r * ITS_ESZ
+        if step >= size:
+            return 0
+        event += <uint64_t>r
+        size -= step
 
 cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept nogil:
     cdef uint32_t nxt = <uint32_t>((v >> KVM_ITS_DTE_NEXT_SHIFT) & 0x3FFF)
@@ -880,7 +924,7 @@ cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept n
     d = new_dev(s, id, itt, nbits)
     if d == NULL:
         return -ENOMEM
-    r = scan_table(s, itt, ((<uint64_t>1) << nbits) * ITS_ESZ, 0, restore_ite, d)
+    r = restore_itt(s, d)
     if r < 0:
         free_dev(s, id)
         return r
@@ -1211,3 +1255,28 @@ cdef inline int msi_result(int r) noexcept nogil:
     if r == 0:
         return 1
     return 0 if r > 0 else r
+
+
+def plain_table_loop(memory, offsets, values):
+    """The baseline of the save/restore benchmark: a plain C loop that
+    writes ``values[i]`` as 8 little-endian bytes at ``memory[offsets[i]]``
+    for every i, then reads them all back; returns the XOR of what it read.
+    (What SAVE_TABLES and RESTORE_TABLES move, without their table logic.)"""
+    cdef uint8_t[::1] m = check_memory(memory)
+    off = np.ascontiguousarray(offsets, dtype=np.uint64)
+    val = np.ascontiguousarray(values, dtype=np.uint64)
+    if off.ndim != 1 or off.shape != val.shape:
+        raise ValueError("offsets and values must be 1-D arrays of one length")
+    if off.size and int(off.max()) > m.shape[0] - 8:
+        raise ValueError("an offset lies beyond the memory")
+    cdef const uint64_t[::1] ov = off
+    cdef const uint64_t[::1] vv = val
+    cdef Py_ssize_t i, n = ov.shape[0]
+    cdef uint64_t acc = 0, x
+    with nogil:
+        for i in range(n):
+            memcpy(&m[ov[i]], &vv[i], 8)
+        for i in range(n):
+            memcpy(&x, &m[ov[i]], 8)
+            acc ^= x
+    return acc

@@ -98,27 +98,43 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
     # vgic_add_lpi: an LPI that exists gains a reference and nothing else
     # (its target, configuration and pending state are kept); a new one is
     # Group 1, edge, aimed at `target` (-1: none), with its configuration
-    # read and its pending bit consumed.  0, or a negative errno with the
-    # new LPI gone again.
+    # byte read (update_lpi_config) and then its pending bit consumed from
+    # its target's pending table (vgic_v3_lpi_sync_pending_status).  0, or
+    # -EFAULT with no LPI made: KVM drops the half-made LPI, and with its
+    # pending state still clear nothing has queued it.
     cdef uint32_t k = intid - LPI_BASE
-    cdef uint32_t b, bit
-    cdef int r
+    cdef uint32_t b, bit, idx, before
+    cdef uint64_t at = 0
+    cdef uint8_t prop, byte = 0
+    cdef bint pending = False
     if lpi_exists(g, intid):
         g.lpi_refs[k] += 1
         return 0
-    b = bank_of(g, 0, intid)
+    if gm_read8(&g.mem, propbase_pa(g) + k, &prop) < 0:
+        return LPI_EFAULT
+    if target >= 0:
+        at = pendbase_pa(g, target) + (intid >> 3)
+        if gm_read8(&g.mem, at, &byte) < 0:
+            return LPI_EFAULT
+        pending = (byte >> (intid & 7)) & 1
+    b = g.lpi_bank0 + (k >> 5)
     bit = 1u << (intid & 31)
+    idx = (b << 5) | (intid & 31)
     lpi_set_exists(g, intid, True)
     g.lpi_refs[k] = 1
+    g.target[idx] = target
+    g.priority[idx] = prop & LPI_PROP_PRIORITY
+    before = deliverable(g, b)
     g.bm[BM_GROUP][b] |= bit
     g.bm[BM_EDGE][b] |= bit
-    g.target[lpi_index(g, intid)] = target
-    r = update_lpi_config(g, intid, -1)
-    if r == 0:
-        r = lpi_sync_pending(g, intid)
-    if r < 0:
-        lpi_free(g, intid)
-    return r
+    if prop & LPI_PROP_ENABLE:
+        g.bm[BM_ENABLED][b] |= bit
+    if pending:
+        g.bm[BM_PENDING_LATCH][b] |= bit
+        # consumed: the same byte was just read, so the write cannot fail
+        gm_write8(&g.mem, at, byte & ~(1u << (intid & 7)))
+    stamp_new(g, b, before)
+    return 0
 
 cdef inline void lpi_put(GicState *g, uint32_t intid) noexcept nogil:
     # An ITE's reference dropped: free the LPI if nothing else holds it.

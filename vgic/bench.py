@@ -140,6 +140,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         row(f"mmio_replay {sizes[-1]:,}, bsearch lookup", bsearch, twin_acc, "accesses")
 
     ws = _world_switch(rows, row, quick, repeat)
+    ws.update(_its(rows, row, quick, repeat))
 
     summary: dict[str, Any] = {}
     if core:
@@ -179,6 +180,121 @@ def lr_records(n: int, used: int) -> np.ndarray:
     r["ich_lr"] = ich.lr_value(40, 0xA0, pending=True)
     r["vgic_lr"] = ich.lr_value(41, 0xA0, pending=True)
     return r
+
+
+# ------------------------------------------------------------------- ITS
+class ItsWorkload:
+    """A VM whose guest set an ITS up as Linux does - LPIs enabled on every
+    redistributor with 16 ID bits, every LPI enabled in the property table,
+    flat device and collection tables, a 1 MiB command queue, collection v
+    on vCPU v - and mapped ``nr_ites`` ITEs: ``events`` per device, LPI
+    8192 + (k mod 57344) for the k-th, collection k mod nr_vcpus."""
+
+    RAM = 64 << 20
+
+    def __init__(self, backend: str | None, nr_ites: int, nr_vcpus: int = 4, events: int = 1024) -> None:
+        from vgic import VM
+        self.vm = vm = VM(nr_vcpus=nr_vcpus, nr_irqs=64, its=True, backend=backend, ram_size=self.RAM)
+        r = vm.ram_base
+        self.prop, self.pend, self.cmdq = r + 0x10_0000, r + 0x20_0000, r + 0x40_0000
+        self.device_table, self.collection_table, self.itt = r + 0x80_0000, r + 0x90_0000, r + 0x100_0000
+        self.events = events
+        self.bits = max(1, (events - 1).bit_length())
+        self.cwriter = 0
+        w = vm.mmio_write
+        w(vm.dist_base + regmap.GICD_CTLR, 4, regmap.GICD_CTLR_ENABLE_G1)
+        vm.memory[self.prop - r:self.prop - r + regmap.NR_LPIS] = 0xA3
+        for v in range(nr_vcpus):
+            rd = vm.redist_base + v * regmap.REDIST_STRIDE
+            w(rd + regmap.GICR_PROPBASER, 8, self.prop | (regmap.INTERRUPT_ID_BITS_ITS - 1), v)
+            w(rd + regmap.GICR_PENDBASER, 8, self.pend + v * 0x1_0000, v)
+            w(rd + regmap.GICR_CTLR, 4, regmap.GICR_CTLR_ENABLE_LPIS, v)
+        its = vm.its_base
+        w(its + regmap.GITS_CBASER, 8, (1 << 63) | self.cmdq | 0xFF)        # 256 pages: 1 MiB
+        w(its + regmap.GITS_BASER, 8, (1 << 63) | self.device_table)
+        w(its + regmap.GITS_BASER + 8, 8, (1 << 63) | self.collection_table)
+        w(its + regmap.GITS_CTLR, 4, regmap.GITS_CTLR_ENABLED)
+        cmds = [self.mapc(v, v) for v in range(nr_vcpus)]
+        ndev = -(-nr_ites // events)
+        for d in range(ndev):
+            cmds.append(self.mapd(d))
+        k = np.arange(nr_ites, dtype=np.uint64)
+        mapti = np.zeros((nr_ites, 4), dtype=np.uint64)
+        mapti[:, 0] = regmap.GITS_CMD_MAPTI | ((k // np.uint64(events)) << np.uint64(32))
+        mapti[:, 1] = (k % np.uint64(events)) | ((np.uint64(regmap.LPI_BASE) + k % np.uint64(regmap.NR_LPIS))
+                                                 << np.uint64(32))
+        mapti[:, 2] = k % np.uint64(nr_vcpus)
+        self.send(np.concatenate([np.array(cmds, dtype=np.uint64).reshape(-1, 4), mapti]))
+
+    def mapd(self, dev: int, valid: bool = True) -> list[int]:
+        return [regmap.GITS_CMD_MAPD | (dev << 32), self.bits - 1,
+                ((1 << 63) if valid else 0) | (self.itt + dev * (8 << self.bits)), 0]
+
+    @staticmethod
+    def mapc(icid: int, vcpu: int) -> list[int]:
+        return [regmap.GITS_CMD_MAPC, 0, (1 << 63) | (vcpu << 16) | icid, 0]
+
+    QUEUE = (1 << 20) // 32
+
+    def queue(self, cmds: np.ndarray) -> int:
+        """Write up to QUEUE - 1 commands at CWRITER (wrapping); the CWRITER
+        value that runs them."""
+        n = cmds.shape[0]
+        if n >= self.QUEUE:
+            raise ValueError(f"{n} commands do not fit the queue")
+        words = np.ascontiguousarray(cmds, dtype=np.uint64).reshape(-1).view(np.uint8)
+        mem, o = self.vm.memory, self.cmdq - self.vm.ram_base
+        start = self.cwriter
+        first = min(n, self.QUEUE - start // 32) * 32
+        mem[o + start:o + start + first] = words[:first]
+        mem[o:o + n * 32 - first] = words[first:]
+        self.cwriter = (start + n * 32) % (1 << 20)
+        return self.cwriter
+
+    def send(self, cmds: np.ndarray) -> None:
+        """Run any number of commands, a queue-full at a time."""
+        for i in range(0, cmds.shape[0], self.QUEUE - 1):
+            self.vm.mmio_write(self.vm.its_base + regmap.GITS_CWRITER, 8, self.queue(cmds[i:i + self.QUEUE - 1]))
+
+    def stream(self, dev: int, n: int) -> np.ndarray:
+        """The command-stream workload: MAPD ``dev`` again (dropping its
+        ITEs), then ``n`` MAPTI and ``n`` INT on it - the same effect every
+        time it runs."""
+        k = np.arange(n, dtype=np.uint64)
+        out = np.zeros((2 * n + 1, 4), dtype=np.uint64)
+        out[0] = self.mapd(dev)
+        out[1:n + 1, 0] = regmap.GITS_CMD_MAPTI | (dev << 32)
+        out[1:n + 1, 1] = k | ((np.uint64(regmap.LPI_BASE) + k) << np.uint64(32))
+        out[1:n + 1, 2] = k % np.uint64(self.vm.nr_vcpus)
+        out[n + 1:, 0] = regmap.GITS_CMD_INT | (dev << 32)
+        out[n + 1:, 1] = k
+        return out
+
+    def table_image(self) -> tuple[np.ndarray, np.ndarray]:
+        """(byte offsets in RAM, values) of the entries SAVE_TABLES writes:
+        the slots it changes when the tables start zeroed."""
+        r, mem = self.vm.ram_base, self.vm.memory
+        spans = [(self.device_table, 0x1_0000), (self.collection_table, 0x1_0000),
+                 (self.itt, (8 << self.bits) * 4096)]
+        for base, size in spans:
+            mem[base - r:base - r + size] = 0
+        self.vm.its.its.save_tables()
+        offs, vals = [], []
+        for base, size in spans:
+            words = mem[base - r:base - r + size].view(np.uint64)
+            nz = np.flatnonzero(words)
+            offs.append(nz.astype(np.uint64) * np.uint64(8) + np.uint64(base - r))
+            vals.append(words[nz])
+        return np.concatenate(offs), np.concatenate(vals)
+
+    def restore_fresh(self) -> int:
+        """RESET, the BASERs back, RESTORE_TABLES: the restore of a migration."""
+        vm, its = self.vm, self.vm.its_base
+        b0, b1 = (vm.mmio_read(its + regmap.GITS_BASER + 8 * i, 8) for i in (0, 1))
+        vm.its.its.reset()
+        vm.mmio_write(its + regmap.GITS_BASER, 8, b0 | (1 << 63))
+        vm.mmio_write(its + regmap.GITS_BASER + 8, 8, b1 | (1 << 63))
+        return int(vm.its.its.restore_tables())
 
 
 def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
@@ -271,6 +387,101 @@ def _world_switch(rows: list, row: Callable, quick: bool, repeat: int) -> dict[s
     return out
 
 
+def its_stream_seconds(backend: str, n: int, repeat: int) -> float:
+    """Seconds per command of the MAPTI + INT stream (:meth:`ItsWorkload.stream`
+    of ``n`` + ``n`` + 1 commands), timing only the GITS_CWRITER write that
+    runs them."""
+    w = ItsWorkload(backend, 0)
+    cmds = w.stream(0, n)
+    cwriter = w.vm.its_base + regmap.GITS_CWRITER
+    best = float("inf")
+    for _ in range(repeat):
+        value = w.queue(cmds)
+        t0 = time.perf_counter()
+        w.vm.mmio_write(cwriter, 8, value)
+        best = min(best, time.perf_counter() - t0)
+    return best / cmds.shape[0]
+
+
+def its_save_restore_seconds(nr_ites: int, repeat: int) -> tuple[float, float, float]:
+    """(SAVE_TABLES, RESTORE_TABLES into an emptied ITS, the plain C loop
+    writing and reading back the same table entries) in seconds, core only."""
+    from vgic._core import its as core_its
+    w = ItsWorkload("core", nr_ites)
+    offsets, values = w.table_image()
+    kernel = w.vm.its.its
+    save = best_time(kernel.save_tables, repeat)
+    restore = float("inf")
+    for _ in range(repeat):
+        vm, base = w.vm, w.vm.its_base
+        b0, b1 = (vm.mmio_read(base + regmap.GITS_BASER + 8 * i, 8) for i in (0, 1))
+        kernel.reset()
+        vm.mmio_write(base + regmap.GITS_BASER, 8, b0 | (1 << 63))
+        vm.mmio_write(base + regmap.GITS_BASER + 8, 8, b1 | (1 << 63))
+        t0 = time.perf_counter()
+        if kernel.restore_tables():
+            raise RuntimeError("RESTORE_TABLES failed on the benchmark's own tables")
+        restore = min(restore, time.perf_counter() - t0)
+    plain = best_time(lambda: core_its.plain_table_loop(w.vm.memory, offsets, values), repeat)
+    return save, restore, plain
+
+
+def pending_sync_seconds(nr_lpis: int, repeat: int, id_bits: int = 17) -> tuple[float, float]:
+    """(per-LPI read-test-clear, one scan of the table) in seconds, on a
+    pending table of 2**id_bits INTIDs with ``nr_lpis`` mapped LPIs spread
+    over it, half of them pending (core only)."""
+    from vgic._core import pending
+    rng = np.random.default_rng(nr_lpis)
+    space = (1 << id_bits) - regmap.LPI_BASE
+    intids = np.sort(rng.choice(space, size=nr_lpis, replace=False)).astype(np.uint32) + regmap.LPI_BASE
+    table = np.zeros((1 << id_bits) // 8, dtype=np.uint8)
+    mapped = np.zeros((1 << id_bits) // 64, dtype=np.uint64)
+    np.bitwise_or.at(mapped, intids >> 6, np.uint64(1) << (intids & 63).astype(np.uint64))
+    filled = table.copy()
+    hot = intids[::2]
+    np.bitwise_or.at(filled, hot >> 3, (1 << (hot & 7)).astype(np.uint8))
+
+    def timed(fn: Callable[[np.ndarray], Any]) -> float:
+        best = float("inf")
+        for _ in range(repeat):
+            t = filled.copy()
+            t0 = time.perf_counter()
+            fn(t)
+            best = min(best, time.perf_counter() - t0)
+        return best
+    return (timed(lambda t: pending.sync_per_lpi(t, intids)), timed(lambda t: pending.sync_scan(t, mapped)))
+
+
+def _its(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
+    """The ITS rows (issue #8): the command stream, save/restore, pending sync."""
+    try:
+        import vgic._core.its  # noqa: F401
+        have_core = True
+    except ImportError:  # pragma: no cover
+        have_core = False
+    n, twin_n = (4_000, 500) if quick else (16_000, 2_000)
+    core_s = its_stream_seconds("core", n, repeat) if have_core else None
+    twin_s = its_stream_seconds("pure", twin_n, max(1, repeat // 2))
+    row("its: MAPTI + INT command stream", core_s, twin_s, "commands")
+    out: dict[str, Any] = {}
+    if not have_core:
+        return out
+    out["its_commands_per_s"] = 1.0 / core_s
+    out["its_stream_over_twin"] = twin_s / core_s
+    out["its_save_restore"] = {}
+    for k in (10, 1_000, 100_000):
+        save, restore, plain = its_save_restore_seconds(k, repeat)
+        row(f"its: SAVE_TABLES, {k:,} ITEs", save / k, None, "ITEs")
+        row(f"its: RESTORE_TABLES, {k:,} ITEs", restore / k, None, "ITEs")
+        out["its_save_restore"][k] = {"save_us": save * 1e6, "restore_us": restore * 1e6,
+                                      "plain_us": plain * 1e6, "ratio": (save + restore) / plain}
+    out["pending_sync"] = {}
+    for k in (10, 1_000, 100_000):
+        per_lpi, scan = pending_sync_seconds(k, repeat)
+        out["pending_sync"][k] = {"per_lpi_us": per_lpi * 1e6, "scan_us": scan * 1e6}
+    return out
+
+
 def _fmt_rate(v: float | None) -> str:
     if v is None:
         return "-"
@@ -304,7 +515,15 @@ def format_report(result: dict[str, Any]) -> str:
             f"batch save+restore / memcpy:      {s['batch_over_memcpy']:.2f}x",
             f"reverse / direct LR order:        {s['reverse_over_direct']:.2f}x   (16 used LRs)",
             f"guest cycle:                      {s['cycle_us']:.1f} us",
+            f"its command stream:               {s['its_commands_per_s'] / 1e6:.1f} M commands/s "
+            f"(target >= 5 M), {s['its_stream_over_twin']:.0f}x the twin (target >= 100x)",
         ]
+        for k, v in s["its_save_restore"].items():
+            lines.append(f"its save+restore, {k:>7,} ITEs:   {v['save_us']:9.1f} + {v['restore_us']:9.1f} us, "
+                         f"plain loop {v['plain_us']:8.1f} us: {v['ratio']:.1f}x")
+        for k, v in s["pending_sync"].items():
+            lines.append(f"pending sync, {k:>7,} LPIs:       per-LPI {v['per_lpi_us']:9.1f} us, "
+                         f"one table scan {v['scan_us']:7.1f} us")
     return "\n".join(lines)
 
 

@@ -48,3 +48,8 @@ class Its(CState):
         """Replace the whole state, checked first (``vgic.StateError``, nothing changed)."""
     def apply_arrays(self, a: ItsArrays) -> None:
         """Write checked arrays into the state (LPI references are the Gic's)."""
+
+
+def plain_table_loop(memory: npt.NDArray[np.uint8], offsets: npt.ArrayLike, values: npt.ArrayLike) -> int:
+    """The save/restore benchmark's baseline: write each 8-byte value at its
+    offset, then read them all back; the XOR of what was read."""

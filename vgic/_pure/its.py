@@ -663,6 +663,26 @@ class Its:
         self.baser = [a.baser[0], a.baser[1]]
 
 
+def plain_table_loop(memory: Any, offsets: Any, values: Any) -> int:
+    """The save/restore benchmark's baseline (see the core): write each value
+    at its offset, read them all back; the XOR of what was read."""
+    from ..guestmem import check_memory
+    m = check_memory(memory)
+    off = np.asarray(offsets, dtype=np.uint64)
+    val = np.asarray(values, dtype=np.uint64)
+    if off.ndim != 1 or off.shape != val.shape:
+        raise ValueError("offsets and values must be 1-D arrays of one length")
+    if off.size and int(off.max()) > m.shape[0] - 8:
+        raise ValueError("an offset lies beyond the memory")
+    words = [int(v) for v in val.tolist()]
+    for o, v in zip(off.tolist(), words):
+        m[o:o + 8] = np.frombuffer(v.to_bytes(8, "little"), dtype=np.uint8)
+    acc = 0
+    for o in off.tolist():
+        acc ^= int.from_bytes(m[o:o + 8].tobytes(), "little")
+    return acc
+
+
 def _msi_result(r: int) -> int:
     return 1 if r == 0 else (0 if r > 0 else r)
 

@@ -1,0 +1,62 @@
+"""Two ways to load LPI pending state from a pending table: the twin of
+``vgic._core.pending`` (see there for why both exist)."""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..guestmem import check_memory
+from ..regmap import LPI_BASE
+
+
+def _intids(intids: Any, nbytes: int) -> np.ndarray:
+    ids = np.asarray(intids)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise TypeError("intids must be a 1-D integer array")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < LPI_BASE or hi >= nbytes * 8:
+            raise ValueError(f"intids must be LPIs inside the table (8192..{nbytes * 8 - 1}), "
+                             f"got {lo if lo < LPI_BASE else hi}")
+    return ids.astype(np.int64)
+
+
+def sync_per_lpi(table: Any, intids: Any) -> np.ndarray:
+    """For each INTID: its pending bit, cleared in ``table`` when set."""
+    try:
+        t = check_memory(table)
+    except TypeError:
+        raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array") from None
+    ids = _intids(intids, t.shape[0])
+    out = np.zeros(ids.shape[0], dtype=np.uint8)
+    for k, n in enumerate(ids.tolist()):
+        byte = int(t[n >> 3])
+        bit = (byte >> (n & 7)) & 1
+        if bit:
+            t[n >> 3] = byte & ~(1 << (n & 7))
+        out[k] = bit
+    return out
+
+
+def sync_scan(table: Any, mapped: Any) -> np.ndarray:
+    """One scan from byte 1024: each set bit whose INTID is in ``mapped``
+    (a uint64 bitmap by INTID) is taken and cleared; the INTIDs, increasing."""
+    try:
+        t = check_memory(table)
+    except TypeError:
+        raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array") from None
+    m = np.ascontiguousarray(mapped, dtype=np.uint64)
+    if m.ndim != 1 or m.shape[0] * 8 < t.shape[0]:
+        raise ValueError(f"mapped must be a 1-D uint64 bitmap of at least {t.shape[0] * 8} bits")
+    words = m.tolist()
+    out = []
+    for i in range(LPI_BASE >> 3, t.shape[0]):
+        byte = int(t[i])
+        for b in range(8):
+            if byte >> b & 1:
+                n = i * 8 + b
+                if words[n >> 6] >> (n & 63) & 1:
+                    t[i] &= ~(1 << b) & 0xFF
+                    out.append(n)
+    return np.array(out, dtype=np.uint32)
