@@ -213,7 +213,7 @@ cdef class Gic(CState):
         for b in range(1, spi_words):
             self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
             self.st.bm[BM_EDGE][b] = 0xFFFFFFFF      # SPIs start edge (config 0)
-        for b in range(SPI_BANKS, self.st.nr_banks):
+        for b in range(SPI_BANKS, self.st.lpi_bank0):      # private banks only: no LPI exists yet
             self.st.bm[BM_GROUP][b] = 0xFFFFFFFF
             self.st.bm[BM_ENABLED][b] = 0x0000FFFF   # SGIs enabled
             self.st.bm[BM_EDGE][b] = 0x0000FFFF      # SGIs edge, PPIs level

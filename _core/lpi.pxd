@@ -11,7 +11,7 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 from vgic._core.consts cimport LPI_BASE, INTERRUPT_ID_BITS_ITS, GICR_CTLR_ENABLE_LPIS, PENDBASER_PTZ
 from vgic._core.guestmem cimport GuestMem, gm_read8, gm_write8
 from vgic._core.gicstate cimport (GicState, bank_of, irq_index, lpi_exists, lpi_set_exists, lpi_free,
-    lpi_release, deliverable, stamp_new, ap_remove, index_intid,
+    lpi_release, deliverable, stamp_new, ap_remove, index_intid, oracle,
     BM_ENABLED, BM_PENDING_LATCH, BM_GROUP, BM_EDGE)
 
 cdef enum:
@@ -197,9 +197,12 @@ cdef inline void lpi_load_pending_table(GicState *g, int vcpu) noexcept nogil:
 cdef inline void lpi_flush_pending(GicState *g, int vcpu) noexcept nogil:
     # vgic_flush_pending_lpis, at EnableLPIs 1 -> 0: every LPI on this
     # vCPU's ap_list leaves it with its pending state cleared (KVM's newest
-    # code), and is freed if nothing else holds it.
+    # code), and is freed if nothing else holds it.  KVM queues an LPI the
+    # moment it becomes deliverable; this model queues at the target's next
+    # entry, so an LPI pending and enabled towards this vCPU but not queued
+    # yet is one KVM holds on the list, and is flushed too.
     cdef int32_t idx = g.ap_head[vcpu], nxt
-    cdef uint32_t intid
+    cdef uint32_t intid, k
     while idx >= 0:
         nxt = g.ap_next[idx]
         intid = index_intid(g, <uint32_t>idx)
@@ -209,6 +212,14 @@ cdef inline void lpi_flush_pending(GicState *g, int vcpu) noexcept nogil:
             lpi_set_bit(g, intid, BM_PENDING_LATCH, False)
             lpi_release(g, intid)
         idx = nxt
+    k = next_lpi(g, 0)
+    while k < g.nr_lpis:
+        intid = LPI_BASE + k
+        if g.queued_on[lpi_index(g, intid)] < 0 and oracle(g, vcpu, intid) == vcpu:
+            lpi_set_bit(g, intid, BM_PENDING_LATCH, False)
+            lpi_release(g, intid)
+        k = next_lpi(g, k + 1)
+
 
 cdef inline int lpi_save_pending_tables(GicState *g) noexcept nogil:
     # KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES (vgic_v3_save_pending_tables):

@@ -290,8 +290,28 @@ def from_dict(d: Any, nr_vcpus: int, max_ites: int, where: str = "its") -> ItsAr
         devices.append(Device(devid, itt, nbits, ev, lp, ic, hc))
     if total > max_ites:
         raise _fail(f"{where}.devices", f"{total} ITEs, more than this ITS's max_ites {max_ites}")
+    # In KVM every device and collection was made under a Valid BASER whose
+    # table has its slot (vgic_its_check_id), and any later change of the
+    # BASER frees the list (its-facts-B §1.4, §3.6).
+    _fit(f"{where}.devices", [d.devid for d in devices], baser[0], "DeviceID")
+    _fit(f"{where}.collections", [icid for icid, _ in collections], baser[1], "ICID")
     return ItsArrays(enabled, rev, cbaser, offsets["GITS_CWRITER"], offsets["GITS_CREADR"],
                      (baser[0], baser[1]), devices, collections)
+
+
+def _fit(where: str, ids: list[int], baser: int, what: str) -> None:
+    if not ids:
+        return
+    if not baser & regmap.GITS_BASER_VALID:
+        raise _fail(where, f"objects exist but their GITS_BASER ({baser:#x}) is not Valid")
+    entries = ((baser & regmap.GITS_BASER_SIZE_MASK) + 1) * (0x10000 // regmap.ITS_ESZ)
+    if baser & regmap.GITS_BASER_INDIRECT:
+        entries *= 0x10000 // regmap.ITS_ESZ       # one level-2 page per L1 entry
+    if len(ids) > entries:
+        raise _fail(where, f"{len(ids)} objects, more than the table's {entries} slots")
+    bad = [i for i in ids if i >= entries]
+    if bad:
+        raise _fail(where, f"{what} {bad[0]} lies beyond the table's {entries} slots")
 
 
 def ite_counts(a: ItsArrays) -> dict[int, int]:

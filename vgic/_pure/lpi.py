@@ -134,6 +134,14 @@ def lpi_flush_pending(gic: Gic, vcpu: int) -> None:
         irq.in_lr = False
         _set(gic, irq, "pending_latch", False)
         gic.lpi_release(irq.intid)
+    # LPIs KVM would hold on the list already: pending and enabled towards
+    # this vCPU, not queued yet in this model (see the core).
+    for intid in sorted(gic._lpis):
+        irq = gic._lpis.get(intid)
+        if (irq is not None and irq.ap_vcpu < 0 and irq.target_vcpu == vcpu and not irq.active
+                and irq.enabled and irq.pending() and gic._dist_enabled):
+            _set(gic, irq, "pending_latch", False)
+            gic.lpi_release(intid)
 
 
 def lpi_save_pending_tables(gic: Gic) -> int:
