@@ -503,7 +503,7 @@ class Its:
             entry = mem.read64(base)
             if entry is None:
                 return -EFAULT
-            r = fn(id_, entry)
+            r = fn(id_ & 0xFFFFFFFF, entry)      # KVM's ids are 32-bit (as the core's)
             if r <= 0:
                 return int(r)
             step = r * ITS_ESZ
@@ -552,7 +552,8 @@ class Its:
     def _restore_l1(self, index: int, v: int) -> int:
         if not v & ITS_L1E_VALID:
             return 1
-        return self._scan(v & ITS_L2_ADDR_MASK, 65536, index * (65536 // ITS_ESZ), self._restore_dte)
+        # KVM's start id is a 32-bit product (index 2**19 wraps to 0), as the core's
+        return self._scan(v & ITS_L2_ADDR_MASK, 65536, (index * (65536 // ITS_ESZ)) & 0xFFFFFFFF, self._restore_dte)
 
     def _restore_devices(self) -> int:
         baser = self.baser[0]
