@@ -45,6 +45,16 @@ cdef struct GicScalars:
     uint32_t dist_enabled       # GICD_CTLR.EnableGrp1
     uint32_t implementation_rev  # GICD_IIDR.Revision (KVM_VGIC_IMP_REV_*)
 
+cdef struct LpiUndo:
+    # What lpi_add did while a restore runs, so a failed restore can be
+    # undone whole: the LPIs it made, and the pending-table bytes it
+    # consumed (address and the value before).
+    uint32_t *made
+    size_t nmade, capmade
+    uint64_t *at
+    uint8_t *old
+    size_t nat, capat
+
 cdef struct GicState:
     uint32_t nr_irqs            # private + SPIs, a multiple of 32
     uint32_t nr_vcpus
@@ -54,6 +64,7 @@ cdef struct GicState:
     uint32_t mpidrs_default     # every mpidr[i] is KVM's default for vCPU i
     const uint64_t *mpidr       # nr_vcpus (immutable)
     GuestMem mem                # guest RAM (LPI property and pending tables)
+    LpiUndo *undo               # non-NULL while a restore runs (lpi.pxd lpi_add logs into it)
     int32_t *queued_on          # nr_banks * 32: the vCPU whose ap_list holds the IRQ, or -1
     int32_t *ap_next            # nr_banks * 32 by IRQ index: the next on its list, -1 at the tail
     int32_t *ap_prev            # nr_banks * 32: the previous, -1 at the head

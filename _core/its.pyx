@@ -9,7 +9,7 @@ little-endian, in guest memory).  The LPIs themselves live in the VM's
 :class:`vgic._core.gic.Gic` (``lpi.pxd``).  ``vgic._pure.its`` is the
 pure-Python twin.
 
-Sources: docs/drafts/its-facts-A.md (registers §1, commands §2, MSIs §4)
+Sources: docs/its-facts-A.md (registers §1, commands §2, MSIs §4)
 and its-facts-B.md (save/restore §1-§2, device §3), from Linux vgic-its.c.
 
 Guest memory is reached only through ``guestmem.pxd``'s checked accessors:
@@ -27,8 +27,8 @@ from libc.string cimport memcpy, memmove, memset
 from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
 from vgic._core.gic cimport Gic
-from vgic._core.gicstate cimport lpi_exists, BM_PENDING_LATCH
-from vgic._core.guestmem cimport gm_ok, gm_at, gm_read64, gm_write64
+from vgic._core.gicstate cimport LpiUndo, lpi_exists, lpi_free, BM_PENDING_LATCH
+from vgic._core.guestmem cimport gm_ok, gm_at, gm_read64, gm_write64, gm_write8
 from vgic._core.lpi cimport (lpi_add, lpi_put, lpi_set_bit, lpi_index, update_lpi_config, lpi_invall,
     lpi_intid_limit, lpis_enabled_on, next_lpi)
 from vgic._core.bitmap cimport extract_bytes, update_64bit_reg
@@ -946,10 +946,7 @@ cdef int restore_device_tables(ItsState *s) noexcept nogil:
         r = scan_table(s, baser_base(baser), baser_bytes(baser), 0, restore_l1, NULL)
     else:
         r = scan_table(s, baser_base(baser), baser_bytes(baser), 0, restore_dte, NULL)
-    if r < 0:
-        free_all_devs(s)
-        return r
-    return 0
+    return r if r < 0 else 0
 
 cdef int restore_collection_table(ItsState *s) noexcept nogil:
     cdef uint64_t baser = s.r.baser[1], base, size, v, target, off = 0
@@ -978,8 +975,57 @@ cdef int restore_collection_table(ItsState *s) noexcept nogil:
             break
         new_coll(s, icid, <uint32_t>target)
         off += ITS_ESZ
+    return r
+
+
+cdef int restore_tables(ItsState *s) noexcept nogil:
+    # RESTORE_TABLES, all or nothing.  KVM restores the collection table,
+    # then the device tables, and on an error frees every device and
+    # collection of the ITS (those it had before the call too) and leaves
+    # the pending bits it consumed cleared.  vgic keeps its rule that a
+    # rejected restore changes nothing: on an error it frees what this call
+    # made - devices, their ITEs, the LPIs they created, collections - and
+    # writes the consumed pending-table bytes back, so the ITS, the LPIs
+    # and guest memory are as before.  Into an empty ITS, KVM's documented
+    # use, both leave the ITS empty.
+    cdef LpiUndo undo
+    cdef uint64_t *had = <uint64_t *>malloc(ID_WORDS * sizeof(uint64_t))
+    cdef uint32_t ncoll = s.ncoll
+    cdef uint64_t seq = s.g.s.seq_counter
+    cdef int32_t d
+    cdef size_t k
+    cdef int r
+    if had == NULL:
+        return -ENOMEM
+    memcpy(had, s.dev_bits, ID_WORDS * sizeof(uint64_t))
+    memset(&undo, 0, sizeof(LpiUndo))
+    s.g.undo = &undo
+    r = restore_collection_table(s)
+    if r == 0:
+        r = restore_device_tables(s)
+    s.g.undo = NULL
     if r < 0:
-        free_all_colls(s)
+        d = id_next(s.dev_bits, 0)
+        while d >= 0:
+            if not id_test(had, <uint32_t>d):
+                free_dev(s, <uint32_t>d)
+            d = id_next(s.dev_bits, <uint32_t>d + 1)
+        k = undo.nmade
+        while k > 0:
+            k -= 1
+            if lpi_exists(s.g, undo.made[k]):
+                lpi_free(s.g, undo.made[k])
+        k = undo.nat
+        while k > 0:
+            k -= 1
+            gm_write8(&s.g.mem, undo.at[k], undo.old[k])
+        while s.ncoll > ncoll:
+            free_coll(s, s.coll_order[s.ncoll - 1])
+        s.g.s.seq_counter = seq
+    free(undo.made)
+    free(undo.at)
+    free(undo.old)
+    free(had)
     return r
 
 cdef void its_reset(ItsState *s) noexcept nogil:
@@ -1092,16 +1138,10 @@ cdef class Its(CState):
         return r
 
     def restore_tables(self):
-        """KVM_DEV_ARM_ITS_RESTORE_TABLES: 0 or a negative errno; on an error
-        every device and collection of this ITS is freed, as KVM does."""
+        """KVM_DEV_ARM_ITS_RESTORE_TABLES: 0 or a negative errno; an error
+        changes nothing (see restore_tables in its.pyx for how KVM differs)."""
         self._ready()
-        cdef int r = restore_collection_table(&self.s)
-        if r < 0:
-            return r
-        r = restore_device_tables(&self.s)
-        if r < 0:
-            free_all_colls(&self.s)
-        return r
+        return restore_tables(&self.s)
 
     def reset(self):
         """KVM_DEV_ARM_ITS_CTRL_RESET."""

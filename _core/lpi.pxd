@@ -2,7 +2,7 @@
 # and pending tables, creation and release, configuration re-reads, the
 # pending-table load at EnableLPIs and the flush at its disable.  Shared by
 # the redistributor handlers (gic.pyx) and the ITS (its.pyx); the twin is
-# vgic/_pure/lpi.py.  Sources: docs/drafts/its-facts-A.md §3 (vgic-its.c
+# vgic/_pure/lpi.py.  Sources: docs/its-facts-A.md §3 (vgic-its.c
 # vgic_add_lpi, update_lpi_config, its_sync_lpi_pending_table; vgic-v3.c
 # vgic_v3_lpi_sync_pending_status; vgic-mmio-v3.c GICR_CTLR, INVLPIR,
 # INVALLR; vgic-init.c / vgic.c vgic_flush_pending_lpis).
@@ -10,12 +10,15 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
 
 from vgic._core.consts cimport LPI_BASE, INTERRUPT_ID_BITS_ITS, GICR_CTLR_ENABLE_LPIS, PENDBASER_PTZ
 from vgic._core.guestmem cimport GuestMem, gm_read8, gm_write8
-from vgic._core.gicstate cimport (GicState, bank_of, irq_index, lpi_exists, lpi_set_exists, lpi_free,
+from libc.stdlib cimport realloc
+
+from vgic._core.gicstate cimport (LpiUndo, GicState, bank_of, irq_index, lpi_exists, lpi_set_exists, lpi_free,
     lpi_release, deliverable, stamp_new, ap_remove, index_intid, oracle,
     BM_ENABLED, BM_PENDING_LATCH, BM_GROUP, BM_EDGE)
 
 cdef enum:
     LPI_EFAULT = -14        # -EFAULT: a table byte outside guest RAM
+    LPI_ENOMEM = -12        # -ENOMEM: no room to log a restore's change
     LPI_PROP_ENABLE = 0x01
     LPI_PROP_PRIORITY = 0xFC
 
@@ -94,6 +97,31 @@ cdef inline int lpi_sync_pending(GicState *g, uint32_t intid) noexcept nogil:
         return LPI_EFAULT
     return 0
 
+cdef inline int undo_reserve(LpiUndo *u) noexcept nogil:
+    # Room for one more made LPI and one more consumed byte; -1 if none.
+    cdef size_t cap
+    cdef void *p
+    if u.nmade == u.capmade:
+        cap = 64 if u.capmade == 0 else u.capmade * 2
+        p = realloc(u.made, cap * sizeof(uint32_t))
+        if p == NULL:
+            return -1
+        u.made = <uint32_t *>p
+        u.capmade = cap
+    if u.nat == u.capat:
+        cap = 64 if u.capat == 0 else u.capat * 2
+        p = realloc(u.at, cap * sizeof(uint64_t))
+        if p == NULL:
+            return -1
+        u.at = <uint64_t *>p
+        p = realloc(u.old, cap * sizeof(uint8_t))
+        if p == NULL:
+            return -1
+        u.old = <uint8_t *>p
+        u.capat = cap
+    return 0
+
+
 cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept nogil:
     # vgic_add_lpi: an LPI that exists gains a reference and nothing else
     # (its target, configuration and pending state are kept); a new one is
@@ -117,6 +145,8 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
         if gm_read8(&g.mem, at, &byte) < 0:
             return LPI_EFAULT
         pending = (byte >> (intid & 7)) & 1
+    if g.undo != NULL and undo_reserve(g.undo) < 0:
+        return LPI_ENOMEM
     b = g.lpi_bank0 + (k >> 5)
     bit = 1u << (intid & 31)
     idx = (b << 5) | (intid & 31)
@@ -129,8 +159,15 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
     g.bm[BM_EDGE][b] |= bit
     if prop & LPI_PROP_ENABLE:
         g.bm[BM_ENABLED][b] |= bit
+    if g.undo != NULL:
+        g.undo.made[g.undo.nmade] = intid
+        g.undo.nmade += 1
     if pending:
         g.bm[BM_PENDING_LATCH][b] |= bit
+        if g.undo != NULL:
+            g.undo.at[g.undo.nat] = at
+            g.undo.old[g.undo.nat] = byte
+            g.undo.nat += 1
         # consumed: the same byte was just read, so the write cannot fail
         gm_write8(&g.mem, at, byte & ~(1u << (intid & 7)))
     stamp_new(g, b, before)

@@ -1,6 +1,6 @@
 """The emulated ITS (KVM vgic-its.c) and LPIs, on both backends.
 
-Every expected value comes from the fact sheets docs/drafts/its-facts-A.md
+Every expected value comes from the fact sheets docs/its-facts-A.md
 (GITS registers §1, commands §2, LPIs and the redistributor §3,
 KVM_SIGNAL_MSI §4, the virtual CPU interface §5) and its-facts-B.md (the
 newest KVM's BASER rule §3.6, KVM_SIGNAL_MSI §3.9), which restate Linux's

@@ -16,7 +16,12 @@ ITS_CTRL_RESET) and KVM_DEV_ARM_VGIC_GRP_ITS_REGS (the attribute is the
 register offset; the value is 64 bits), with KVM's errnos as
 :class:`vgic.KvmError`.
 
-Where the model differs from KVM, deliberately: no translation cache (it is
+Where the model differs from KVM, deliberately: a failed RESTORE_TABLES
+changes nothing (the project's rule for any rejected restore: what the call
+made is freed and the pending-table bits it consumed are written back),
+where KVM frees every device and collection of the ITS and leaves those bits
+cleared - restoring into an empty ITS, the documented use, both end empty;
+no translation cache (it is
 invisible but for one quirk: KVM_SIGNAL_MSI without KVM_MSI_VALID_DEVID
 succeeds on a cached translation; ``signal_msi`` always passes a DeviceID);
 RESTORE_TABLES refuses (-EEXIST) a device that already exists, where KVM

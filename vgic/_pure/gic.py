@@ -95,6 +95,7 @@ class Gic:
 
     __slots__ = (
         "_nr_vcpus", "_nr_irqs", "_mpidrs", "_private", "_spis", "_lpis", "_nr_lpis", "_ap_lists", "_mem",
+        "_undo",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
         "_seq_counter",
     )
@@ -128,6 +129,8 @@ class Gic:
         #: Each vCPU's ap_list (kept by vgic._pure.aplist; emptied by the LPI paths too).
         self._ap_lists: list[list[VgicIrq]] = [[] for _ in range(self._nr_vcpus)]
         self._mem = GuestMem()
+        #: While a restore runs: what lpi_add did (made LPIs, consumed bytes), to undo it.
+        self._undo: tuple[list[int], list[tuple[int, int]]] | None = None
         self._dist_enabled = 0
         self._implementation_rev = KVM_VGIC_IMP_REV_LATEST
         self._propbaser = INITIAL_PROPBASER if lpis else 0     # creating the ITS sets it

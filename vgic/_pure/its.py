@@ -561,10 +561,7 @@ class Its:
             return 0
         fn = self._restore_l1 if baser & GITS_BASER_INDIRECT else self._restore_dte
         r = self._scan(_baser_base(baser), _baser_bytes(baser), 0, fn)
-        if r < 0:
-            self._free_all_devs()
-            return r
-        return 0
+        return r if r < 0 else 0
 
     def _restore_collections(self) -> int:
         baser = self.baser[1]
@@ -592,18 +589,31 @@ class Its:
                 break
             self.colls[icid] = target
             off += ITS_ESZ
-        if r < 0:
-            self._free_all_colls()
         return r
 
     def restore_tables(self) -> int:
-        """KVM_DEV_ARM_ITS_RESTORE_TABLES: 0 or a negative errno (all freed on error)."""
-        r = self._restore_collections()
+        """KVM_DEV_ARM_ITS_RESTORE_TABLES: 0 or a negative errno; an error
+        changes nothing (the core's restore_tables says how KVM differs)."""
+        had, ncoll, seq = set(self.devs), len(self.colls), self.gic._seq_counter
+        made: list[int] = []
+        consumed: list[tuple[int, int]] = []
+        self.gic._undo = (made, consumed)
+        try:
+            r = self._restore_collections()
+            if r == 0:
+                r = self._restore_devices()
+        finally:
+            self.gic._undo = None
         if r < 0:
-            return r
-        r = self._restore_devices()
-        if r < 0:
-            self._free_all_colls()
+            for devid in sorted(set(self.devs) - had):
+                self._free_dev(devid)
+            for intid in reversed(made):
+                self.gic._lpis.pop(intid, None)
+            for at, old in reversed(consumed):
+                self._mem().write8(at, old)
+            for icid in list(self.colls)[ncoll:][::-1]:
+                self._free_coll(icid)
+            self.gic._seq_counter = seq
         return r
 
     def reset(self) -> None:

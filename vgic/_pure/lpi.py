@@ -59,7 +59,7 @@ def update_lpi_config(gic: Gic, intid: int, filter_vcpu: int) -> int:
     return 0
 
 
-def lpi_sync_pending(gic: Gic, intid: int) -> int:
+def lpi_sync_pending(gic: Gic, intid: int, consumed: list[tuple[int, int]] | None = None) -> int:
     """vgic_v3_lpi_sync_pending_status for a new LPI: its bit in its target's
     pending table becomes its pending state and is cleared in memory."""
     irq = gic._lpis[intid]
@@ -71,8 +71,11 @@ def lpi_sync_pending(gic: Gic, intid: int) -> int:
         return -EFAULT
     bit = bool((byte >> (intid & 7)) & 1)
     _set(gic, irq, "pending_latch", bit)
-    if bit and not gic._mem.write8(at, byte & ~(1 << (intid & 7))):
-        return -EFAULT
+    if bit:
+        if consumed is not None:
+            consumed.append((at, byte))
+        if not gic._mem.write8(at, byte & ~(1 << (intid & 7))):
+            return -EFAULT
     return 0
 
 
@@ -87,11 +90,16 @@ def lpi_add(gic: Gic, intid: int, target: int) -> int:
     irq = VgicIrq(intid, target_vcpu=target)
     irq.ite_count = 1
     gic._lpis[intid] = irq
+    consumed: list[tuple[int, int]] = []
     r = update_lpi_config(gic, intid, -1)
     if r == 0:
-        r = lpi_sync_pending(gic, intid)
+        r = lpi_sync_pending(gic, intid, consumed)
     if r < 0:
         del gic._lpis[intid]
+        return r
+    if gic._undo is not None:
+        gic._undo[0].append(intid)
+        gic._undo[1].extend(consumed)
     return r
 
 
@@ -137,10 +145,10 @@ def lpi_flush_pending(gic: Gic, vcpu: int) -> None:
     # LPIs KVM would hold on the list already: pending and enabled towards
     # this vCPU, not queued yet in this model (see the core).
     for intid in sorted(gic._lpis):
-        irq = gic._lpis.get(intid)
-        if (irq is not None and irq.ap_vcpu < 0 and irq.target_vcpu == vcpu and not irq.active
-                and irq.enabled and irq.pending() and gic._dist_enabled):
-            _set(gic, irq, "pending_latch", False)
+        held = gic._lpis.get(intid)
+        if (held is not None and held.ap_vcpu < 0 and held.target_vcpu == vcpu and not held.active
+                and held.enabled and held.pending() and gic._dist_enabled):
+            _set(gic, held, "pending_latch", False)
             gic.lpi_release(intid)
 
 
