@@ -42,3 +42,16 @@ cdef class CState:
     cdef bint opaque
     cdef object _buf
     cdef int _set_buffer(self, object arr) except -1
+
+
+cdef inline int add_ops(OpsRow *rows, int n, int cap, const char *name, access_fn r, access_fn w,
+                        access_fn ur, uwrite_fn uw) except -1:
+    # Append one handler family to a part's table of `cap` rows; the count.
+    if n >= cap:
+        raise ImportError(f"more than {cap} handler families")
+    rows[n].name = name
+    rows[n].read = r
+    rows[n].write = w
+    rows[n].uread = ur
+    rows[n].uwrite = uw
+    return n + 1

@@ -30,3 +30,12 @@ cdef class CState:
     def state_nbytes(self):
         """Bytes of mutable state (the buffer replay rollback copies)."""
         return self.buf_len
+
+
+def check_bound(str part, list bound):
+    """ImportError unless ``bound`` (a part's handler-family names) covers
+    every ops name of the part's frames in vgic.regmap.FRAMES."""
+    from vgic import regmap
+    needed = {row.ops for f in regmap.FRAMES if f.part == part for row in f.regions}
+    if needed - set(bound):
+        raise ImportError(f"the {part} part binds no handlers for ops {sorted(needed - set(bound))}")

@@ -14,7 +14,8 @@ import numpy as np
 from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
 
 from vgic._core.args cimport int_arg
-from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
+from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn, add_ops
+from vgic._core.cstate import check_bound
 from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER,
     LPI_BASE, NR_LPIS, INITIAL_PROPBASER)
 from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, irq_index, valid_intid,
@@ -30,7 +31,7 @@ from vgic._core.lpi cimport lpi_save_pending_tables
 from vgic._core.vgic_redist cimport (read_v3r_ctlr, write_v3r_ctlr, uwrite_v3r_ctlr, read_v3r_iidr,
     read_v3r_typer, read_propbase, write_propbase, read_pendbase, write_pendbase, write_invlpi, write_invall)
 
-from vgic import gic_state, regmap, topology
+from vgic import gic_state, topology
 from vgic.guestmem import check_memory
 
 cdef extern from *:
@@ -43,14 +44,9 @@ cdef enum:
 cdef OpsRow OPS[MAX_OPS]
 cdef int NOPS = 0
 
-cdef void def_ops(const char *name, access_fn r, access_fn w, access_fn ur, uwrite_fn uw) noexcept:
+cdef void def_ops(const char *name, access_fn r, access_fn w, access_fn ur, uwrite_fn uw) except *:
     global NOPS
-    OPS[NOPS].name = name
-    OPS[NOPS].read = r
-    OPS[NOPS].write = w
-    OPS[NOPS].uread = ur
-    OPS[NOPS].uwrite = uw
-    NOPS += 1
+    NOPS = add_ops(OPS, NOPS, MAX_OPS, name, r, w, ur, uw)
 
 # name        guest read      guest write     uaccess read    uaccess write
 def_ops("raz_wi", raz, wi, NULL, NULL)
@@ -75,10 +71,7 @@ def_ops("pendbase", read_pendbase, write_pendbase, NULL, NULL)
 def_ops("invlpi", raz, write_invlpi, NULL, NULL)
 def_ops("invall", raz, write_invall, NULL, NULL)
 
-_bound = {OPS[i].name.decode() for i in range(NOPS)}
-_needed = {row.ops for f in regmap.FRAMES if f.part == "vgic_v3" for row in f.regions}
-if _needed - _bound:
-    raise ImportError(f"vgic._core.gic binds no handlers for ops {sorted(_needed - _bound)}")
+check_bound("vgic_v3", [OPS[i].name.decode() for i in range(NOPS)])
 
 _FIELD_NAMES = ("enabled", "pending_latch", "line_level", "active", "group", "edge")
 

@@ -25,21 +25,21 @@ from libc.stdlib cimport calloc, malloc, realloc, free
 from libc.string cimport memcpy, memmove, memset
 
 from vgic._core.args cimport int_arg
-from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn
+from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn, add_ops
+from vgic._core.cstate import check_bound
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport LpiUndo, lpi_exists, lpi_free, BM_PENDING_LATCH
 from vgic._core.guestmem cimport gm_ok, gm_at, gm_read64, gm_write64, gm_write8
 from vgic._core.lpi cimport (lpi_add, lpi_put, lpi_set_bit, lpi_index, update_lpi_config, lpi_invall,
     lpi_intid_limit, lpis_enabled_on, next_lpi)
 from vgic._core.bitmap cimport extract_bytes, update_64bit_reg
+from vgic._core.vgic_redist cimport sanitise_cache_share
 from vgic._core.consts cimport (LPI_BASE, GITS_CTLR_ENABLED, GITS_CTLR_QUIESCENT, ITS_ABI_REVISIONS,
     GITS_IIDR_REV_SHIFT, GITS_TYPER_VALUE, PRODUCT_ID_KVM, IIDR_PRODUCT_ID_SHIFT, IMPLEMENTER_ARM,
     GITS_BASER_TYPE_SHIFT, GITS_BASER_TYPE_DEVICE, GITS_BASER_TYPE_COLLECTION,
     GITS_BASER_ENTRY_SIZE_SHIFT, GITS_BASER_PAGE_SIZE_64K, GITS_BASER_SIZE_MASK,
     GITS_BASER_INNER_CACHE_SHIFT, GITS_BASER_OUTER_CACHE_SHIFT, GITS_BASER_SHAREABILITY_SHIFT,
     GITS_CBASER_SIZE_MASK, GITS_CMD_OFFSET_MASK, ITS_CMD_SIZE, ITS_ESZ, COLLECTION_NOT_MAPPED,
-    BASER_SHAREABILITY_MASK, BASER_CACHE_MASK, GIC_BASER_INNER_SHAREABLE, GIC_BASER_OUTER_SHAREABLE,
-    GIC_BASER_CACHE_NCNB, GIC_BASER_CACHE_NC, GIC_BASER_CACHE_RAWB, GIC_BASER_CACHE_SAME_AS_INNER,
     ITS_MAX_EVENTID_BITS, VITS_DTE_MAX_DEVID_OFFSET, VITS_ITE_MAX_EVENTID_OFFSET,
     GITS_CMD_MOVI, GITS_CMD_INT, GITS_CMD_CLEAR, GITS_CMD_SYNC, GITS_CMD_MAPD, GITS_CMD_MAPC,
     GITS_CMD_MAPTI, GITS_CMD_MAPI, GITS_CMD_INV, GITS_CMD_INVALL, GITS_CMD_MOVALL, GITS_CMD_DISCARD,
@@ -55,7 +55,7 @@ from vgic._core.consts cimport (LPI_BASE, GITS_CTLR_ENABLED, GITS_CTLR_QUIESCENT
     KVM_ITS_ITE_NEXT_SHIFT, KVM_ITS_ITE_PINTID_SHIFT, KVM_ITS_ITE_ICID_MASK, KVM_ITS_CTE_RDBASE_SHIFT,
     KVM_ITS_CTE_ICID_MASK, GITS_PIDR0, GITS_PIDR1, GITS_PIDR2, GITS_PIDR4, GITS_CIDR0)
 
-from vgic import regmap, its_state
+from vgic import its_state
 from vgic.guestmem import check_memory
 
 cdef extern from *:
@@ -98,26 +98,6 @@ cdef inline int32_t id_next(const uint64_t *bits, uint32_t i) noexcept nogil:
 
 
 # --------------------------------------------------- register sanitising
-cdef inline uint64_t set_field(uint64_t reg, int shift, uint64_t mask, uint64_t v) noexcept nogil:
-    return (reg & ~(mask << shift)) | (v << shift)
-
-cdef inline uint64_t sanitise_cache_share(uint64_t reg, int inner_shift, int outer_shift,
-                                          int share_shift) noexcept nogil:
-    # KVM's vgic_sanitise_*: Outer-shareable becomes Inner-shareable; inner
-    # nC/nCnB become RaWb; outer anything but SameAsInner/nC becomes SameAsInner.
-    cdef uint64_t sh = (reg >> share_shift) & BASER_SHAREABILITY_MASK
-    cdef uint64_t ic = (reg >> inner_shift) & BASER_CACHE_MASK
-    cdef uint64_t oc = (reg >> outer_shift) & BASER_CACHE_MASK
-    if sh == GIC_BASER_OUTER_SHAREABLE:
-        sh = GIC_BASER_INNER_SHAREABLE
-    if ic == GIC_BASER_CACHE_NCNB or ic == GIC_BASER_CACHE_NC:
-        ic = GIC_BASER_CACHE_RAWB
-    if oc != GIC_BASER_CACHE_SAME_AS_INNER and oc != GIC_BASER_CACHE_NC:
-        oc = GIC_BASER_CACHE_SAME_AS_INNER
-    reg = set_field(reg, share_shift, BASER_SHAREABILITY_MASK, sh)
-    reg = set_field(reg, inner_shift, BASER_CACHE_MASK, ic)
-    return set_field(reg, outer_shift, BASER_CACHE_MASK, oc)
-
 cdef inline uint64_t sanitise_cbaser(uint64_t reg) noexcept nogil:
     # Cacheability and shareability, and the address 64 KiB aligned (bits
     # [15:12] cleared); the RES0 bits are kept as written (its-facts-A §1.3).
@@ -708,14 +688,9 @@ cdef enum:
 cdef OpsRow OPS[MAX_OPS]
 cdef int NOPS = 0
 
-cdef void def_ops(const char *name, access_fn r, access_fn w, access_fn ur, uwrite_fn uw) noexcept:
+cdef void def_ops(const char *name, access_fn r, access_fn w, access_fn ur, uwrite_fn uw) except *:
     global NOPS
-    OPS[NOPS].name = name
-    OPS[NOPS].read = r
-    OPS[NOPS].write = w
-    OPS[NOPS].uread = ur
-    OPS[NOPS].uwrite = uw
-    NOPS += 1
+    NOPS = add_ops(OPS, NOPS, MAX_OPS, name, r, w, ur, uw)
 
 # name           guest read    guest write    uaccess read   uaccess write
 def_ops("its_ctlr", read_ctlr, write_ctlr, NULL, uwrite_ctlr)
@@ -727,10 +702,7 @@ def_ops("its_creadr", read_creadr, wi, NULL, uwrite_creadr)
 def_ops("its_baser", read_baser, write_baser, NULL, NULL)
 def_ops("its_idregs", read_idregs, wi, NULL, uwi)
 
-_bound = {OPS[i].name.decode() for i in range(NOPS)}
-_needed = {row.ops for f in regmap.FRAMES if f.part == "its" for row in f.regions}
-if _needed - _bound:
-    raise ImportError(f"vgic._core.its binds no handlers for ops {sorted(_needed - _bound)}")
+check_bound("its", [OPS[i].name.decode() for i in range(NOPS)])
 
 
 # ---------------------------------------------------------- save tables
@@ -829,12 +801,15 @@ cdef int scan_table(ItsState *s, uint64_t base, uint64_t size, uint32_t start, e
     # step (1 for an invalid entry, `next` for a valid one), 0 for the last
     # entry, or an error.  1: the table ended without a last entry.  Steps
     # are >= 1, so the walk only moves forward and reads at most size / 8
-    # entries.
+    # entries.  A table wholly in RAM is read in place.
     cdef uint64_t entry, step
-    cdef uint64_t id = start
+    cdef uint64_t id = start, off = 0
+    cdef const uint8_t *p = gm_at(&s.g.mem, base) if gm_ok(&s.g.mem, base, size) else NULL
     cdef int r
     while True:
-        if gm_read64(&s.g.mem, base, &entry) < 0:
+        if p != NULL:
+            memcpy(&entry, p + off, 8)
+        elif gm_read64(&s.g.mem, base + off, &entry) < 0:
             return -EFAULT
         r = fn(s, arg, <uint32_t>id, entry)
         if r <= 0:
@@ -843,12 +818,14 @@ cdef int scan_table(ItsState *s, uint64_t base, uint64_t size, uint32_t start, e
         if step >= size:
             return 1
         id += <uint64_t>r
-        base += step
+        off += step
         size -= step
 
-cdef int restore_ite(ItsState *s, Dev *d, uint32_t event, uint64_t v) noexcept nogil:
-    # vgic_its_restore_ite: 1 for an invalid entry (pINTID 0), the entry's
-    # `next` once it is restored, or an error.
+
+cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcept nogil:
+    # vgic_its_restore_ite (`arg`: the Dev): 1 for an invalid entry (pINTID
+    # 0), the entry's `next` once it is restored, or an error.
+    cdef Dev *d = <Dev *>arg
     cdef uint64_t lpi = (v >> KVM_ITS_ITE_PINTID_SHIFT) & 0xFFFFFFFFULL
     cdef uint32_t icid = <uint32_t>(v & KVM_ITS_ITE_ICID_MASK), nxt = <uint32_t>(v >> KVM_ITS_ITE_NEXT_SHIFT)
     cdef uint32_t t
@@ -882,30 +859,6 @@ cdef int restore_ite(ItsState *s, Dev *d, uint32_t event, uint64_t v) noexcept n
         return r
     return <int>nxt
 
-cdef int restore_itt(ItsState *s, Dev *d) noexcept nogil:
-    # scan_its_table over the device's ITT (2**bits entries from EventID 0)
-    # with vgic_its_restore_ite, entries read straight from RAM when the
-    # whole ITT lies in it.
-    cdef uint64_t size = ((<uint64_t>1) << d.nbits) * ITS_ESZ, base = d.itt_addr, entry, step
-    cdef uint64_t event = 0
-    cdef const uint8_t *p = NULL
-    cdef int r
-    if gm_ok(&s.g.mem, base, size):
-        p = gm_at(&s.g.mem, base)
-    while True:
-        if p != NULL:
-            memcpy(&entry, p + event * ITS_ESZ, 8)
-        elif gm_read64(&s.g.mem, base + event * ITS_ESZ, &entry) < 0:
-            return -EFAULT
-        r = restore_ite(s, d, <uint32_t>event, entry)
-        if r <= 0:
-            return r
-        step = <uint64_t>r * ITS_ESZ
-        if step >= size:
-            return 0
-        event += <uint64_t>r
-        size -= step
-
 cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept nogil:
     cdef uint32_t nxt = <uint32_t>((v >> KVM_ITS_DTE_NEXT_SHIFT) & 0x3FFF)
     cdef uint64_t itt = ((v >> KVM_ITS_DTE_ITTADDR_SHIFT) & ((<uint64_t>1 << 44) - 1)) << 8
@@ -924,7 +877,7 @@ cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept n
     d = new_dev(s, id, itt, nbits)
     if d == NULL:
         return -ENOMEM
-    r = restore_itt(s, d)
+    r = scan_table(s, itt, ((<uint64_t>1) << nbits) * ITS_ESZ, 0, restore_ite, d)
     if r < 0:
         free_dev(s, id)
         return r

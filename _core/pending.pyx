@@ -23,6 +23,8 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 
 from vgic._core.consts cimport LPI_BASE
 
+from vgic.guestmem import check_lpi_intids, check_memory
+
 cdef extern from *:
     int pend_ctz "__builtin_ctz"(unsigned int x) nogil
 
@@ -32,7 +34,7 @@ def sync_per_lpi(table, intids):
     table): its pending bit, cleared in ``table`` when set.  Returns a
     uint8 array of the bits, in the order of ``intids``."""
     cdef uint8_t[::1] t = _table(table)
-    ids = _intids(intids, t.shape[0])
+    ids = check_lpi_intids(intids, t.shape[0])
     out = np.zeros(ids.shape[0], dtype=np.uint8)
     cdef const uint32_t[::1] iv = ids
     cdef uint8_t[::1] ov = out
@@ -79,21 +81,7 @@ def sync_scan(table, mapped):
 
 
 cdef object _table(object table):
-    if not isinstance(table, np.ndarray):
-        raise TypeError(f"table must be a numpy uint8 array, not {type(table).__name__}")
-    arr = np.asarray(table)
-    if arr.dtype != np.uint8 or arr.ndim != 1 or not arr.flags.c_contiguous or not arr.flags.writeable:
-        raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array")
-    return arr
-
-
-cdef object _intids(object intids, Py_ssize_t nbytes):
-    ids = np.asarray(intids)
-    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-        raise TypeError("intids must be a 1-D integer array")
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < LPI_BASE or hi >= nbytes * 8:
-            raise ValueError(f"intids must be LPIs inside the table (8192..{nbytes * 8 - 1}), "
-                             f"got {lo if lo < LPI_BASE else hi}")
-    return np.ascontiguousarray(ids, dtype=np.uint32)
+    try:
+        return check_memory(table)
+    except TypeError:
+        raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array") from None

@@ -64,22 +64,29 @@ cdef inline uint64_t read_v3r_typer(void *ctx, int vcpu, uint32_t off, uint32_t 
 cdef inline uint64_t sanitise_field(uint64_t reg, int shift, uint64_t fmask, uint64_t field) noexcept nogil:
     return (reg & ~(fmask << shift)) | (field << shift)
 
-cdef inline uint64_t sanitise_baser(uint64_t reg, uint64_t res0) noexcept nogil:
-    # KVM refuses outer-shareable and inner non-cacheable mappings, and keeps
-    # outer attributes only when non-cacheable or same-as-inner.
-    cdef uint64_t sh = (reg >> BASER_SHAREABILITY_SHIFT) & BASER_SHAREABILITY_MASK
-    cdef uint64_t ic = (reg >> BASER_INNER_CACHE_SHIFT) & BASER_CACHE_MASK
-    cdef uint64_t oc = (reg >> BASER_OUTER_CACHE_SHIFT) & BASER_CACHE_MASK
+cdef inline uint64_t sanitise_cache_share(uint64_t reg, int inner_shift, int outer_shift,
+                                          int share_shift) noexcept nogil:
+    # KVM's vgic_sanitise_shareability/inner/outer_cacheability, wherever a
+    # register keeps those fields (GICR_PROPBASER/PENDBASER, GITS_CBASER and
+    # GITS_BASER<n>): outer-shareable becomes inner-shareable, inner nC/nCnB
+    # become RaWb, outer attributes stay only when nC or same-as-inner.
+    cdef uint64_t sh = (reg >> share_shift) & BASER_SHAREABILITY_MASK
+    cdef uint64_t ic = (reg >> inner_shift) & BASER_CACHE_MASK
+    cdef uint64_t oc = (reg >> outer_shift) & BASER_CACHE_MASK
     if sh == GIC_BASER_OUTER_SHAREABLE:
         sh = GIC_BASER_INNER_SHAREABLE
     if ic == GIC_BASER_CACHE_NCNB or ic == GIC_BASER_CACHE_NC:
         ic = GIC_BASER_CACHE_RAWB
     if oc != GIC_BASER_CACHE_SAME_AS_INNER and oc != GIC_BASER_CACHE_NC:
         oc = GIC_BASER_CACHE_SAME_AS_INNER
-    reg = sanitise_field(reg, BASER_SHAREABILITY_SHIFT, BASER_SHAREABILITY_MASK, sh)
-    reg = sanitise_field(reg, BASER_INNER_CACHE_SHIFT, BASER_CACHE_MASK, ic)
-    reg = sanitise_field(reg, BASER_OUTER_CACHE_SHIFT, BASER_CACHE_MASK, oc)
-    return reg & ~res0
+    reg = sanitise_field(reg, share_shift, BASER_SHAREABILITY_MASK, sh)
+    reg = sanitise_field(reg, inner_shift, BASER_CACHE_MASK, ic)
+    return sanitise_field(reg, outer_shift, BASER_CACHE_MASK, oc)
+
+cdef inline uint64_t sanitise_baser(uint64_t reg, uint64_t res0) noexcept nogil:
+    # GICR_PROPBASER / GICR_PENDBASER: cacheability and shareability, RES0 cleared.
+    return sanitise_cache_share(reg, BASER_INNER_CACHE_SHIFT, BASER_OUTER_CACHE_SHIFT,
+                                BASER_SHAREABILITY_SHIFT) & ~res0
 
 cdef inline uint64_t read_propbase(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
     cdef GicState *g = <GicState *>ctx

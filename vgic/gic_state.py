@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from vgic import regmap
+from vgic.baser import sanitise_baser
 from vgic.errors import StateError
 from vgic.ich import U64
 from vgic.topology import MpidrIndex
@@ -149,10 +150,10 @@ def _keys(where: str, d: Any, keys: tuple[str, ...]) -> None:
         raise _fail(where, f"missing {missing}, unexpected {extra}")
 
 
-def _list(where: str, value: Any, n: int) -> list:
+def _list(where: str, value: Any, n: int | None = None) -> list:
     if not isinstance(value, (list, tuple)):
         raise _fail(where, f"expected a list, got {type(value).__name__}")
-    if len(value) != n:
+    if n is not None and len(value) != n:
         raise _fail(where, f"expected {n} entries, got {len(value)}")
     return list(value)
 
@@ -218,7 +219,6 @@ def from_dict(d: Any, nr_vcpus: int, nr_irqs: int, mpidrs: MpidrIndex, where: st
     """Check ``d`` against what the model can hold for this geometry and
     return it as arrays; :class:`StateError` names the first bad field.
     Nothing is changed anywhere: a ``load_state`` applies the result."""
-    from vgic._pure.vgic_redist import sanitise_baser  # the architecture's sanitising rule
 
     _keys(where, d, ("GICD_CTLR", "GICD_IIDR", "GICR_PROPBASER", "seq_counter", "spi", "lpi", "vcpus"))
     ctlr = _int(f"{where}.GICD_CTLR", d["GICD_CTLR"], 0, 0xFFFFFFFF)

@@ -24,6 +24,22 @@ def check_memory(memory: object) -> np.ndarray:
     return base
 
 
+def check_lpi_intids(intids: object, nbytes: int) -> np.ndarray:
+    """``intids`` as a C-contiguous uint32 array of LPIs (8192 and up) whose
+    bits lie in a pending table of ``nbytes`` bytes (``TypeError`` for a
+    non-integer array, ``ValueError`` naming an INTID outside)."""
+    from vgic.ich import LPI_BASE
+    ids = np.asarray(intids)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise TypeError("intids must be a 1-D integer array")
+    if ids.size:
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < LPI_BASE or hi >= nbytes * 8:
+            raise ValueError(f"intids must be LPIs inside the table ({LPI_BASE}..{nbytes * 8 - 1}), "
+                             f"got {lo if lo < LPI_BASE else hi}")
+    return np.ascontiguousarray(ids, dtype=np.uint32)
+
+
 class GuestMem:
     """Checked little-endian access to guest RAM (no RAM: every access fails)."""
 

@@ -33,7 +33,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from vgic import regmap
-from vgic.errors import StateError
+from vgic.baser import sanitise_cache_share
+from vgic.gic_state import _fail, _int, _keys, _list
 from vgic.ich import U32, U64
 
 
@@ -81,27 +82,10 @@ def cmdq_bytes(cbaser: int) -> int:
     return ((cbaser & regmap.GITS_CBASER_SIZE_MASK) + 1) << 12
 
 
-def _cache_share(reg: int, inner: int, outer: int, share: int) -> int:
-    sh = (reg >> share) & regmap.BASER_SHAREABILITY_MASK
-    ic = (reg >> inner) & regmap.BASER_CACHE_MASK
-    oc = (reg >> outer) & regmap.BASER_CACHE_MASK
-    if sh == regmap.GIC_BASER_OUTER_SHAREABLE:
-        sh = regmap.GIC_BASER_INNER_SHAREABLE
-    if ic in (regmap.GIC_BASER_CACHE_NCNB, regmap.GIC_BASER_CACHE_NC):
-        ic = regmap.GIC_BASER_CACHE_RAWB
-    if oc not in (regmap.GIC_BASER_CACHE_SAME_AS_INNER, regmap.GIC_BASER_CACHE_NC):
-        oc = regmap.GIC_BASER_CACHE_SAME_AS_INNER
-    m = regmap.BASER_SHAREABILITY_MASK
-    c = regmap.BASER_CACHE_MASK
-    reg = (reg & ~(m << share)) | (sh << share)
-    reg = (reg & ~(c << inner)) | (ic << inner)
-    return (reg & ~(c << outer)) | (oc << outer)
-
-
 def sanitise_cbaser(reg: int) -> int:
     """KVM's vgic_sanitise_its_cbaser: cacheability and shareability fixed up,
     address bits [15:12] cleared, RES0 bits kept (its-facts-A §1.3)."""
-    reg = _cache_share(reg, regmap.GITS_BASER_INNER_CACHE_SHIFT, regmap.GITS_BASER_OUTER_CACHE_SHIFT,
+    reg = sanitise_cache_share(reg, regmap.GITS_BASER_INNER_CACHE_SHIFT, regmap.GITS_BASER_OUTER_CACHE_SHIFT,
                        regmap.GITS_BASER_SHAREABILITY_SHIFT)
     return reg & ~0xF000
 
@@ -115,7 +99,7 @@ def sanitise_baser(reg: int, idx: int) -> int:
     reg |= (typ << regmap.GITS_BASER_TYPE_SHIFT) | ((regmap.ITS_ESZ - 1) << regmap.GITS_BASER_ENTRY_SIZE_SHIFT)
     if idx == 1:
         reg &= ~regmap.GITS_BASER_INDIRECT
-    reg = _cache_share(reg, regmap.GITS_BASER_INNER_CACHE_SHIFT, regmap.GITS_BASER_OUTER_CACHE_SHIFT,
+    reg = sanitise_cache_share(reg, regmap.GITS_BASER_INNER_CACHE_SHIFT, regmap.GITS_BASER_OUTER_CACHE_SHIFT,
                        regmap.GITS_BASER_SHAREABILITY_SHIFT)
     return (reg & ~regmap.GITS_BASER_PAGE_SIZE_MASK) | regmap.GITS_BASER_PAGE_SIZE_64K
 
@@ -166,35 +150,7 @@ def to_dict(a: ItsArrays) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ parsing
-def _fail(where: str, why: str) -> StateError:
-    return StateError(f"{where}: {why}")
-
-
-def _int(where: str, value: Any, lo: int, hi: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise _fail(where, f"expected an integer, got {type(value).__name__}")
-    value = int(value)
-    if not lo <= value <= hi:
-        raise _fail(where, f"{value:#x} is outside {lo:#x}..{hi:#x}")
-    return value
-
-
-def _keys(where: str, d: Any, keys: tuple[str, ...]) -> None:
-    if not isinstance(d, dict):
-        raise _fail(where, f"expected a dict, got {type(d).__name__}")
-    if set(d) != set(keys):
-        missing, extra = sorted(set(keys) - set(d)), sorted(map(repr, set(d) - set(keys)))
-        raise _fail(where, f"missing {missing}, unexpected {extra}")
-
-
-def _list(where: str, value: Any, n: int | None = None) -> list:
-    if not isinstance(value, (list, tuple)):
-        raise _fail(where, f"expected a list, got {type(value).__name__}")
-    if n is not None and len(value) != n:
-        raise _fail(where, f"expected {n} entries, got {len(value)}")
-    return list(value)
-
-
+# (the checks every named state shares: vgic.gic_state)
 def _column(where: str, values: list, lo: int, hi: int) -> list[int]:
     return [_int(f"{where}[{k}]", x, lo, hi) for k, x in enumerate(values)]
 

@@ -14,3 +14,7 @@ class CState:
     @property
     def state_nbytes(self) -> int:
         """Bytes of mutable state (the buffer replay rollback copies)."""
+
+def check_bound(part: str, bound: list[str]) -> None:
+    """ImportError unless ``bound`` (a part's handler-family names) covers
+    every ops name of the part's frames in vgic.regmap.FRAMES."""

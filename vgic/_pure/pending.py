@@ -6,20 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from ..guestmem import check_memory
+from ..guestmem import check_lpi_intids, check_memory
 from ..regmap import LPI_BASE
-
-
-def _intids(intids: Any, nbytes: int) -> np.ndarray:
-    ids = np.asarray(intids)
-    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
-        raise TypeError("intids must be a 1-D integer array")
-    if ids.size:
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < LPI_BASE or hi >= nbytes * 8:
-            raise ValueError(f"intids must be LPIs inside the table (8192..{nbytes * 8 - 1}), "
-                             f"got {lo if lo < LPI_BASE else hi}")
-    return ids.astype(np.int64)
 
 
 def sync_per_lpi(table: Any, intids: Any) -> np.ndarray:
@@ -28,7 +16,7 @@ def sync_per_lpi(table: Any, intids: Any) -> np.ndarray:
         t = check_memory(table)
     except TypeError:
         raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array") from None
-    ids = _intids(intids, t.shape[0])
+    ids = check_lpi_intids(intids, t.shape[0]).astype(np.int64)
     out = np.zeros(ids.shape[0], dtype=np.uint8)
     for k, n in enumerate(ids.tolist()):
         byte = int(t[n >> 3])

@@ -8,21 +8,10 @@ handlers of :mod:`.vgic_irq_ops`.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..baser import sanitise_baser
 from ..regmap import (
-    BASER_CACHE_MASK,
-    BASER_INNER_CACHE_SHIFT,
-    BASER_OUTER_CACHE_SHIFT,
-    BASER_SHAREABILITY_MASK,
-    BASER_SHAREABILITY_SHIFT,
-    GIC_BASER_CACHE_NC,
-    GIC_BASER_CACHE_NCNB,
-    GIC_BASER_CACHE_RAWB,
-    GIC_BASER_CACHE_SAME_AS_INNER,
-    GIC_BASER_INNER_SHAREABLE,
-    GIC_BASER_OUTER_SHAREABLE,
     GICR_CTLR_CES,
     GICR_CTLR_ENABLE_LPIS,
     GICR_CTLR_IR,
@@ -123,42 +112,7 @@ def read_v3r_typer(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> i
 
 
 # ------------------------------------------------ GICR_PROPBASER/PENDBASER
-def _sanitise_shareability(field: int) -> int:
-    """Outer-shareable is downgraded to inner-shareable."""
-    return GIC_BASER_INNER_SHAREABLE if field == GIC_BASER_OUTER_SHAREABLE else field
-
-
-def _sanitise_inner_cacheability(field: int) -> int:
-    """No inner non-cacheable mapping: nCnB and nC become RaWb."""
-    if field in (GIC_BASER_CACHE_NCNB, GIC_BASER_CACHE_NC):
-        return GIC_BASER_CACHE_RAWB
-    return field
-
-
-def _sanitise_outer_cacheability(field: int) -> int:
-    """Outer may only be same-as-inner or non-cacheable."""
-    if field in (GIC_BASER_CACHE_SAME_AS_INNER, GIC_BASER_CACHE_NC):
-        return field
-    return GIC_BASER_CACHE_SAME_AS_INNER
-
-
-def _sanitise_field(reg: int, shift: int, mask: int, sanitise: Callable[[int], int]) -> int:
-    """KVM's ``vgic_sanitise_field``: pass one field through ``sanitise``."""
-    field = (reg >> shift) & mask
-    return (reg & ~(mask << shift)) | (sanitise(field) << shift)
-
-
-def sanitise_baser(reg: int, res0: int) -> int:
-    """KVM's ``vgic_sanitise_propbaser``/``pendbaser``: fix up shareability and
-    cacheability, then clear the RES0 bits (kvm-facts §5.6, same rules as
-    the ITS BASERs in §5.1)."""
-    reg = _sanitise_field(reg, BASER_SHAREABILITY_SHIFT, BASER_SHAREABILITY_MASK,
-                          _sanitise_shareability)
-    reg = _sanitise_field(reg, BASER_INNER_CACHE_SHIFT, BASER_CACHE_MASK,
-                          _sanitise_inner_cacheability)
-    reg = _sanitise_field(reg, BASER_OUTER_CACHE_SHIFT, BASER_CACHE_MASK,
-                          _sanitise_outer_cacheability)
-    return reg & ~res0
+# (KVM's sanitising rule: vgic.baser)
 
 
 def read_propbase(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
