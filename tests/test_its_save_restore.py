@@ -1613,3 +1613,23 @@ def test_reset_keeps_lpi_held_by_an_ap_list(backend):
                                "target_vcpu": 3, "ite_count": 0}}
     assert acks(vm) == [[], [], [], [8195]]
     assert lpis(vm) == {}
+
+
+def test_part_load_state_checks_links_to_the_lpis(backend):
+    """The ITS part's state loaded alone (vm.its.load_state) is checked
+    against the LPIs the vGICv3 part holds now, as vm.load_state checks the
+    two together: an ITE naming an LPI the distributor does not hold (KVM's
+    ITE always holds a reference to its vgic_irq, its-facts-A §3.4) is a
+    vgic.StateError and changes nothing; the same state on its own VM loads."""
+    vm = its_vm(backend)
+    g = Guest(vm)
+    set_prop(vm, g.lay, 8195)
+    g.send(mapd(2, 8, g.itt(0)), mapc(3, 3), mapti(2, 20, 8195, 3))
+    st = vm.its.state()
+    other = its_vm(backend)
+    before = other.state()
+    with pytest.raises(vgic.StateError, match="8195"):
+        other.its.load_state(st)
+    assert other.state() == before
+    vm.its.load_state(st)
+    assert vm.its.state() == st

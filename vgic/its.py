@@ -205,3 +205,10 @@ class Its(Part):
 
     def apply_state(self, checked: Any) -> None:
         self.its.apply_arrays(checked)
+
+    def load_state(self, state: Any) -> None:
+        """This part's state alone: checked, with its links to the LPIs the
+        vGICv3 part holds now, before anything changes."""
+        checked = self.check_state(state)
+        self.check_links({self.name: checked, "vgic_v3": (self.vm.gic.gic.arrays(),)})
+        self.apply_state(checked)
