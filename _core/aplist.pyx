@@ -27,9 +27,10 @@ from libc.stdlib cimport qsort
 from vgic._core.consts cimport NR_PRIVATE_IRQS, NR_SGIS, LPI_BASE
 from vgic._core.args cimport index_arg, int_arg
 from vgic._core.gic cimport Gic
-from vgic._core.gicstate cimport (GicState, bank_of, irq_index, index_intid, valid_intid, oracle,
+from vgic._core.gicstate cimport (GicState, hw_bits, phys_levels, host_set_active, bank_of, irq_index,
+    index_intid, valid_intid, oracle,
     lpi_release, pending_word, deliverable, ap_append, ap_remove, SPI_BANKS,
-    BM_ENABLED, BM_PENDING_LATCH, BM_ACTIVE, BM_GROUP, BM_EDGE)
+    BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
 from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE,
     HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE, HCR_VSGIEOICOUNT,
@@ -168,7 +169,7 @@ cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:
                          and not (g.bm[BM_ACTIVE][b] & bit))
         k = (<uint64_t>(oracle(g, vcpu, intid) != vcpu) << 63) | (group_off << 62) \
             | (not_ready << 61) | (<uint64_t>g.priority[idx] << 52) \
-            | (<uint64_t>1 << 51) | (<uint64_t>i << 16) | intid     # SW: no HW mapping yet
+            | (<uint64_t>((hw_bits(g, vcpu, b) & bit) == 0) << 51) | (<uint64_t>i << 16) | intid
         s.keys[i] = k
         i += 1
         idx = s.g.ap_next[idx]
@@ -187,18 +188,27 @@ cdef uint64_t populate_lr(Lists *s, int vcpu, uint32_t idx, uint32_t intid) noex
     # vgic_v3_populate_lr(): the LR of one interrupt; an edge interrupt's
     # latch is consumed when the LR carries its pending state; a level
     # interrupt asks for an EOI maintenance interrupt so its line is
-    # resampled, and is not also pending while active.
+    # resampled, and is not also pending while active.  A HW-mapped one
+    # names its physical INTID instead, is never pending and active, and
+    # (level) drops its line once the LR carries it: KVM only sees rising
+    # edges of a mapped level interrupt.
     cdef GicState *g = s.g
     cdef uint32_t b = idx >> 5
     cdef uint32_t bit = 1u << (intid & 31)
     cdef bint active = (g.bm[BM_ACTIVE][b] & bit) != 0
     cdef bint edge = (g.bm[BM_EDGE][b] & bit) != 0
     cdef bint pending = is_pending(g, b, bit)
-    cdef uint64_t lr = lr_encode(intid, g.priority[idx],
-                                 (g.bm[BM_GROUP][b] & bit) != 0, False, active, False, 0, not edge)
-    if not edge:
+    cdef bint hw = (hw_bits(g, vcpu, b) & bit) != 0
+    cdef uint64_t lr = lr_encode(intid, g.priority[idx], (g.bm[BM_GROUP][b] & bit) != 0, False, active,
+                                 hw, g.hw_pintid[(b - SPI_BANKS) * 32 + (intid & 31)] if hw else 0,
+                                 not edge and not hw)
+    if not edge or hw:
         if pending and not active:
             lr |= LR_PENDING
+            if edge:
+                g.bm[BM_PENDING_LATCH][b] &= ~bit
+            elif hw:
+                g.bm[BM_LINE_LEVEL][b] &= ~bit
     elif pending:
         lr |= LR_PENDING
         g.bm[BM_PENDING_LATCH][b] &= ~bit
@@ -295,6 +305,17 @@ cdef void fold_lr(Lists *s, int vcpu, uint64_t lr) noexcept nogil:
     elif not (lr & LR_STATE_MASK):
         # Completed: only a line still high can make it pending again.
         g.bm[BM_PENDING_LATCH][b] &= ~bit
+    if hw_bits(g, vcpu, b) & bit & ~g.bm[BM_EDGE][b]:
+        # vgic_irq_handle_resampling(): a mapped level interrupt the guest
+        # did not take, or just deactivated with its line high, has its
+        # line resampled from the device; a line found low releases the
+        # physical interrupt (its active state kept it from firing again).
+        if (lr & LR_PENDING) or (was_active and not (lr & LR_ACTIVE) and (g.bm[BM_LINE_LEVEL][b] & bit)):
+            if phys_levels(g, vcpu, bit):
+                g.bm[BM_LINE_LEVEL][b] |= bit
+            else:
+                g.bm[BM_LINE_LEVEL][b] &= ~bit
+                host_set_active(g, vcpu, g.hw_pintid[(b - SPI_BANKS) * 32 + (intid & 31)], False)
 
 
 cdef void fold_synthetic(Lists *s, int vcpu, uint32_t intid) noexcept nogil:
@@ -306,7 +327,14 @@ cdef void fold_synthetic(Lists *s, int vcpu, uint32_t intid) noexcept nogil:
     cdef uint32_t b = bank_of(g, vcpu, intid)
     cdef uint32_t bit = 1u << (intid & 31)
     cdef uint64_t lr = intid
-    if g.bm[BM_EDGE][b] & bit:
+    cdef uint32_t pintid
+    if hw_bits(g, vcpu, b) & bit:
+        # HW: the LR names the physical interrupt, which KVM deactivates
+        # itself here (no guest deactivation reaches it through an LR).
+        pintid = g.hw_pintid[(b - SPI_BANKS) * 32 + (intid & 31)]
+        lr |= LR_HW | (<uint64_t>pintid << 32)
+        host_set_active(g, vcpu, pintid, False)
+    elif g.bm[BM_EDGE][b] & bit:
         if pending_word(g, b) & bit:
             lr |= LR_PENDING
     else:

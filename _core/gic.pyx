@@ -11,20 +11,20 @@ flush/fold kernel's per-IRQ accesses.  ``vgic._pure.gic`` is the twin.
 """
 import numpy as np
 
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t, int64_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 
 from vgic._core.args cimport int_arg
 from vgic._core.cstate cimport CState, OpsRow, access_fn, uwrite_fn, add_ops
 from vgic._core.cstate import check_bound
-from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER,
+from vgic._core.consts cimport (NR_SGIS, NR_PRIVATE_IRQS, MAX_INTID_SPACE, KVM_VGIC_IMP_REV_LATEST, INITIAL_PENDBASER,
     LPI_BASE, NR_LPIS, INITIAL_PROPBASER)
-from vgic._core.gicstate cimport (GicState, GicScalars, bank_of, prio_index, irq_index, valid_intid,
-    deliverable, stamp_new, mpidr_to_vcpu, SPI_BANKS, BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE,
-    NR_BITMAPS)
+from vgic._core.gicstate cimport (GicScalars, bank_of, prio_index, irq_index, valid_intid,
+    deliverable, stamp_new, mpidr_to_vcpu, line_report, host_set_active, SPI_BANKS,
+    BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE, NR_BITMAPS)
 from vgic._core.vgic_irq_ops cimport (raz, rao, wi, uwi, read_group, write_group,
     read_enable, write_senable, write_cenable, read_pending, write_spending,
     write_cpending, uread_spending, uwrite_spending, read_active, write_sactive,
-    write_cactive, read_priority, write_prio, read_config, write_config)
+    write_cactive, uwrite_sactive, uwrite_cactive, read_priority, write_prio, read_config, write_config)
 from vgic._core.vgic_dist cimport (read_v3_misc, write_v3_misc, uwrite_v3_misc,
     read_irouter, write_irouter, read_idregs)
 from vgic._core.lpi cimport lpi_save_pending_tables
@@ -58,8 +58,8 @@ def_ops("senable", read_enable, write_senable, NULL, NULL)
 def_ops("cenable", read_enable, write_cenable, NULL, NULL)
 def_ops("spending", read_pending, write_spending, uread_spending, uwrite_spending)
 def_ops("cpending", read_pending, write_cpending, raz, uwi)
-def_ops("sactive", read_active, write_sactive, NULL, NULL)
-def_ops("cactive", read_active, write_cactive, NULL, NULL)
+def_ops("sactive", read_active, write_sactive, NULL, uwrite_sactive)
+def_ops("cactive", read_active, write_cactive, NULL, uwrite_cactive)
 def_ops("priority", read_priority, write_prio, NULL, NULL)
 def_ops("config", read_config, write_config, NULL, NULL)
 def_ops("irouter", read_irouter, write_irouter, NULL, NULL)
@@ -80,20 +80,6 @@ cdef object vcpu_error(object vcpu, uint32_t nr_vcpus):
     return ValueError(f"vcpu {vcpu} out of range: the VM has {nr_vcpus} vCPUs")
 
 
-cdef inline void line_report(GicState *g, uint32_t b, uint32_t bit, bint level) noexcept nogil:
-    # kvm_vgic_inject_irq: an edge interrupt latches on a rising report (a
-    # falling one is no event); a level interrupt's line follows the report.
-    cdef uint32_t before = deliverable(g, b)
-    if g.bm[BM_EDGE][b] & bit:
-        if level:
-            g.bm[BM_PENDING_LATCH][b] |= bit
-    elif level:
-        g.bm[BM_LINE_LEVEL][b] |= bit
-    else:
-        g.bm[BM_LINE_LEVEL][b] &= ~bit
-    stamp_new(g, b, before)
-
-
 cdef class Gic(CState):
     """Distributor and redistributor state of one VM (``nr_vcpus``
     redistributors, ``nr_irqs`` INTIDs below the LPIs, ``mpidrs[i]`` the
@@ -104,6 +90,8 @@ cdef class Gic(CState):
         cdef uint8_t[::1] prio
         cdef uint32_t[::1] route, ctlr, refs, exists
         cdef int32_t[::1] target, queued, ap_next, ap_prev, ap_head, ap_tail, ap_len
+        cdef uint32_t[::1] hw_mask, host_active
+        cdef uint16_t[::1] hw_pintid
         cdef uint8_t[::1] in_lr
         cdef uint64_t[::1] mp, pend, seq, live
         cdef uint8_t[::1] scal
@@ -152,6 +140,9 @@ cdef class Gic(CState):
         self._ap_tail = np.full(nr_vcpus, -1, dtype=np.int32)
         self._ap_len = np.zeros(nr_vcpus, dtype=np.int32)
         self._in_lr = np.zeros(nb * 32, dtype=np.uint8)
+        self._hw_mask = np.zeros(nr_vcpus, dtype=np.uint32)
+        self._hw_pintid = np.zeros(nr_vcpus * 32, dtype=np.uint16)
+        self._host_active = np.zeros(nr_vcpus, dtype=np.uint32)
         self._mpidr = mpidr_arr.copy()
         scal, bits, prio, route, target = self._scalars, self._bits, self._priority, self._route, self._target
         mp, pend, ctlr, seq = self._mpidr, self._pendbaser, self._gicr_ctlr, self._seq
@@ -185,6 +176,12 @@ cdef class Gic(CState):
         self.st.ap_len = &ap_len[0]
         in_lr = self._in_lr
         self.st.in_lr = &in_lr[0]
+        hw_mask, hw_pintid, host_active = self._hw_mask, self._hw_pintid, self._host_active
+        self.st.hw_mask = &hw_mask[0]
+        self.st.hw_pintid = &hw_pintid[0]
+        self.st.host_active = &host_active[0]
+        self.st.input_level = NULL
+        self.st.input_ctx = NULL
         self.st.mem.base = NULL
         self.ctx = &self.st
         # GICR_CTLR and GICR_INVLPIR/INVALLR change ap_lists and read guest
@@ -248,6 +245,56 @@ cdef class Gic(CState):
         self._ap_tail[:] = -1
         self._ap_len[:] = 0
         self._in_lr[:] = 0
+
+    # ------------------------------------------- HW-mapped interrupts
+    def map_phys_irq(self, vcpu, intid, pintid):
+        """kvm_vgic_map_phys_irq(): private INTID ``intid`` (16..31) of
+        ``vcpu`` is forwarded from host PPI ``pintid`` (0..31): its LRs get
+        HW = 1 and pINTID, and its guest deactivation deactivates the
+        physical interrupt."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = <uint32_t>int_arg(intid, "intid", NR_SGIS, NR_PRIVATE_IRQS - 1)
+        cdef uint32_t p = <uint32_t>int_arg(pintid, "pintid", 0, 31)
+        self.st.hw_mask[v] |= 1u << i
+        self.st.hw_pintid[v * 32 + i] = <uint16_t>p
+
+    def unmap_phys_irq(self, vcpu, intid):
+        """kvm_vgic_unmap_phys_irq(): ``intid`` of ``vcpu`` is a plain
+        virtual interrupt again."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = <uint32_t>int_arg(intid, "intid", NR_SGIS, NR_PRIVATE_IRQS - 1)
+        self.st.hw_mask[v] &= ~(1u << i)
+        self.st.hw_pintid[v * 32 + i] = 0
+
+    def phys_irq(self, vcpu, intid):
+        """The host PPI ``intid`` of ``vcpu`` is mapped to, or -1."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = <uint32_t>int_arg(intid, "intid", 0, NR_PRIVATE_IRQS - 1)
+        return self.st.hw_pintid[v * 32 + i] if (self.st.hw_mask[v] >> i) & 1 else -1
+
+    def map_is_active(self, vcpu, intid):
+        """kvm_vgic_map_is_active(): mapped and (virtually) active."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t i = <uint32_t>int_arg(intid, "intid", 0, NR_PRIVATE_IRQS - 1)
+        cdef uint32_t b = SPI_BANKS + <uint32_t>v
+        return bool((self.st.hw_mask[v] >> i) & (self.st.bm[BM_ACTIVE][b] >> i) & 1)
+
+    def host_active(self, vcpu):
+        """The active bits of the host PPIs (0..31) of the physical CPU
+        under ``vcpu``: the physical GIC state a HW LR deactivates."""
+        return int(self.st.host_active[self._vcpu(vcpu)])
+
+    def set_host_active(self, vcpu, mask):
+        """Set those bits (irq_set_irqchip_state(IRQCHIP_STATE_ACTIVE))."""
+        cdef int v = self._vcpu(vcpu)
+        self.st.host_active[v] = <uint32_t>int_arg(mask, "mask", 0, 0xFFFFFFFF)
+
+    def host_deactivate(self, vcpu, pintid):
+        """A guest deactivation through an LR with HW = 1 deactivates
+        physical INTID ``pintid`` (a host PPI below 32 has state here)."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t p = <uint32_t>int_arg(pintid, "pintid", 0, 1023)
+        host_set_active(&self.st, v, p, False)
 
     def save_pending_tables(self):
         """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: every LPI's pending state

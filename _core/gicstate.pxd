@@ -19,7 +19,7 @@
 # it whole and no field can escape them.  The ap_lists (each vCPU's list
 # threaded through per-IRQ next/prev links, and queued_on, KVM's irq->vcpu)
 # sit outside it: only the world switch and the LPI paths change them.
-from libc.stdint cimport uint8_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
 
 from vgic._core.guestmem cimport GuestMem
 from vgic._core.consts cimport (NR_PRIVATE_IRQS, MAX_INTID_SPACE, MPIDR_AFF210_MASK, MPIDR_HWID_MASK,
@@ -55,6 +55,11 @@ cdef struct LpiUndo:
     uint8_t *old
     size_t nat, capat
 
+# irq->ops->get_input_level of KVM's HW-mapped interrupts: the line level
+# of private INTID `intid` of vCPU `vcpu` as the device driving it sees it
+# now (the arch timer's should_fire).
+ctypedef uint32_t (*input_level_fn)(void *ctx, int vcpu, uint32_t intid) noexcept nogil
+
 cdef struct GicState:
     uint32_t nr_irqs            # private + SPIs, a multiple of 32
     uint32_t nr_vcpus
@@ -72,6 +77,16 @@ cdef struct GicState:
     int32_t *ap_tail            # nr_vcpus
     int32_t *ap_len             # nr_vcpus
     uint8_t *in_lr              # nr_banks * 32: 1 while the IRQ is in a list register
+    # HW-mapped private interrupts (kvm_vgic_map_phys_irq: irq->hw,
+    # irq->hwintid): set by the part that drives them (the arch timer), so
+    # outside the state buffer like the ap_lists.  host_active is the
+    # physical GIC's active state of the host PPIs (0..31) of the pCPU each
+    # vCPU runs on: what an LR with HW = 1 deactivates.
+    uint32_t *hw_mask           # nr_vcpus: the private INTIDs that are HW-mapped
+    uint16_t *hw_pintid         # nr_vcpus * 32: their physical INTIDs
+    uint32_t *host_active       # nr_vcpus
+    input_level_fn input_level  # NULL: no mapped interrupt has a level source
+    void *input_ctx
     # -- everything below points into the state buffer --
     GicScalars *s
     uint32_t *bm[NR_BITMAPS]    # row pointers, nr_banks words each
@@ -154,6 +169,44 @@ cdef inline uint32_t pending_word(const GicState *g, uint32_t b) noexcept nogil:
     # interrupt.
     return g.bm[BM_PENDING_LATCH][b] | (g.bm[BM_LINE_LEVEL][b] & ~g.bm[BM_EDGE][b])
 
+cdef inline uint32_t hw_bits(const GicState *g, int vcpu, uint32_t b) noexcept nogil:
+    # The HW-mapped IRQs of bank b (only private banks hold any).
+    if b >= SPI_BANKS and b < g.lpi_bank0:
+        return g.hw_mask[b - SPI_BANKS]
+    return 0
+
+cdef inline uint32_t phys_levels(const GicState *g, int vcpu, uint32_t mask) noexcept nogil:
+    # vgic_get_phys_line_level() of each private INTID in `mask` of `vcpu`.
+    cdef uint32_t out = 0, bit
+    if g.input_level == NULL:
+        return 0
+    while mask:
+        bit = <uint32_t>gic_ctz(mask)
+        if g.input_level(g.input_ctx, vcpu, bit):
+            out |= 1u << bit
+        mask &= mask - 1
+    return out
+
+cdef inline void host_set_active(GicState *g, int vcpu, uint32_t pintid, bint active) noexcept nogil:
+    # irq_set_irqchip_state(host_irq, IRQCHIP_STATE_ACTIVE, active) for a
+    # host PPI; other physical INTIDs have no modelled state.
+    if pintid < 32:
+        if active:
+            g.host_active[vcpu] |= 1u << pintid
+        else:
+            g.host_active[vcpu] &= ~(1u << pintid)
+
+cdef inline void phys_change_active(GicState *g, int vcpu, uint32_t b, uint32_t mask, bint active) noexcept nogil:
+    # A guest's GICR_ISACTIVER0/ICACTIVER0 write to HW-mapped IRQs moves the
+    # physical interrupt's active state with the virtual one
+    # (vgic_hw_irq_change_active, not for userspace accesses).
+    cdef uint32_t bit
+    mask &= hw_bits(g, vcpu, b)
+    while mask:
+        bit = <uint32_t>gic_ctz(mask)
+        host_set_active(g, vcpu, g.hw_pintid[(b - SPI_BANKS) * 32 + bit], active)
+        mask &= mask - 1
+
 cdef inline uint32_t deliverable(const GicState *g, uint32_t b) noexcept nogil:
     # The IRQs of bank b that KVM's oracle could queue: active, or enabled
     # and pending.
@@ -179,6 +232,20 @@ cdef inline void stamp_fresh(GicState *g, uint32_t b, uint32_t fresh) noexcept n
 cdef inline void stamp_new(GicState *g, uint32_t b, uint32_t before) noexcept nogil:
     # Stamp what became deliverable in bank b since `before` was read.
     stamp_fresh(g, b, deliverable(g, b) & ~before)
+
+
+cdef inline void line_report(GicState *g, uint32_t b, uint32_t bit, bint level) noexcept nogil:
+    # kvm_vgic_inject_irq: an edge interrupt latches on a rising report (a
+    # falling one is no event); a level interrupt's line follows the report.
+    cdef uint32_t before = deliverable(g, b)
+    if g.bm[BM_EDGE][b] & bit:
+        if level:
+            g.bm[BM_PENDING_LATCH][b] |= bit
+    elif level:
+        g.bm[BM_LINE_LEVEL][b] |= bit
+    else:
+        g.bm[BM_LINE_LEVEL][b] &= ~bit
+    stamp_new(g, b, before)
 
 
 # ------------------------------------------------------------- the oracle

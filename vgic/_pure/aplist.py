@@ -104,19 +104,25 @@ class ApLists:
         def key(irq: VgicIrq) -> tuple[bool, bool, bool, int, int]:
             group_on = vmcr & (ich.VMCR_ENG1 if irq.group else ich.VMCR_ENG0)
             ready = irq.enabled and irq.pending() and not irq.active
-            return (self._oracle(irq) != vcpu, not group_on, not ready, irq.priority, 1)
+            return (self._oracle(irq) != vcpu, not group_on, not ready, irq.priority, not irq.hw)
         self.lists[vcpu].sort(key=key)
 
     # ----------------------------------------------------------------- flush
     @staticmethod
     def _populate_lr(irq: VgicIrq) -> int:
-        """vgic_v3_populate_lr()."""
+        """vgic_v3_populate_lr(); a HW-mapped interrupt names its physical
+        INTID, is never pending and active, and (level) drops its line once
+        the LR carries it (KVM sees only rising edges of a mapped level IRQ)."""
         edge = irq.config_edge
         lr = ich.lr_value(irq.intid, irq.priority, group=irq.group, active=irq.active,
-                          eoi=not edge)
-        if not edge:
+                          hw=irq.hw, pintid=irq.hwintid, eoi=not edge and not irq.hw)
+        if not edge or irq.hw:
             if irq.pending() and not irq.active:
                 lr |= ich.LR_PENDING
+                if edge:
+                    irq.pending_latch = False
+                elif irq.hw:
+                    irq.line_level = False
         elif irq.pending():
             lr |= ich.LR_PENDING
             irq.pending_latch = False
@@ -176,12 +182,22 @@ class ApLists:
                 irq.pending_latch = True
         elif not lr & ich.LR_STATE_MASK:
             irq.pending_latch = False
+        if irq.hw and not irq.config_edge and (lr & ich.LR_PENDING or (deactivated and irq.line_level)):
+            # vgic_irq_handle_resampling(): the line is resampled from the
+            # device; a low one releases the physical interrupt.
+            irq.line_level = self.gic._phys_level(irq)
+            if not irq.line_level:
+                self.gic._set_phys_active(irq, False)
 
     def _fold_synthetic(self, vcpu: int, irq: VgicIrq) -> None:
         """The fold of the LR KVM synthesises (vgic_v3_compute_lr) for an
         interrupt in no LR, Active cleared (EOIcount replay, trapped DIR)."""
         lr = irq.intid
-        if irq.config_edge:
+        if irq.hw:
+            # KVM deactivates the physical interrupt itself here.
+            lr |= ich.LR_HW | (irq.hwintid << ich.LR_PINTID_SHIFT)
+            self.gic._set_phys_active(irq, False)
+        elif irq.config_edge:
             lr |= ich.LR_PENDING if irq.pending() else 0
         else:
             lr |= ich.LR_EOI        # active: a level LR carries no pending state

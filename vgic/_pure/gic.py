@@ -60,8 +60,10 @@ OPS: dict[str, Ops] = {
     # ICPENDR is RAZ/WI to userspace: ISPENDR alone carries the latch (kvm-facts §2).
     "cpending": Ops(irq_ops.read_pending, irq_ops.write_cpending,
                     irq_ops.read_raz, irq_ops.uaccess_write_wi),
-    "sactive": _guest_ops(irq_ops.read_active, irq_ops.write_sactive),
-    "cactive": _guest_ops(irq_ops.read_active, irq_ops.write_cactive),
+    "sactive": Ops(irq_ops.read_active, irq_ops.write_sactive,
+                   irq_ops.read_active, irq_ops.uaccess_write_sactive),
+    "cactive": Ops(irq_ops.read_active, irq_ops.write_cactive,
+                   irq_ops.read_active, irq_ops.uaccess_write_cactive),
     "priority": _guest_ops(irq_ops.read_priority, irq_ops.write_priority),
     "config": _guest_ops(irq_ops.read_config, irq_ops.write_config),
     "irouter": _guest_ops(dist.read_irouter, dist.write_irouter),
@@ -98,6 +100,8 @@ class Gic:
         "_undo",
         "_dist_enabled", "_implementation_rev", "_propbaser", "_pendbaser", "_gicr_ctlr",
         "_seq_counter",
+        "_host_active",
+        "_input_level",
     )
 
     #: The handler families of this part's frames (the bus reads them).
@@ -137,6 +141,11 @@ class Gic:
         self._pendbaser: list[int] = [INITIAL_PENDBASER] * self._nr_vcpus
         self._gicr_ctlr: list[int] = [0] * self._nr_vcpus
         self._seq_counter = 0           # the last deliverability stamp handed out
+        # The host PPIs' active bits of the physical CPU under each vCPU, and
+        # the level source of HW-mapped interrupts (gicstate.pxd's
+        # host_active and input_level).
+        self._host_active: list[int] = [0] * self._nr_vcpus
+        self._input_level: Callable[[int, int], bool] | None = None
 
     # ---- geometry ---------------------------------------------------------
     @property
@@ -228,6 +237,61 @@ class Gic:
             return self._private[vcpu][intid:intid + count]
         first = intid - NR_PRIVATE_IRQS
         return self._spis[first:first + count]
+
+    # ---- HW-mapped interrupts --------------------------------------------
+    def _private_irq(self, vcpu: Any, intid: Any, lo: int) -> VgicIrq:
+        return self._private[self._vcpu(vcpu)][check_int("intid", intid, lo, NR_PRIVATE_IRQS - 1)]
+
+    def map_phys_irq(self, vcpu: Any, intid: Any, pintid: Any) -> None:
+        """kvm_vgic_map_phys_irq() for private INTID ``intid`` (16..31)."""
+        irq = self._private_irq(vcpu, intid, NR_SGIS)
+        irq.hwintid = check_int("pintid", pintid, 0, 31)
+        irq.hw = True
+
+    def unmap_phys_irq(self, vcpu: Any, intid: Any) -> None:
+        """kvm_vgic_unmap_phys_irq()."""
+        irq = self._private_irq(vcpu, intid, NR_SGIS)
+        irq.hw = False
+        irq.hwintid = 0
+
+    def phys_irq(self, vcpu: Any, intid: Any) -> int:
+        """The host PPI ``intid`` of ``vcpu`` is mapped to, or -1."""
+        irq = self._private_irq(vcpu, intid, 0)
+        return irq.hwintid if irq.hw else -1
+
+    def map_is_active(self, vcpu: Any, intid: Any) -> bool:
+        """kvm_vgic_map_is_active(): mapped and (virtually) active."""
+        irq = self._private_irq(vcpu, intid, 0)
+        return irq.hw and irq.active
+
+    def host_active(self, vcpu: Any) -> int:
+        """The active bits of the host PPIs under ``vcpu``."""
+        return self._host_active[self._vcpu(vcpu)]
+
+    def set_host_active(self, vcpu: Any, mask: Any) -> None:
+        """Set those bits (irq_set_irqchip_state(IRQCHIP_STATE_ACTIVE))."""
+        self._host_active[self._vcpu(vcpu)] = check_int("mask", mask, 0, U32)
+
+    def host_deactivate(self, vcpu: Any, pintid: Any) -> None:
+        """A guest deactivation through an LR with HW = 1."""
+        v = self._vcpu(vcpu)
+        p = check_int("pintid", pintid, 0, 1023)
+        if p < 32:
+            self._host_active[v] &= ~(1 << p)
+
+    def _set_phys_active(self, irq: VgicIrq, active: bool) -> None:
+        """vgic_irq_set_phys_active() of a mapped private interrupt."""
+        v = irq.target_vcpu
+        if irq.hwintid < 32:
+            if active:
+                self._host_active[v] |= 1 << irq.hwintid
+            else:
+                self._host_active[v] &= ~(1 << irq.hwintid)
+
+    def _phys_level(self, irq: VgicIrq) -> bool:
+        """vgic_get_phys_line_level() of a mapped private interrupt."""
+        fn = self._input_level
+        return bool(fn(irq.target_vcpu, irq.intid)) if fn is not None else False
 
     def _vcpu_by_affinity(self, route: int) -> int:
         """The vCPU whose MPIDR affinity equals ``route``, or -1 (kvm-facts §1.4)."""

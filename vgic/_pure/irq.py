@@ -2,7 +2,8 @@
 
 Only the fields this model needs are kept (kvm-facts §3.1): an LPI's
 references are its ITE count (see ``vgic._core.gicstate`` for when an LPI
-lives), no hardware mapping, no GICv2 source bits.  The ap_list linkage is
+lives), the hardware mapping of private INTIDs (``hw``, ``hwintid``), no
+GICv2 source bits.  The ap_list linkage is
 ``ap_vcpu`` (KVM's ``irq->vcpu``) plus ``in_lr``, kept by
 :mod:`vgic._pure.aplist`.
 """
@@ -34,6 +35,8 @@ class VgicIrq:
         "in_lr",
         "seq",
         "ite_count",
+        "hw",
+        "hwintid",
     )
 
     def __init__(self, intid: int, *, enabled: bool = False, config_edge: bool = True,
@@ -53,6 +56,8 @@ class VgicIrq:
         self.in_lr = False          # held in a list register between flush and fold
         self.seq = 0                # when it last became deliverable (stamp order)
         self.ite_count = 0          # LPIs: the ITEs mapping it
+        self.hw = False             # forwarded from a physical interrupt (private INTIDs)
+        self.hwintid = 0            # that interrupt's physical INTID
 
     def deliverable(self) -> bool:
         """What KVM's oracle could queue: active, or enabled and pending."""

@@ -137,11 +137,18 @@ def read_enable(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
 
 
 def write_senable(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
-    """Write-1-to-set on ``enabled``."""
+    """Write-1-to-set on ``enabled``.  A HW-mapped level interrupt has its
+    line resampled from its device, and one whose line fell while not
+    active gets its physical interrupt deactivated (vgic_mmio_write_senable)."""
     irqs = _bit_irqs(gic, vcpu, intid, size)
 
     def change() -> None:
         for irq in _ones(irqs, value):
+            if irq.hw and not irq.config_edge:
+                was_high = irq.line_level
+                irq.line_level = gic._phys_level(irq)
+                if not irq.active and was_high and not irq.line_level:
+                    gic._set_phys_active(irq, False)
             irq.enabled = True
     stamped(gic, irqs, change)
 
@@ -154,8 +161,11 @@ def write_cenable(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value
 
 # ---------------------------------------- GICD_ISPENDR / GICD_ICPENDR
 def read_pending(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
-    """The guest's pending view: latch, or line level if level-triggered (kvm-facts §3.2)."""
-    return _pack(_bit_irqs(gic, vcpu, intid, size), VgicIrq.pending)
+    """The guest's pending view: latch, or line level if level-triggered
+    (kvm-facts §3.2); a HW-mapped level interrupt reads as its device's
+    line now (vgic_get_phys_line_level)."""
+    return _pack(_bit_irqs(gic, vcpu, intid, size),
+                 lambda irq: gic._phys_level(irq) if irq.hw and not irq.config_edge else irq.pending())
 
 
 def write_spending(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> None:
@@ -165,6 +175,8 @@ def write_spending(gic: Gic, vcpu: int, offset: int, intid: int, size: int, valu
     def change() -> None:
         for irq in _ones(irqs, value):
             irq.pending_latch = True
+            if irq.hw:
+                gic._set_phys_active(irq, True)     # vgic_hw_irq_spending
     stamped(gic, irqs, change)
 
 
@@ -172,6 +184,8 @@ def write_cpending(gic: Gic, vcpu: int, offset: int, intid: int, size: int, valu
     """Write-1-to-clear on the latch; a level IRQ whose line is high stays pending."""
     for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
         irq.pending_latch = False
+        if irq.hw and not irq.active:
+            gic._set_phys_active(irq, False)        # vgic_hw_irq_cpending
 
 
 def uaccess_read_pending(gic: Gic, vcpu: int, offset: int, intid: int, size: int) -> int:
@@ -208,6 +222,8 @@ def write_sactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value
     def change() -> None:
         for irq in _ones(irqs, value):
             irq.active = True
+            if irq.hw:
+                gic._set_phys_active(irq, True)     # vgic_hw_irq_change_active
     stamped(gic, irqs, change)
 
 
@@ -215,6 +231,29 @@ def write_cactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value
     """Write-1-to-clear on ``active``."""
     for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
         irq.active = False
+        if irq.hw:
+            gic._set_phys_active(irq, False)
+
+
+def uaccess_write_sactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> int:
+    """Userspace leaves a HW-mapped IRQ's active state alone, virtual and
+    physical (vgic_hw_irq_change_active returns early for is_uaccess)."""
+    irqs = _bit_irqs(gic, vcpu, intid, size)
+
+    def change() -> None:
+        for irq in _ones(irqs, value):
+            if not irq.hw:
+                irq.active = True
+    stamped(gic, irqs, change)
+    return 0
+
+
+def uaccess_write_cactive(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value: int) -> int:
+    """As :func:`uaccess_write_sactive`, clearing."""
+    for irq in _ones(_bit_irqs(gic, vcpu, intid, size), value):
+        if not irq.hw:
+            irq.active = False
+    return 0
 
 
 # ---------------------------------------------------- GICD_IPRIORITYR
