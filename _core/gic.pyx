@@ -112,7 +112,8 @@ cdef class Gic(CState):
                   ("pendbaser", np.uint64, nr_vcpus), ("gicr_ctlr", np.uint32, nr_vcpus),
                   ("seq", np.uint64, nb * 32), ("lpi_refs", np.uint32, max(nr_lpis, 1)),
                   ("lpi_exists", np.uint32, max(nr_lpis // 32, 1)),
-                  ("lpi_live", np.uint64, max((nr_lpis // 32 + 63) // 64, 1))]
+                  ("lpi_live", np.uint64, max((nr_lpis // 32 + 63) // 64, 1)),
+                  ("host_active", np.uint32, nr_vcpus)]
         total = sum(-(-np.dtype(dt).itemsize * count // 8) * 8 for _, dt, count in layout)
         buf = np.zeros(total, dtype=np.uint8)
         views = {}
@@ -142,7 +143,8 @@ cdef class Gic(CState):
         self._in_lr = np.zeros(nb * 32, dtype=np.uint8)
         self._hw_mask = np.zeros(nr_vcpus, dtype=np.uint32)
         self._hw_pintid = np.zeros(nr_vcpus * 32, dtype=np.uint16)
-        self._host_active = np.zeros(nr_vcpus, dtype=np.uint32)
+        # (in the state buffer: a replay's MMIO may change it and roll it back)
+        self._host_active = views["host_active"]
         self._mpidr = mpidr_arr.copy()
         scal, bits, prio, route, target = self._scalars, self._bits, self._priority, self._route, self._target
         mp, pend, ctlr, seq = self._mpidr, self._pendbaser, self._gicr_ctlr, self._seq

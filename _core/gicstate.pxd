@@ -84,7 +84,7 @@ cdef struct GicState:
     # vCPU runs on: what an LR with HW = 1 deactivates.
     uint32_t *hw_mask           # nr_vcpus: the private INTIDs that are HW-mapped
     uint16_t *hw_pintid         # nr_vcpus * 32: their physical INTIDs
-    uint32_t *host_active       # nr_vcpus
+    uint32_t *host_active       # nr_vcpus (in the state buffer)
     input_level_fn input_level  # NULL: no mapped interrupt has a level source
     void *input_ctx
     # -- everything below points into the state buffer --

@@ -60,7 +60,7 @@ def busy_vm(backend: str, nr_lrs: int = 2) -> vgic.VM:
 def test_state_names_registers_and_fields(backend):
     vm = busy_vm(backend)
     st = vm.state()
-    assert sorted(st) == ["vgic_v3", "vm"]
+    assert sorted(st) == ["arch_timer", "vgic_v3", "vm"]
     g = st["vgic_v3"]
     assert g["GICD_CTLR"] == R.GICD_CTLR_ARE | R.GICD_CTLR_DS | R.GICD_CTLR_ENABLE_G1
     assert g["GICD_IIDR"] == 0x4B00343B                          # revision 3
@@ -80,7 +80,8 @@ def test_state_names_registers_and_fields(backend):
     assert v1["ICH_HCR_EL2"] & ich.HCR_EN                           # running: the hardware is live
     assert (v1["ICH_VMCR_EL2"] >> ich.VMCR_PMR_SHIFT) & 0xFF == 0xF0
     assert set(v0["vgic_v3"]) == {"vgic_lr", "vgic_hcr", "vgic_vmcr", "vgic_ap0r", "vgic_ap1r", "used_lrs"}
-    assert st["vm"]["vcpus"][1] == {"MPIDR_EL1": vm.vcpus[1].mpidr, "loaded": True, "running": True}
+    assert st["vm"]["vcpus"][1] == {"MPIDR_EL1": vm.vcpus[1].mpidr, "loaded": True, "running": True,
+                                   "has_run": True, "blocked": False}
     assert g["active_spis"] >= 1
 
 

@@ -50,6 +50,11 @@ class Part:
     #: KVM_CREATE_DEVICE type when the part is a KVM device, else None.
     device_type: ClassVar[int | None] = None
 
+    #: True for a part whose entry work precedes the other parts' (the
+    #: timer's levels must reach the vGIC before its flush); exits run in
+    #: the reverse of the entry order.
+    enter_early: ClassVar[bool] = False
+
     @classmethod
     def present(cls, vm: VM) -> bool:
         """Whether ``vm`` has this part (an optional device, as the ITS)."""
@@ -84,6 +89,42 @@ class Part:
 
     def vcpu_exit(self, vcpu: int) -> None:
         """What the run loop does for this part after the guest exits."""
+
+    def first_run(self, vcpu: int) -> None:
+        """kvm_arch_vcpu_run_pid_change() for this part, at a vCPU's first
+        KVM_RUN before anything loads; may refuse with :class:`vgic.KvmError`
+        and then must change nothing."""
+
+    def vcpu_block(self, vcpu: int) -> None:
+        """The vCPU blocks (WFI), before it is put."""
+
+    def vcpu_unblock(self, vcpu: int) -> bool | None:
+        """The vCPU wakes, after it is loaded again; True if this part woke it."""
+        return None
+
+    # ----------------------------------------------------------- one-reg
+    def one_regs(self) -> list[int]:
+        """The KVM one-reg IDs this part serves (KVM_GET_REG_LIST order)."""
+        return []
+
+    def get_one_reg(self, vcpu: int, reg_id: int) -> int:
+        """KVM_GET_ONE_REG of one of :meth:`one_regs`."""
+        raise NotImplementedError
+
+    def set_one_reg(self, vcpu: int, reg_id: int, value: Any) -> None:
+        """KVM_SET_ONE_REG of one of :meth:`one_regs`."""
+        raise NotImplementedError
+
+    # ------------------------------------------------- vCPU device attributes
+    def has_vcpu_attr(self, group: int, attr: int) -> bool:
+        """KVM_HAS_DEVICE_ATTR on a vCPU fd: True where this part serves it."""
+        return False
+
+    def get_vcpu_attr(self, vcpu: int, group: int, attr: int) -> int:
+        raise NotImplementedError
+
+    def set_vcpu_attr(self, vcpu: int, group: int, attr: int, value: Any) -> None:
+        raise NotImplementedError
 
     def world_switch(self) -> tuple[Any, Any, Any, Any]:
         """The callables the VM runs for (load, put, enter, exit) of one vCPU

@@ -35,6 +35,7 @@ HW, KVM, TDIR, EL2 = "hw", "kvm", "tdir", "el2"
 
 #: The part names that own system registers (see :mod:`vgic.part`).
 VGIC_V3 = "vgic_v3"
+ARCH_TIMER = "arch_timer"
 
 Encoding = tuple[int, int, int, int, int]
 
@@ -123,8 +124,28 @@ def _gicv3_rows() -> list[SysReg]:
     return rows
 
 
+def _timer_rows() -> list[SysReg]:
+    # The generic timer's EL0 registers (Arm ARM, generic timer chapter;
+    # timer-facts §B.3): on the modelled nVHE host the virtual timer and
+    # the counters are the hardware's, the physical timer traps to KVM
+    # (CNTHCTL_EL2.EL1PCEN clear while the guest runs).
+    def row(name: str, crm: int, op2: int, access: str, trap: str) -> SysReg:
+        return SysReg(name, 3, 3, 14, crm, op2, access, ARCH_TIMER, trap)
+    return [
+        row("CNTFRQ_EL0", 0, 0, RW, HW),
+        row("CNTPCT_EL0", 0, 1, RO, HW),
+        row("CNTVCT_EL0", 0, 2, RO, HW),
+        row("CNTP_TVAL_EL0", 2, 0, RW, KVM),
+        row("CNTP_CTL_EL0", 2, 1, RW, KVM),
+        row("CNTP_CVAL_EL0", 2, 2, RW, KVM),
+        row("CNTV_TVAL_EL0", 3, 0, RW, HW),
+        row("CNTV_CTL_EL0", 3, 1, RW, HW),
+        row("CNTV_CVAL_EL0", 3, 2, RW, HW),
+    ]
+
+
 #: Every system register, in table order.
-TABLE: tuple[SysReg, ...] = tuple(_gicv3_rows())
+TABLE: tuple[SysReg, ...] = tuple(_gicv3_rows() + _timer_rows())
 #: The same rows by name and by encoding.
 BY_NAME: dict[str, SysReg] = {r.name: r for r in TABLE}
 BY_ENCODING: dict[Encoding, SysReg] = {r.encoding: r for r in TABLE}

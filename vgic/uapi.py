@@ -81,3 +81,37 @@ def attr_to_mpidr(attr: int) -> int:
     """Inverse of :func:`mpidr_to_attr` (KVM's VGIC_TO_MPIDR): MPIDR affinity bits."""
     aff = (attr & KVM_DEV_ARM_VGIC_V3_MPIDR_MASK) >> KVM_DEV_ARM_VGIC_V3_MPIDR_SHIFT
     return (((aff >> 24) & 0xFF) << 32) | (aff & 0xFFFFFF)
+
+# vCPU one-reg IDs (KVM_GET_ONE_REG / KVM_SET_ONE_REG): arm64 system registers
+# are KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG | encoding.
+KVM_REG_ARM64 = 0x6000000000000000
+KVM_REG_SIZE_U64 = 0x0030000000000000
+KVM_REG_ARM64_SYSREG = 0x0013 << 16
+
+
+def ARM64_SYS_REG(op0: int, op1: int, crn: int, crm: int, op2: int) -> int:
+    """The one-reg ID of a system register (arch/arm64/include/uapi/asm/kvm.h)."""
+    return (KVM_REG_ARM64 | KVM_REG_SIZE_U64 | KVM_REG_ARM64_SYSREG
+            | (op0 << 14) | (op1 << 11) | (crn << 7) | (crm << 3) | op2)
+
+
+# The arch timers' one-reg IDs (api.rst).  TIMER_CVAL and TIMER_CNT carry
+# each other's encodings (CNTVCT_EL0 and CNTV_CVAL_EL0): a mistake kept as ABI.
+KVM_REG_ARM_TIMER_CTL = 0x603000000013DF19       # CNTV_CTL_EL0 (3, 3, 14, 3, 1)
+KVM_REG_ARM_TIMER_CNT = 0x603000000013DF1A       # encoding of CNTV_CVAL_EL0
+KVM_REG_ARM_TIMER_CVAL = 0x603000000013DF02      # encoding of CNTVCT_EL0
+KVM_REG_ARM_PTIMER_CTL = 0x603000000013DF11      # CNTP_CTL_EL0 (3, 3, 14, 2, 1)
+KVM_REG_ARM_PTIMER_CVAL = 0x603000000013DF12     # CNTP_CVAL_EL0 (3, 3, 14, 2, 2)
+KVM_REG_ARM_PTIMER_CNT = 0x603000000013DF01      # CNTPCT_EL0 (3, 3, 14, 0, 1)
+
+# vCPU device attributes (Documentation/virt/kvm/devices/vcpu.rst)
+KVM_ARM_VCPU_TIMER_CTRL = 1
+KVM_ARM_VCPU_TIMER_IRQ_VTIMER = 0
+KVM_ARM_VCPU_TIMER_IRQ_PTIMER = 1
+KVM_ARM_VCPU_TIMER_IRQ_HVTIMER = 2
+KVM_ARM_VCPU_TIMER_IRQ_HPTIMER = 3
+
+# kvm_run.s.regs.device_irq_level bits (userspace irqchip)
+KVM_ARM_DEV_EL1_VTIMER = 1 << 0
+KVM_ARM_DEV_EL1_PTIMER = 1 << 1
+KVM_ARM_DEV_PMU = 1 << 2

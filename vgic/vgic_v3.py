@@ -49,6 +49,7 @@ KVM.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -113,7 +114,12 @@ class _Hooks:
         self.part.deactivate_trap(self.vcpu, intid)
 
     def deactivate_physical(self, pintid: int) -> None:
+        # The hardware deactivates the physical interrupt; whoever drives it
+        # (the arch timer) hears of it.
         self.part.physical_deactivations.append(pintid)
+        self.part.gic.host_deactivate(self.vcpu, pintid)
+        for listener in self.part.deactivation_listeners:
+            listener(self.vcpu, pintid)
 
 
 class VgicV3(Part):
@@ -143,6 +149,8 @@ class VgicV3(Part):
         self.lists = impl.aplist.ApLists(self.gic, self.records, self.nr_lrs, self.reverse)
         #: Physical INTIDs deactivated through LRs with HW = 1, in order.
         self.physical_deactivations: list[int] = []
+        #: Called with (vcpu, pINTID) after each such deactivation.
+        self.deactivation_listeners: list[Callable[[int, int], None]] = []
         #: ICC_CTLR_EL1.PRIbits + 1 per vCPU, as userspace may lower it
         #: (CPU_SYSREGS; KVM's vgic_cpu->num_pri_bits).
         self.num_pri_bits: list[int] = [self.pri_bits] * n

@@ -17,17 +17,18 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, ich, regmap, sysregs, topology, uapi
+from vgic import _backend, gtimer, ich, regmap, sysregs, topology, uapi
 from vgic.errors import KvmError, StateError, UndefinedInstruction, VgicError
 from vgic.its import Its
 from vgic.part import Part
+from vgic.timer import ArchTimer
 from vgic.topology import default_mpidr
 from vgic.vgic_v3 import VgicV3
 
 #: The parts of every VM, in KVM's order (kvm_arch_vcpu_load(): the vgic,
 #: then the timers, then the FP/SVE state).  A new device or CPU feature is
 #: a new row here and a new module (see :mod:`vgic.part`).
-PARTS: tuple[type[Part], ...] = (VgicV3, Its)
+PARTS: tuple[type[Part], ...] = (VgicV3, Its, ArchTimer)
 
 # QEMU `virt` board layout, so traces recorded from real guests replay unchanged.
 DEFAULT_DIST_BASE = 0x0800_0000
@@ -74,6 +75,10 @@ class VCPU:
         self.loaded = False
         #: True between enter() and exit(): the guest runs.
         self.running = False
+        #: True once the vCPU has entered the guest (KVM's has_run_once).
+        self.has_run = False
+        #: True between block() and unblock().
+        self.blocked = False
         # Name -> the part accessor serving the guest's access to it.
         self._sysregs: dict[str, Any] = {}
         for part in vm.parts:
@@ -109,6 +114,8 @@ class VCPU:
         as KVM_RUN does."""
         if self.running:
             raise VgicError(f"vCPU {self.id} is already running")
+        if not self.has_run:
+            self.vm._first_run(self)
         self.load()
         for hook in self.vm._enter:
             hook(self.id)
@@ -122,6 +129,83 @@ class VCPU:
         for hook in self.vm._exit:
             hook(self.id)
         self.vm._set_running(self, False)
+
+    def block(self) -> None:
+        """The vCPU blocks in WFI (it must have exited): every part hears
+        of it, then the vCPU is put - the arch timer arms its background
+        timer at the earliest expiry of an enabled, unmasked timer."""
+        if self.running:
+            raise VgicError(f"vCPU {self.id} is running: exit() before block()")
+        if self.blocked:
+            raise VgicError(f"vCPU {self.id} is already blocked")
+        for part in self.vm.parts:
+            part.vcpu_block(self.id)
+        self.blocked = True
+        self.put()
+
+    def unblock(self) -> bool:
+        """The vCPU wakes: it is loaded again (the background timer is
+        cancelled); True if a part (its background timer) woke it, that is
+        if the timer expired while it was blocked."""
+        if not self.blocked:
+            raise VgicError(f"vCPU {self.id} is not blocked")
+        self.load()
+        self.blocked = False
+        woken = False
+        for part in self.vm.parts:
+            woken = bool(part.vcpu_unblock(self.id)) or woken
+        return woken
+
+    # ------------------------------------------------------------ KVM's ABI
+    def _one_reg_part(self, reg_id: Any) -> tuple[Part, int]:
+        reg_id = _index("reg_id", reg_id)
+        part = self.vm._one_regs.get(reg_id)
+        if part is None:
+            raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x} is not a register of this vCPU")
+        if self.running:
+            raise KvmError(errno.EBUSY, f"vCPU {self.id} is running")
+        return part, reg_id
+
+    def get_one_reg(self, reg_id: int) -> int:
+        """KVM_GET_ONE_REG (``vgic.uapi`` IDs: KVM_REG_ARM_TIMER_CTL, ...)."""
+        part, reg_id = self._one_reg_part(reg_id)
+        return part.get_one_reg(self.id, reg_id)
+
+    def set_one_reg(self, reg_id: int, value: Any) -> None:
+        """KVM_SET_ONE_REG; :class:`vgic.KvmError` as KVM refuses."""
+        part, reg_id = self._one_reg_part(reg_id)
+        part.set_one_reg(self.id, reg_id, value)
+
+    def get_reg_list(self) -> list[int]:
+        """KVM_GET_REG_LIST: the one-reg IDs of this vCPU, by part."""
+        return list(self.vm._one_regs)
+
+    def _attr_part(self, group: Any, attr: Any) -> Part | None:
+        group, attr = _index("group", group), _index("attr", attr)
+        for part in self.vm.parts:
+            if part.has_vcpu_attr(group, attr):
+                return part
+        return None
+
+    def has_device_attr(self, group: int, attr: int) -> bool:
+        """KVM_HAS_DEVICE_ATTR on the vCPU (the timer's KVM_ARM_VCPU_TIMER_CTRL)."""
+        return self._attr_part(group, attr) is not None
+
+    def get_device_attr(self, group: int, attr: int) -> int:
+        """KVM_GET_DEVICE_ATTR on the vCPU; ENXIO for an unknown attribute."""
+        part = self._attr_part(group, attr)
+        if part is None:
+            raise KvmError(errno.ENXIO, f"vCPU attribute ({group}, {attr}) does not exist")
+        return part.get_vcpu_attr(self.id, group, attr)
+
+    def set_device_attr(self, group: int, attr: int, value: Any) -> None:
+        """KVM_SET_DEVICE_ATTR on the vCPU, with KVM's errnos."""
+        g = _index("group", group)
+        for part in self.vm.parts:
+            if part.has_vcpu_attr(g, 0) or part.has_vcpu_attr(g, _index("attr", attr)):
+                part.set_vcpu_attr(self.id, g, _index("attr", attr), value)
+                return
+        raise KvmError(errno.ENXIO, f"vCPU attribute group {group} does not exist")
 
     # ------------------------------------------------------- the guest's view
     def _accessor(self, reg: Any) -> tuple[Any, Any]:
@@ -212,6 +296,8 @@ class VM:
         its: bool = False,
         its_base: int = DEFAULT_ITS_BASE,
         its_max_ites: int = 1 << 20,
+        timer_policy: str = "lazy",
+        cntfrq: int = gtimer.DEFAULT_CNTFRQ,
         backend: str | None = None,
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
@@ -241,6 +327,14 @@ class VM:
         if lr_order not in ("direct", "reverse"):
             raise ValueError(f"lr_order {lr_order!r} is not 'direct' or 'reverse'")
         self.lr_order = lr_order
+        if timer_policy not in gtimer.POLICIES:
+            raise ValueError(f"timer_policy {timer_policy!r} is not one of {sorted(gtimer.POLICIES)}")
+        #: How the arch timers move between KVM and the hardware: "lazy"
+        #: (at vcpu_load/vcpu_put, KVM since v4.15) or "eager" (every entry
+        #: and exit, v4.14).
+        self.timer_policy = timer_policy
+        #: CNTFRQ_EL0, the counter's frequency in Hz.
+        self.cntfrq = _check_int("cntfrq", cntfrq, 1, (1 << 64) - 1)
         self._backend_name, impl = _backend.modules(backend)
         # KVM's reset MPIDRs and kvm_mpidr_to_vcpu().
         self._mpidrs = topology.MpidrIndex(default_mpidr(i) for i in range(nr_vcpus))
@@ -261,13 +355,20 @@ class VM:
                 self.gic: VgicV3 = part  # type: ignore[assignment]
         #: The ITS part (the KVM_DEV_TYPE_ARM_VGIC_ITS device), or None.
         self.its: Its | None = self._parts_by_name.get(Its.name)  # type: ignore[assignment]
-        # Per-vCPU world-switch steps: load and enter in table order, put and
-        # exit in reverse (kvm_arch_vcpu_load/put and the run loop).
+        #: The arch timers and the counter.
+        self.timer: ArchTimer = self._parts_by_name[ArchTimer.name]  # type: ignore[assignment]
+        # Per-vCPU world-switch steps: load in table order and put in reverse
+        # (kvm_arch_vcpu_load/put); enter with the early parts first (the
+        # timer before the vGIC's flush) and exit in the reverse of that.
         steps = [p.world_switch() for p in self.parts]
         self._load = tuple(s[0] for s in steps if s[0] is not None)
         self._put = tuple(s[1] for s in reversed(steps) if s[1] is not None)
-        self._enter = tuple(s[2] for s in steps if s[2] is not None)
-        self._exit = tuple(s[3] for s in reversed(steps) if s[3] is not None)
+        self._enter_parts = ([p for p in self.parts if p.enter_early]
+                             + [p for p in self.parts if not p.enter_early])
+        enter_steps = [p.world_switch() for p in self._enter_parts]
+        self._enter = tuple(s[2] for s in enter_steps if s[2] is not None)
+        self._exit = tuple(s[3] for s in reversed(enter_steps) if s[3] is not None)
+        self._one_regs: dict[int, Part] = {r: p for p in self.parts for r in p.one_regs()}
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         self._nr_running = 0
         # The hot entry points are the bus's own methods, bound once, so a
@@ -302,6 +403,34 @@ class VM:
             for v in stopped:
                 if not v.running:
                     v.enter()
+
+    def _first_run(self, vcpu: VCPU) -> None:
+        # kvm_arch_vcpu_run_pid_change(): every part's first-run work (the
+        # timer checks and maps its PPIs); a refusal leaves the vCPU unrun.
+        for part in self.parts:
+            part.first_run(vcpu.id)
+        vcpu.has_run = True
+
+    # ----------------------------------------------------------------- time
+    @property
+    def counter(self) -> int:
+        """The physical counter, CNTPCT_EL0 of the host, in ticks."""
+        return self.timer.counter
+
+    def advance(self, ticks: int) -> int:
+        """Move the counter on by ``ticks``: every timer event due on the way
+        (a direct vtimer asserting its physical PPI, the emulated ptimer's
+        soft timer, a blocked vCPU's background timer) fires in (time,
+        vCPU) order; returns how many fired.  ``ValueError`` if the 64-bit
+        counter would wrap."""
+        return self.timer.advance(ticks)
+
+    def set_counter_offset(self, counter_offset: int, reserved: int = 0) -> None:
+        """KVM_ARM_SET_COUNTER_OFFSET: the VM's virtual and physical counter
+        offsets; from then on TIMER_CNT/PTIMER_CNT one-reg writes are
+        ignored.  :class:`vgic.KvmError`: EINVAL for a non-zero ``reserved``,
+        EBUSY while a vCPU runs."""
+        self.timer.set_counter_offset(counter_offset, reserved)
 
     # ------------------------------------------------------------------ setup
     def _make_memory(self, memory: Any, ram_size: int | None) -> np.ndarray:
@@ -514,10 +643,13 @@ class VM:
         kernel call per part and phase (load, enter) for all.  Everything is
         validated before anything runs."""
         ids = self._batch_ids(vcpus, running=False)
+        for i in ids.tolist():
+            if not self.vcpus[i].has_run:
+                self._first_run(self.vcpus[i])
         to_load = np.array([i for i in ids.tolist() if not self.vcpus[i].loaded], dtype=np.int64)
         for part in self.parts:
             part.load_batch(to_load)
-        for part in self.parts:
+        for part in self._enter_parts:
             part.enter_batch(ids)
         for i in ids.tolist():
             v = self.vcpus[i]
@@ -527,7 +659,7 @@ class VM:
     def exit_vcpus(self, vcpus: Any = None) -> None:
         """``exit()`` of many vCPUs: one kernel call per part."""
         ids = self._batch_ids(vcpus, running=True)
-        for part in reversed(self.parts):
+        for part in reversed(self._enter_parts):
             part.exit_batch(ids)
         for i in ids.tolist():
             self._set_running(self.vcpus[i], False)
@@ -548,7 +680,8 @@ class VM:
             "pri_bits": self.pri_bits, "pre_bits": self.pre_bits, "lr_order": self.lr_order,
             "dist_base": self.dist_base, "redist_base": self.redist_base,
             "ram_base": self.ram_base, "ram_size": int(self.memory.size), "its_base": self.its_base,
-            "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running} for v in self.vcpus],
+            "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running, "has_run": v.has_run,
+                       "blocked": v.blocked} for v in self.vcpus],
         }
 
     def state(self) -> dict[str, Any]:
@@ -583,15 +716,18 @@ class VM:
             raise StateError(f"vm.vcpus: expected {self.nr_vcpus} entries")
         flags = []
         for v, vd in enumerate(vcpus):
-            if not isinstance(vd, dict) or set(vd) != {"MPIDR_EL1", "loaded", "running"}:
-                raise StateError(f"vm.vcpus[{v}]: expected MPIDR_EL1, loaded and running")
+            flag_names = ("loaded", "running", "has_run", "blocked")
+            if not isinstance(vd, dict) or set(vd) != {"MPIDR_EL1", *flag_names}:
+                raise StateError(f"vm.vcpus[{v}]: expected MPIDR_EL1, loaded, running, has_run and blocked")
             if not _same_scalar(vd["MPIDR_EL1"], self.vcpus[v].mpidr):
                 raise StateError(f"vm.vcpus[{v}].MPIDR_EL1: {vd['MPIDR_EL1']!r} is not {self.vcpus[v].mpidr:#x}")
-            if not all(isinstance(vd[k], (bool, np.bool_)) for k in ("loaded", "running")):
-                raise StateError(f"vm.vcpus[{v}]: loaded and running must be bools")
+            if not all(isinstance(vd[k], (bool, np.bool_)) for k in flag_names):
+                raise StateError(f"vm.vcpus[{v}]: {', '.join(flag_names)} must be bools")
             if vd["running"] and not vd["loaded"]:
                 raise StateError(f"vm.vcpus[{v}]: running but not loaded")
-            flags.append((bool(vd["loaded"]), bool(vd["running"])))
+            if vd["running"] and vd["blocked"]:
+                raise StateError(f"vm.vcpus[{v}]: running and blocked")
+            flags.append(tuple(bool(vd[k]) for k in flag_names))
         checked = [(part, part.check_state(state[part.name])) for part in self.parts]
         by_name = {part.name: c for part, c in checked}
         for part, _ in checked:
@@ -599,8 +735,10 @@ class VM:
         # Everything is checked: from here on nothing can fail.
         for part, c in checked:
             part.apply_state(c)
-        for vcpu, (loaded, running) in zip(self.vcpus, flags):
+        for vcpu, (loaded, running, has_run, blocked) in zip(self.vcpus, flags):
             vcpu.loaded = loaded
+            vcpu.has_run = has_run
+            vcpu.blocked = blocked
             self._set_running(vcpu, running)
 
     # ------------------------------------------------------------ introspection
