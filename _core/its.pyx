@@ -303,8 +303,17 @@ cdef void free_coll(ItsState *s, uint32_t icid) noexcept nogil:
     s.coll_target[icid] = COLLECTION_NOT_MAPPED
 
 cdef void free_all_colls(ItsState *s) noexcept nogil:
-    while s.ncoll:
-        free_coll(s, s.coll_order[s.ncoll - 1])
+    # Newest first, one step per collection: bounded even if coll_order and
+    # coll_bits ever disagreed (free_coll ignores an id it does not know).
+    cdef uint32_t k = s.ncoll
+    while k:
+        k -= 1
+        if k < s.ncoll:
+            free_coll(s, s.coll_order[k])
+    if s.ncoll:
+        s.ncoll = 0
+        memset(s.coll_bits, 0, ID_WORDS * sizeof(uint64_t))
+        memset(s.coll_target, 0xFF, NR_IDS * sizeof(uint32_t))
 
 cdef inline void set_lpi_target(ItsState *s, uint32_t lpi, int32_t vcpu) noexcept nogil:
     # update_affinity: only irq->target_vcpu changes (no requeue: the prune
@@ -972,8 +981,11 @@ cdef int restore_tables(ItsState *s) noexcept nogil:
         while k > 0:
             k -= 1
             gm_write8(&s.g.mem, undo.at[k], undo.old[k])
-        while s.ncoll > ncoll:
-            free_coll(s, s.coll_order[s.ncoll - 1])
+        k = s.ncoll
+        while k > ncoll:
+            k -= 1
+            if k < s.ncoll:
+                free_coll(s, s.coll_order[k])
         s.g.s.seq_counter = seq
     free(undo.made)
     free(undo.at)
@@ -1165,15 +1177,22 @@ cdef class Its(CState):
 
     def load_state(self, state):
         """Replace the whole state by ``state``, checked first (``vgic.StateError``,
-        nothing changed).  The LPIs it maps must exist in the Gic already."""
+        nothing changed): the LPIs its ITEs map must exist in the Gic, each
+        with an ``ite_count`` of the ITEs that map it."""
         self._ready()
-        self.apply_arrays(its_state.from_dict(state, self.s.g.nr_vcpus, self.s.max_ites))
+        a = its_state.from_dict(state, self.s.g.nr_vcpus, self.s.max_ites)
+        lpi = self._gic.arrays().lpi
+        its_state.check_lpi_links(a, lpi["intid"], lpi["ite_count"], "its", "gic.lpi")
+        self.apply_arrays(a)
 
     def apply_arrays(self, a):
-        """Write checked :class:`vgic.its_state.ItsArrays` into the state:
-        the tables are rebuilt (no LPI reference changes: the Gic's state
-        carries the ITE counts)."""
+        """Write :class:`vgic.its_state.ItsArrays` into the state: the tables
+        are rebuilt (no LPI reference changes: the Gic's state carries the
+        ITE counts).  ``its_state.check_arrays`` checks them first (every id,
+        EventID and count the tables index; ``vgic.StateError``, a
+        ValueError, and nothing changed)."""
         self._ready()
+        a = its_state.check_arrays(a, self.s.g.nr_vcpus, self.s.max_ites, self.s.g.nr_lpis)
         cdef ItsState *s = &self.s
         cdef Dev *d
         cdef uint32_t i

@@ -28,6 +28,9 @@ from vgic.guestmem import check_lpi_intids, check_memory
 cdef extern from *:
     int pend_ctz "__builtin_ctz"(unsigned int x) nogil
 
+# The largest table sync_scan takes (512 MiB): its last bit is INTID 2**32 - 1.
+cdef Py_ssize_t MAX_TABLE_BYTES = 1 << 29
+
 
 def sync_per_lpi(table, intids):
     """For each INTID of ``intids`` (LPIs, 8192 and up, each inside the
@@ -55,8 +58,12 @@ def sync_per_lpi(table, intids):
 def sync_scan(table, mapped):
     """One scan of ``table`` from byte 1024 (INTID 8192): every set bit
     whose INTID is set in ``mapped`` (a uint64 bitmap by INTID, as long as
-    the table) is taken and cleared.  Returns the pending INTIDs, increasing."""
+    the table) is taken and cleared.  Returns the pending INTIDs, increasing.
+    A table over 512 MiB (INTIDs beyond 32 bits) is a ValueError."""
     cdef uint8_t[::1] t = _table(table)
+    if t.shape[0] > MAX_TABLE_BYTES:
+        raise ValueError(f"table holds {t.shape[0]} bytes: INTIDs must fit 32 bits "
+                         f"(at most {MAX_TABLE_BYTES} bytes)")
     m = np.ascontiguousarray(mapped, dtype=np.uint64)
     if m.ndim != 1 or m.shape[0] * 8 < t.shape[0]:
         raise ValueError(f"mapped must be a 1-D uint64 bitmap of at least {t.shape[0] * 8} bits")

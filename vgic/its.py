@@ -36,7 +36,7 @@ import errno
 from typing import TYPE_CHECKING, Any
 
 from vgic import its_state, regmap, uapi
-from vgic.errors import KvmError, StateError
+from vgic.errors import KvmError
 from vgic.ich import U32, U64
 from vgic.kvm_device import _check_u, _lock_all_vcpus
 from vgic.part import Part
@@ -192,16 +192,8 @@ class Its(Part):
     def check_links(self, checked: dict[str, Any]) -> None:
         """Every ITE's LPI exists in the vGICv3 part, and each LPI's
         ``ite_count`` is the number of ITEs mapping it."""
-        arrays = checked[self.name]
-        gic_arrays = checked["vgic_v3"][0]
-        counts = its_state.ite_counts(arrays)
-        have = dict(zip(gic_arrays.lpi["intid"].tolist(), gic_arrays.lpi["ite_count"].tolist()))
-        for lpi in counts:
-            if lpi not in have:
-                raise StateError(f"{self.name}.devices: an ITE maps LPI {lpi}, which vgic_v3.lpi does not hold")
-        for lpi, n in have.items():
-            if n != counts.get(lpi, 0):
-                raise StateError(f"vgic_v3.lpi: LPI {lpi} has ite_count {n} but {counts.get(lpi, 0)} ITEs map it")
+        gic_lpi = checked["vgic_v3"][0].lpi
+        its_state.check_lpi_links(checked[self.name], gic_lpi["intid"], gic_lpi["ite_count"], self.name)
 
     def apply_state(self, checked: Any) -> None:
         self.its.apply_arrays(checked)

@@ -277,3 +277,135 @@ def ite_counts(a: ItsArrays) -> dict[int, int]:
         for lpi in dev.lpi.tolist():
             counts[lpi] = counts.get(lpi, 0) + 1
     return counts
+
+
+# ------------------------------------------------- arrays given to apply_arrays
+def _id_column(where: str, values: Any, n: int, lo: int, hi: int, dtype: Any) -> np.ndarray:
+    # A 1-D integer column of n entries in lo..hi, as a contiguous `dtype` array.
+    try:
+        arr = np.asarray(values)
+    except Exception as e:          # (a ragged or otherwise unconvertible column)
+        raise _fail(where, f"not an array ({e})") from None
+    if arr.ndim != 1 or arr.shape[0] != n:
+        raise _fail(where, f"expected a 1-D array of {n} entries, got shape {arr.shape}")
+    if arr.dtype.kind == "b" and dtype is np.bool_:
+        return np.ascontiguousarray(arr, dtype=np.bool_)
+    if arr.dtype.kind == "O" and dtype is np.bool_:
+        flags = []
+        for k, x in enumerate(arr.tolist()):
+            if not (isinstance(x, (bool, np.bool_)) or (isinstance(x, (int, np.integer)) and x in (0, 1))):
+                raise _fail(f"{where}[{k}]", f"expected a bool, got {x!r}")
+            flags.append(bool(x))
+        return np.array(flags, dtype=np.bool_)
+    if arr.dtype.kind == "O":
+        vals = [_int(f"{where}[{k}]", x, lo, hi) for k, x in enumerate(arr.tolist())]
+        return np.array(vals, dtype=dtype)
+    if arr.dtype.kind not in "iu":
+        raise _fail(where, f"expected integers, got {arr.dtype}")
+    if n:
+        bad = (arr < lo) | (arr > hi)
+        if bad.any():
+            k = int(np.argmax(bad))
+            raise _fail(f"{where}[{k}]", f"{int(arr[k]):#x} is outside {lo:#x}..{hi:#x}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_arrays(a: Any, nr_vcpus: int, max_ites: int, nr_lpis: int = regmap.NR_LPIS,
+                 where: str = "its") -> ItsArrays:
+    """Check arrays given to ``Its.apply_arrays`` against what the tables
+    can hold: every id in range and listed once, DeviceIDs and each
+    device's EventIDs increasing, EventIDs below 2**num_eventid_bits, pINTIDs
+    LPIs the Gic can hold, ICIDs of ITEs with a collection naming one,
+    collection targets vCPUs (or not mapped), at most ``max_ites`` ITEs,
+    and CWRITER/CREADR command offsets inside the queue.  Returns the same
+    state as new :class:`ItsArrays` with columns of the table dtypes;
+    :class:`vgic.StateError` (a ``ValueError``) names the first bad field.
+    Nothing changes.  (Whether the LPIs exist, and their ITE counts, are
+    the Gic's: :func:`check_lpi_links`.)"""
+    if not isinstance(a, ItsArrays):
+        raise _fail(where, f"expected vgic.its_state.ItsArrays, got {type(a).__name__}")
+    enabled = _int(f"{where}.enabled", a.enabled, 0, 1)
+    abi_rev = _int(f"{where}.abi_rev", a.abi_rev, 0, regmap.ITS_ABI_REVISIONS - 1)
+    cbaser = _int(f"{where}.cbaser", a.cbaser, 0, U64)
+    qsize = cmdq_bytes(cbaser)
+    offsets = []
+    for name in ("cwriter", "creadr"):
+        v = _int(f"{where}.{name}", getattr(a, name), 0, U64)
+        if v & ~regmap.GITS_CMD_OFFSET_MASK or v >= qsize:
+            raise _fail(f"{where}.{name}", f"{v:#x} is not a command offset inside the {qsize:#x}-byte queue")
+        offsets.append(v)
+    baser_in = _list(f"{where}.baser", a.baser, 2)
+    baser = (_int(f"{where}.baser[0]", baser_in[0], 0, U64), _int(f"{where}.baser[1]", baser_in[1], 0, U64))
+
+    colls_in = _list(f"{where}.collections", a.collections)
+    collections: list[tuple[int, int]] = []
+    seen: set[int] = set()
+    for k, c in enumerate(colls_in):
+        w = f"{where}.collections[{k}]"
+        pair = _list(w, c, 2)
+        icid = _int(f"{w}.icid", pair[0], 0, regmap.ITS_MAX_ICID)
+        target = _int(f"{w}.target", pair[1], 0, U32)
+        if icid in seen:
+            raise _fail(f"{w}.icid", f"collection {icid} is listed twice")
+        if target != regmap.COLLECTION_NOT_MAPPED and target >= nr_vcpus:
+            raise _fail(f"{w}.target", f"{target} is not a vCPU (nor 0xffffffff, not mapped)")
+        seen.add(icid)
+        collections.append((icid, target))
+    known = np.zeros(regmap.ITS_MAX_ICID + 1, dtype=np.bool_)
+    if seen:
+        known[list(seen)] = True
+
+    devs_in = _list(f"{where}.devices", a.devices)
+    devices: list[Device] = []
+    total = 0
+    last = -1
+    for k, dev in enumerate(devs_in):
+        w = f"{where}.devices[{k}]"
+        if not isinstance(dev, Device):
+            raise _fail(w, f"expected vgic.its_state.Device, got {type(dev).__name__}")
+        devid = _int(f"{w}.devid", dev.devid, 0, (1 << regmap.ITS_MAX_DEVID_BITS) - 1)
+        if devid <= last:
+            why = "listed twice" if devid == last else "not in increasing DeviceID order"
+            raise _fail(f"{w}.devid", f"device {devid} is {why}")
+        last = devid
+        itt = _int(f"{w}.itt_addr", dev.itt_addr, 0, U64)
+        if itt & ~regmap.ITS_ITT_ADDR_MASK:
+            raise _fail(f"{w}.itt_addr", f"{itt:#x} is not a 256-byte aligned address below 2**52")
+        nbits = _int(f"{w}.nbits", dev.nbits, 1, regmap.ITS_MAX_EVENTID_BITS)
+        try:
+            n = len(dev.event)
+        except TypeError:
+            raise _fail(f"{w}.event", f"expected an array, got {type(dev.event).__name__}") from None
+        ev = _id_column(f"{w}.event", dev.event, n, 0, (1 << nbits) - 1, np.uint32)
+        if n > 1 and not (ev[1:] > ev[:-1]).all():
+            i = int(np.argmax(ev[1:] <= ev[:-1])) + 1
+            raise _fail(f"{w}.event[{i}]", f"EventID {int(ev[i])} is not above the one before "
+                        "(the EventIDs must increase)")
+        lp = _id_column(f"{w}.lpi", dev.lpi, n, regmap.LPI_BASE, regmap.LPI_BASE + nr_lpis - 1, np.uint32)
+        ic = _id_column(f"{w}.icid", dev.icid, n, 0, regmap.ITS_MAX_ICID, np.uint16)
+        hc = _id_column(f"{w}.has_coll", dev.has_coll, n, 0, 1, np.bool_)
+        orphan = hc & ~known[ic]
+        if orphan.any():
+            i = int(np.argmax(orphan))
+            raise _fail(f"{w}.has_coll[{i}]", f"ICID {int(ic[i])} names no collection")
+        total += n
+        if total > max_ites:
+            raise _fail(f"{where}.devices", f"more than this ITS's max_ites {max_ites} ITEs")
+        devices.append(Device(devid, itt, nbits, ev, lp, ic, hc))
+    return ItsArrays(enabled, abi_rev, cbaser, offsets[0], offsets[1], baser, devices, collections)
+
+
+def check_lpi_links(a: ItsArrays, lpi_intids: Any, lpi_ite_counts: Any, where: str = "its",
+                    gic_where: str = "vgic_v3.lpi") -> None:
+    """Every ITE of ``a`` maps an LPI the distributor holds (KVM's ITE holds
+    a reference to its vgic_irq), and each LPI's ``ite_count`` is the number
+    of ITEs mapping it: :class:`vgic.StateError` otherwise.  ``lpi_intids``
+    and ``lpi_ite_counts`` are the Gic's ``arrays().lpi`` columns."""
+    counts = ite_counts(a)
+    have = dict(zip(np.asarray(lpi_intids).tolist(), np.asarray(lpi_ite_counts).tolist()))
+    for lpi in counts:
+        if lpi not in have:
+            raise _fail(f"{where}.devices", f"an ITE maps LPI {lpi}, which {gic_where} does not hold")
+    for lpi, n in have.items():
+        if n != counts.get(lpi, 0):
+            raise _fail(gic_where, f"LPI {lpi} has ite_count {n} but {counts.get(lpi, 0)} ITEs map it")

@@ -373,6 +373,15 @@ class VgicV3(Part):
         deact = [gic_state._int(f"{where}.physical_deactivations[{k}]", x, 0, 0x3FF) for k, x in enumerate(deact)]
         return arrays, lists, records, num_pri_bits, deact
 
+    def load_state(self, state: Any) -> None:
+        """This part's state alone: checked, with the links the ITS's ITEs
+        have to its LPIs (an ITE's LPI must stay), before anything changes."""
+        checked = self.check_state(state)
+        if self.vm.its is not None:
+            its = self.vm.its
+            its.check_links({its.name: its.its.arrays(), self.name: checked})
+        self.apply_state(checked)
+
     def apply_state(self, checked: Any) -> None:
         arrays, lists, records, num_pri_bits, deact = checked
         self.gic.apply_arrays(arrays)

@@ -45,9 +45,11 @@ class Its(CState):
     def state(self) -> dict[str, Any]:
         """The named state (:mod:`vgic.its_state` layout)."""
     def load_state(self, state: Any) -> None:
-        """Replace the whole state, checked first (``vgic.StateError``, nothing changed)."""
+        """Replace the whole state, checked first (``vgic.StateError``, nothing changed);
+        every LPI an ITE maps must exist in the Gic with that many ITEs as its ``ite_count``."""
     def apply_arrays(self, a: ItsArrays) -> None:
-        """Write checked arrays into the state (LPI references are the Gic's)."""
+        """Write arrays into the state (LPI references are the Gic's), checked first by
+        ``its_state.check_arrays``: ``vgic.StateError`` (a ValueError), nothing changed."""
 
 
 def plain_table_loop(memory: npt.NDArray[np.uint8], offsets: npt.ArrayLike, values: npt.ArrayLike) -> int:

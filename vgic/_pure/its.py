@@ -653,11 +653,17 @@ class Its:
         return its_state.to_dict(self.arrays())
 
     def load_state(self, state: Any) -> None:
-        """Replace the whole state, checked first (``vgic.StateError``)."""
-        self.apply_arrays(its_state.from_dict(state, self.gic.nr_vcpus, self.max_ites))
+        """Replace the whole state, checked first (``vgic.StateError``): the
+        LPIs its ITEs map must exist in the Gic, with matching ITE counts."""
+        a = its_state.from_dict(state, self.gic.nr_vcpus, self.max_ites)
+        lpi = self.gic.arrays().lpi
+        its_state.check_lpi_links(a, lpi["intid"], lpi["ite_count"], "its", "gic.lpi")
+        self.apply_arrays(a)
 
     def apply_arrays(self, a: its_state.ItsArrays) -> None:
-        """Write checked arrays into the state (no LPI reference changes)."""
+        """Write arrays into the state (no LPI reference changes), checked
+        first by ``its_state.check_arrays`` as the core's are."""
+        a = its_state.check_arrays(a, self.gic.nr_vcpus, self.max_ites, self.gic.nr_lpis)
         devs = {}
         total = 0
         for d in a.devices:

@@ -9,6 +9,9 @@ import numpy as np
 from ..guestmem import check_lpi_intids, check_memory
 from ..regmap import LPI_BASE
 
+# The largest table sync_scan takes (512 MiB): its last bit is INTID 2**32 - 1.
+_MAX_TABLE_BYTES = 1 << 29
+
 
 def sync_per_lpi(table: Any, intids: Any) -> np.ndarray:
     """For each INTID: its pending bit, cleared in ``table`` when set."""
@@ -34,6 +37,9 @@ def sync_scan(table: Any, mapped: Any) -> np.ndarray:
         t = check_memory(table)
     except TypeError:
         raise TypeError("table must be a writable 1-D C-contiguous numpy uint8 array") from None
+    if t.shape[0] > _MAX_TABLE_BYTES:
+        raise ValueError(f"table holds {t.shape[0]} bytes: INTIDs must fit 32 bits "
+                         f"(at most {_MAX_TABLE_BYTES} bytes)")
     m = np.ascontiguousarray(mapped, dtype=np.uint64)
     if m.ndim != 1 or m.shape[0] * 8 < t.shape[0]:
         raise ValueError(f"mapped must be a 1-D uint64 bitmap of at least {t.shape[0] * 8} bits")
