@@ -181,6 +181,12 @@ class ArchTimer(Part):
     def vcpu_unblock(self, vcpu: int) -> bool:
         return bool(self.timers.unblock(vcpu))
 
+    def owns(self, vcpu: int, intid: int) -> bool:
+        """Whether the timers own PPI ``intid`` of ``vcpu`` (kvm_vgic_set_owner
+        at the vCPU's first run): another injection there is ignored."""
+        v = self.vm_rec[0]
+        return bool(self.records[vcpu]["enabled"]) and intid in (int(v["vppi"]), int(v["pppi"]))
+
     def _deactivated(self, vcpu: int, pintid: int) -> None:
         if pintid == T.HOST_VTIMER_PINTID:
             self.timers.deactivated(vcpu)

@@ -508,7 +508,9 @@ class VM:
         line level follows ``level``; for an edge-triggered one a rising level
         latches it pending and a falling one does nothing.  Anything KVM would
         refuse (an SGI, an INTID outside the VM, a PPI without a vCPU, an
-        unknown vCPU) raises :class:`vgic.KvmError` with ``EINVAL``.
+        unknown vCPU) raises :class:`vgic.KvmError` with ``EINVAL``.  A
+        timer PPI of a vCPU that has run belongs to the arch timer
+        (kvm_vgic_set_owner): KVM ignores the injection, and so does this.
         """
         intid = _index("intid", intid)
         if vcpu is not None:
@@ -518,6 +520,8 @@ class VM:
                 raise KvmError(errno.EINVAL, f"PPI {intid} needs a vcpu")
             if not 0 <= vcpu < self.nr_vcpus:
                 raise KvmError(errno.EINVAL, f"vcpu {vcpu} does not exist (the VM has {self.nr_vcpus})")
+            if self.timer.owns(vcpu, intid):
+                return      # the timer's line: KVM ignores another owner's injection
             self.gic.gic.set_irq_level(vcpu, intid, bool(level))
         elif regmap.NR_PRIVATE_IRQS <= intid < self.nr_irqs:
             self.gic.gic.set_irq_level(0, intid, bool(level))
@@ -555,6 +559,10 @@ class VM:
             k = int(np.argmax(bad))
             raise KvmError(errno.EINVAL, f"intids[{k}] = {int(ids[k])} (vcpu {int(vc[k])}) is refused: "
                                          f"not a PPI with an existing vCPU or an SPI of this VM")
+        owned = np.array([bool(p) and self.timer.owns(int(v), int(n)) for p, v, n in zip(ppi, vc, ids)], dtype=bool)
+        if owned.any():
+            keep = ~owned
+            ids, lv, vc, ppi = ids[keep], lv[keep], vc[keep], ppi[keep]
         self.gic.gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
 
     def signal_msi(self, device_id: int, event_id: int) -> bool:
