@@ -713,10 +713,12 @@ cdef class Timers:
 
 
 def plain_timer_loop(records, ids, uint64_t counter, uint64_t voffset):
-    """The baseline of the batch benchmark: a plain C loop over the same
-    records doing the work of save_batch, restore_batch and expiry_batch
-    (the vtimer's CTL/CVAL out of and back into the hardware fields, and
-    the earliest expiry of the two timers), with no model around it."""
+    """The baseline of the batch benchmark: one plain C loop per step over
+    the same records doing the record work of save_batch, restore_batch and
+    expiry_batch (the vtimer's CTL - with ISTATUS - and CVAL out of the
+    hardware fields and back, the loaded flags and access counts, and the
+    earliest expiry of the two timers as a counter deadline), with no model
+    around it: no per-vCPU functions, no policy or state tests."""
     cdef const int64_t[::1] v = vcpu_indices(ids, len(records))
     if records.dtype != gtimer.TIMER_VCPU or not records.flags.c_contiguous:
         raise TypeError("records must be a C-contiguous array of vgic.gtimer.TIMER_VCPU")
@@ -729,22 +731,28 @@ def plain_timer_loop(records, ids, uint64_t counter, uint64_t voffset):
     with nogil:
         for k in range(v.shape[0]):
             x = &r[v[k]]
-            x.cntv_ctl = x.hw_cntv_ctl
+            x.cntv_ctl = x.hw_cntv_ctl | (CTL_ISTATUS if (x.hw_cntv_ctl & CTL_ENABLE)
+                                          and counter - x.hw_cntvoff >= x.hw_cntv_cval else 0)
             x.cntv_cval = x.hw_cntv_cval
             x.hw_cntv_ctl = 0
             x.hw_cntvoff = 0
+            x.sysreg_reads += 2
+            x.sysreg_writes += 2
+            x.loaded = 0
         for k in range(v.shape[0]):
             x = &r[v[k]]
             x.hw_cntvoff = voffset
             x.hw_cntv_cval = x.cntv_cval
-            x.hw_cntv_ctl = x.cntv_ctl
+            x.hw_cntv_ctl = x.cntv_ctl & (CTL_ENABLE | CTL_IMASK)
+            x.sysreg_writes += 3
+            x.loaded = 1
         for k in range(v.shape[0]):
             x = &r[v[k]]
             best = NO_DEADLINE
-            if (x.cntv_ctl & 3) == 1:
+            if (x.cntv_ctl & (CTL_ENABLE | CTL_IMASK)) == CTL_ENABLE:
                 best = x.cntv_cval - now_v if x.cntv_cval > now_v else 0
-            if (x.cntp_ctl & 3) == 1:
+            if (x.cntp_ctl & (CTL_ENABLE | CTL_IMASK)) == CTL_ENABLE:
                 d = x.cntp_cval - counter if x.cntp_cval > counter else 0
                 best = d if d < best else best
-            o[k] = best
+            o[k] = best if best == NO_DEADLINE or best > U64MAX - counter else counter + best
     return out

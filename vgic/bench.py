@@ -141,6 +141,7 @@ def run(quick: bool = False) -> dict[str, Any]:
 
     ws = _world_switch(rows, row, quick, repeat)
     ws.update(_its(rows, row, quick, repeat))
+    ws["timers"] = _timers(rows, row, quick, repeat)
 
     summary: dict[str, Any] = {}
     if core:
@@ -455,6 +456,118 @@ def pending_sync_seconds(nr_lpis: int, repeat: int, id_bits: int = 17) -> tuple[
     return (timed(lambda t: pending.sync_per_lpi(t, intids)), timed(lambda t: pending.sync_scan(t, mapped)))
 
 
+def _timer_vm(backend: str, policy: str) -> Any:
+    """One vCPU that has run once, its vtimer's PPI enabled in the GIC and
+    the guest's CPU interface open, exited and put."""
+    import vgic
+    vm = vgic.VM(nr_vcpus=1, timer_policy=policy, backend=backend)
+    v = vm.vcpus[0]
+    vm.mmio_write(vm.dist_base + regmap.GICD_CTLR, 4, 0x12)
+    vm.mmio_write(v.sgi_base + regmap.GICR_ISENABLER0, 4, 1 << 27)
+    v.enter()
+    v.sysreg_write("ICC_PMR_EL1", 0xFF)
+    v.sysreg_write("ICC_IGRPEN1_EL1", 1)
+    v.exit()
+    v.put()
+    return vm
+
+
+def timer_cycle_costs(backend: str, policy: str, kind: str, cycles: int, repeat: int) -> tuple[float, float, float]:
+    """(seconds, timer sysreg reads, writes) per cycle of ``kind``:
+    ``"enter_exit"`` (guest entry and exit of a loaded vCPU, its vtimer
+    enabled and far from expiry), ``"load_put"`` (vcpu_load, entry, exit,
+    vcpu_put) or ``"timer_10ms"`` (kvm-unit-tests micro-bench: the guest
+    arms its vtimer 10 ms ahead and waits in WFI; the host blocks the
+    vCPU, 10 ms pass, it wakes, enters, the guest takes the interrupt,
+    masks the timer, EOIs, exits)."""
+    vm = _timer_vm(backend, policy)
+    v = vm.vcpus[0]
+    ten_ms = vm.cntfrq // 100
+    v.enter()
+    v.sysreg_write("CNTV_CVAL_EL0", (1 << 63))
+    v.sysreg_write("CNTV_CTL_EL0", 1)
+    v.exit()
+    if kind == "load_put":
+        v.put()
+
+    def enter_exit() -> None:
+        for _ in range(cycles):
+            v.enter()
+            v.exit()
+
+    def load_put() -> None:
+        for _ in range(cycles):
+            v.load()
+            v.enter()
+            v.exit()
+            v.put()
+
+    def timer_10ms() -> None:
+        for _ in range(cycles):
+            v.enter()
+            v.sysreg_write("CNTV_TVAL_EL0", ten_ms)
+            v.sysreg_write("CNTV_CTL_EL0", 1)
+            v.exit()
+            v.block()
+            vm.advance(ten_ms)
+            v.unblock()
+            v.enter()
+            intid = v.sysreg_read("ICC_IAR1_EL1")
+            v.sysreg_write("CNTV_CTL_EL0", 3)
+            v.sysreg_write("ICC_EOIR1_EL1", intid)
+            v.exit()
+
+    fn = {"enter_exit": enter_exit, "load_put": load_put, "timer_10ms": timer_10ms}[kind]
+    r0, w0 = v.timer.sysreg_reads, v.timer.sysreg_writes
+    fn()
+    reads, writes = v.timer.sysreg_reads - r0, v.timer.sysreg_writes - w0
+    return best_time(fn, repeat) / cycles, reads / cycles, writes / cycles
+
+
+def timer_batch_seconds(n: int, repeat: int) -> tuple[float, float]:
+    """(the model's save_batch + restore_batch + expiry_batch, the plain C
+    loop doing the same record work) in seconds over ``n`` vCPUs, core only."""
+    from vgic._core import timer as core_timer
+    t = core_timer.Timers(n)
+    rng = np.random.default_rng(n)
+    recs = t.records
+    recs["cntv_ctl"] = rng.integers(0, 4, n)
+    recs["cntp_ctl"] = rng.integers(0, 4, n)
+    recs["cntv_cval"] = rng.integers(0, 1 << 40, n, dtype=np.uint64)
+    recs["cntp_cval"] = rng.integers(0, 1 << 40, n, dtype=np.uint64)
+    ids = np.arange(n, dtype=np.int64)
+    t.restore_batch(ids)
+
+    def model() -> None:
+        t.save_batch(ids)
+        t.restore_batch(ids)
+        t.expiry_batch(ids)
+
+    plain_recs = recs.copy()
+    model_t = best_time(model, repeat)
+    plain_t = best_time(lambda: core_timer.plain_timer_loop(plain_recs, ids, 0, 0), repeat)
+    return model_t, plain_t
+
+
+def _timers(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
+    """Issue #9's figures: per cycle time and timer sysreg accesses for each
+    policy, and the batch kernels over 100,000 vCPUs beside the plain loop."""
+    out: dict[str, Any] = {}
+    cycles = 200 if quick else 2000
+    for kind in ("enter_exit", "load_put", "timer_10ms"):
+        for policy in ("lazy", "eager"):
+            core, reads, writes = timer_cycle_costs("core", policy, kind, cycles, repeat)
+            twin, _, _ = timer_cycle_costs("pure", policy, kind, max(cycles // 20, 10), 1)
+            out[f"{kind}_{policy}"] = {"seconds": core, "reads": reads, "writes": writes}
+            row(f"timer {kind}, {policy} ({reads:g} R + {writes:g} W per cycle)", core, twin, "cycles")
+    n = 10_000 if quick else 100_000
+    model_t, plain_t = timer_batch_seconds(n, repeat)
+    out["batch"] = {"n": n, "model": model_t, "plain": plain_t, "ratio": model_t / plain_t}
+    row(f"timer save+restore+expiry, {n:,} vCPUs", model_t / n, None, "vCPUs")
+    row(f"plain C loop, same record work, {n:,} vCPUs", plain_t / n, None, "vCPUs")
+    return out
+
+
 def _its(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
     """The ITS rows (issue #8): the command stream, save/restore, pending sync."""
     try:
@@ -527,6 +640,15 @@ def format_report(result: dict[str, Any]) -> str:
         for k, v in s["pending_sync"].items():
             lines.append(f"pending sync, {k:>7,} LPIs:       per-LPI {v['per_lpi_us']:9.1f} us, "
                          f"one table scan {v['scan_us']:7.1f} us")
+        t = s["timers"]
+        for kind in ("enter_exit", "load_put", "timer_10ms"):
+            lz, eg = t[f"{kind}_lazy"], t[f"{kind}_eager"]
+            us = f"{lz['seconds'] * 1e6:5.2f} / {eg['seconds'] * 1e6:5.2f} us"
+            lines.append(f"timer {kind + ',':<11} lazy/eager:  {us}, "
+                         f"sysreg accesses {lz['reads'] + lz['writes']:g} / {eg['reads'] + eg['writes']:g} per cycle")
+        b = t["batch"]
+        lines.append(f"timer batch save+restore+expiry / plain loop: {b['ratio']:.2f}x   "
+                     f"(target <= 1.5x, {b['n']:,} vCPUs)")
     return "\n".join(lines)
 
 

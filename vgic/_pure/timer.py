@@ -599,11 +599,19 @@ def plain_timer_loop(records: np.ndarray, ids: Any, counter: int, voffset: int) 
         raise TypeError("records must be an array of vgic.gtimer.TIMER_VCPU")
     for i in idx:
         r = records[i]
-        r["cntv_ctl"], r["cntv_cval"] = r["hw_cntv_ctl"], r["hw_cntv_cval"]
-        r["hw_cntv_ctl"], r["hw_cntvoff"] = 0, 0
+        ctl = int(r["hw_cntv_ctl"])
+        if ctl & T.CTL_ENABLE and (counter - int(r["hw_cntvoff"])) & T.U64 >= int(r["hw_cntv_cval"]):
+            ctl |= T.CTL_ISTATUS
+        r["cntv_ctl"], r["cntv_cval"] = ctl, r["hw_cntv_cval"]
+        r["hw_cntv_ctl"], r["hw_cntvoff"], r["loaded"] = 0, 0, 0
+        r["sysreg_reads"] += 2
+        r["sysreg_writes"] += 2
     for i in idx:
         r = records[i]
-        r["hw_cntvoff"], r["hw_cntv_cval"], r["hw_cntv_ctl"] = voffset, r["cntv_cval"], r["cntv_ctl"]
+        r["hw_cntvoff"], r["hw_cntv_cval"] = voffset, r["cntv_cval"]
+        r["hw_cntv_ctl"] = int(r["cntv_ctl"]) & (T.CTL_ENABLE | T.CTL_IMASK)
+        r["sysreg_writes"] += 3
+        r["loaded"] = 1
     now_v = (counter - voffset) & T.U64
     out = []
     for i in idx:
@@ -613,5 +621,5 @@ def plain_timer_loop(records: np.ndarray, ids: Any, counter: int, voffset: int) 
             best = T.delta(now_v, int(r["cntv_cval"]))
         if T.can_fire(int(r["cntp_ctl"])):
             best = min(best, T.delta(counter, int(r["cntp_cval"])))
-        out.append(best)
+        out.append(best if best == T.NO_DEADLINE or best > T.U64 - counter else counter + best)
     return np.array(out, dtype=np.uint64)
