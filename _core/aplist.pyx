@@ -29,7 +29,7 @@ from vgic._core.args cimport index_arg, int_arg
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport (GicState, hw_bits, phys_levels, host_set_active, bank_of, irq_index,
     index_intid, valid_intid, oracle,
-    lpi_release, pending_word, deliverable, ap_append, ap_remove, SPI_BANKS,
+    lpi_release, lpi_sweep_orphans, pending_word, deliverable, ap_append, ap_remove, SPI_BANKS,
     BM_ENABLED, BM_PENDING_LATCH, BM_LINE_LEVEL, BM_ACTIVE, BM_GROUP, BM_EDGE)
 from vgic._core.vcpu_if cimport VcpuIf, lr_slot, lr_encode
 from vgic._core.consts cimport (MAX_LRS, LR_VINTID_MASK, LR_EOI, LR_HW, LR_PENDING, LR_ACTIVE, LR_STATE_MASK, HCR_EN, HCR_UIE,
@@ -146,6 +146,7 @@ cdef void prune(Lists *s, int vcpu) noexcept nogil:
             elif intid >= LPI_BASE:
                 lpi_release(g, intid)
         idx = nxt
+    lpi_sweep_orphans(g, vcpu)
 
 
 cdef void sort_ap_list(Lists *s, int vcpu, uint64_t vmcr) noexcept nogil:

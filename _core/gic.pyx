@@ -531,18 +531,23 @@ cdef class Gic(CState):
                                      ("target", self._target), ("pendbaser", self._pendbaser),
                                      ("gicr_ctlr", self._gicr_ctlr), ("seq", self._seq),
                                      ("lpi_refs", self._lpi_refs), ("lpi_exists", self._lpi_exists),
-                                     ("lpi_live", self._lpi_live))}
+                                     ("lpi_live", self._lpi_live), ("host_active", self._host_active))}
 
         def view(name, like):
             o = offsets[name]
             return new[o:o + like.nbytes].view(like.dtype).reshape(like.shape)
 
         scal = np.zeros(1, dtype=[("propbaser", "<u8"), ("seq_counter", "<u8"),
-                                  ("dist_enabled", "<u4"), ("implementation_rev", "<u4")])
+                                  ("dist_enabled", "<u4"), ("implementation_rev", "<u4"),
+                                  ("lpi_orphans", "<u4"), ("pad", "<u4")])
         if scal.itemsize != sizeof(GicScalars):
             raise AssertionError("GicScalars layout")
-        scal[0] = (a.propbaser, a.seq_counter, a.dist_enabled, a.implementation_rev)
+        # An LPI no ITE maps exists only as an orphan: the sweep looks for it.
+        orphans = int(bool(np.any(np.asarray(a.lpi["ite_count"]) == 0)))
+        scal[0] = (a.propbaser, a.seq_counter, a.dist_enabled, a.implementation_rev, orphans, 0)
         view("scalars", self._scalars)[:] = scal.view(np.uint8)
+        # The host PPIs' active state is the arch timer's to load: kept.
+        view("host_active", self._host_active)[:] = self._host_active
         if a.lpi["intid"].size and not self.st.nr_lpis:
             raise ValueError("this Gic has no LPIs")
         k = a.lpi["intid"].astype(np.int64) - LPI_BASE

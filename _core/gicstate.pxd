@@ -44,6 +44,8 @@ cdef struct GicScalars:
     uint64_t seq_counter        # the last queue stamp handed out
     uint32_t dist_enabled       # GICD_CTLR.EnableGrp1
     uint32_t implementation_rev  # GICD_IIDR.Revision (KVM_VGIC_IMP_REV_*)
+    uint32_t lpi_orphans        # 1: an LPI may exist that no ITE maps and no ap_list holds
+    uint32_t pad
 
 cdef struct LpiUndo:
     # What lpi_add did while a restore runs, so a failed restore can be
@@ -309,10 +311,42 @@ cdef inline bint lpi_release(GicState *g, uint32_t intid) noexcept nogil:
     # vCPU, where KVM would already have queued it).  True if freed.
     if not lpi_exists(g, intid) or g.lpi_refs[intid - LPI_BASE]:
         return False
-    if g.queued_on[irq_index(bank_of(g, 0, intid), intid)] >= 0 or oracle(g, 0, intid) >= 0:
+    if g.queued_on[irq_index(bank_of(g, 0, intid), intid)] >= 0:
+        return False
+    if oracle(g, 0, intid) >= 0:
+        # An orphan: KVM holds it on its target's ap_list, which drops it at
+        # that vCPU's next exit if by then it is not deliverable
+        # (lpi_sweep_orphans).
+        g.s.lpi_orphans = 1
         return False
     lpi_free(g, intid)
     return True
+
+cdef inline void lpi_sweep_orphans(GicState *g, int vcpu) noexcept nogil:
+    # At vCPU `vcpu`'s prune: free the orphan LPIs (no ITE, on no ap_list)
+    # KVM would have queued on its list that are no longer deliverable, as
+    # vgic_prune_ap_list() drops them; the others stay orphans.
+    cdef uint32_t w, k, bits, intid, idx, left = 0
+    cdef int32_t t
+    if not g.s.lpi_orphans:
+        return
+    for w in range(g.nr_lpis >> 5):
+        bits = g.lpi_exists[w]
+        while bits:
+            k = (w << 5) + <uint32_t>gic_ctz(bits)
+            bits &= bits - 1
+            if g.lpi_refs[k]:
+                continue
+            intid = LPI_BASE + k
+            idx = irq_index(bank_of(g, 0, intid), intid)
+            if g.queued_on[idx] >= 0:
+                continue
+            t = g.target[idx]
+            if oracle(g, 0, intid) < 0 and (t == vcpu or t < 0 or <uint32_t>t >= g.nr_vcpus):
+                lpi_free(g, intid)
+            else:
+                left = 1
+    g.s.lpi_orphans = left
 
 
 # ---------------------------------------------------------------- ap_lists

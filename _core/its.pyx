@@ -965,13 +965,16 @@ cdef int restore_tables(ItsState *s) noexcept nogil:
     r = restore_collection_table(s)
     if r == 0:
         r = restore_device_tables(s)
-    s.g.undo = NULL
     if r < 0:
+        # (undo still set: lpi_put drops the references this call added
+        # without releasing an LPI that existed before it)
         d = id_next(s.dev_bits, 0)
         while d >= 0:
             if not id_test(had, <uint32_t>d):
                 free_dev(s, <uint32_t>d)
             d = id_next(s.dev_bits, <uint32_t>d + 1)
+    s.g.undo = NULL
+    if r < 0:
         k = undo.nmade
         while k > 0:
             k -= 1

@@ -174,11 +174,13 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
     return 0
 
 cdef inline void lpi_put(GicState *g, uint32_t intid) noexcept nogil:
-    # An ITE's reference dropped: free the LPI if nothing else holds it.
+    # An ITE's reference dropped: free the LPI if nothing else holds it -
+    # unless a failed restore is undoing its own ITEs (g.undo set), which
+    # frees the LPIs it made itself and leaves the others as they were.
     cdef uint32_t k = intid - LPI_BASE
     if lpi_exists(g, intid) and g.lpi_refs[k]:
         g.lpi_refs[k] -= 1
-        if g.lpi_refs[k] == 0:
+        if g.lpi_refs[k] == 0 and g.undo == NULL:
             lpi_release(g, intid)
 
 

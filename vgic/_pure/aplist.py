@@ -98,6 +98,7 @@ class ApLists:
                 if irq.intid >= LPI_BASE:
                     self.gic.lpi_release(irq.intid)
         self.lists[vcpu] = keep
+        self.gic.lpi_sweep_orphans(vcpu)
 
     def _sort(self, vcpu: int, vmcr: int) -> None:
         """KVM 6.19's comparator (kvm-facts §4.6) as a stable sort key."""

@@ -102,6 +102,7 @@ class Gic:
         "_seq_counter",
         "_host_active",
         "_input_level",
+        "_lpi_orphans",
     )
 
     #: The handler families of this part's frames (the bus reads them).
@@ -146,6 +147,7 @@ class Gic:
         # host_active and input_level).
         self._host_active: list[int] = [0] * self._nr_vcpus
         self._input_level: Callable[[int, int], bool] | None = None
+        self._lpi_orphans = False       # an LPI may exist that nothing holds (gicstate.pxd)
 
     # ---- geometry ---------------------------------------------------------
     @property
@@ -208,10 +210,35 @@ class Gic:
             return False
         # Unqueued, the oracle names its target if active, or if pending and
         # enabled while the distributor is.
-        if irq.target_vcpu >= 0 and (irq.active or (irq.enabled and irq.pending() and self._dist_enabled)):
+        if self._lpi_deliverable(irq):
+            # An orphan: KVM holds it on its target's ap_list, which drops it
+            # at that vCPU's next exit unless deliverable (lpi_sweep_orphans).
+            self._lpi_orphans = True
             return False
         del self._lpis[intid]
         return True
+
+    def _lpi_deliverable(self, irq: VgicIrq) -> bool:
+        # Unqueued, the oracle names its target if active, or if pending and
+        # enabled while the distributor is.
+        return irq.target_vcpu >= 0 and (irq.active or (irq.enabled and irq.pending() and bool(self._dist_enabled)))
+
+    def lpi_sweep_orphans(self, vcpu: int) -> None:
+        """At vCPU ``vcpu``'s prune: free the orphan LPIs (no ITE, on no
+        ap_list) whose target is ``vcpu`` (or no vCPU) and that are no longer
+        deliverable, as KVM's vgic_prune_ap_list() drops them."""
+        if not self._lpi_orphans:
+            return
+        left = False
+        for intid, irq in sorted(self._lpis.items()):
+            if irq.ite_count or irq.ap_vcpu >= 0:
+                continue
+            t = irq.target_vcpu
+            if not self._lpi_deliverable(irq) and (t == vcpu or not 0 <= t < self._nr_vcpus):
+                del self._lpis[intid]
+            else:
+                left = True
+        self._lpi_orphans = left
 
     @property
     def ops_names(self) -> list[str]:
@@ -489,6 +516,7 @@ class Gic:
         for v, cols in enumerate(private):
             assign(self._private[v], cols)
         self._lpis = {}
+        self._lpi_orphans = bool(np.any(np.asarray(a.lpi["ite_count"]) == 0))
         for k, intid in enumerate(lpi_cols["intid"]):
             irq = VgicIrq(int(intid))
             for name in gic_state.LPI_FIELDS[1:]:

@@ -602,11 +602,14 @@ class Its:
             r = self._restore_collections()
             if r == 0:
                 r = self._restore_devices()
+            if r < 0:
+                # (undo still set: lpi_put drops the references this call
+                # added without releasing an LPI that existed before it)
+                for devid in sorted(set(self.devs) - had):
+                    self._free_dev(devid)
         finally:
             self.gic._undo = None
         if r < 0:
-            for devid in sorted(set(self.devs) - had):
-                self._free_dev(devid)
             for intid in reversed(made):
                 self.gic._lpis.pop(intid, None)
             for at, old in reversed(consumed):

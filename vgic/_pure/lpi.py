@@ -108,7 +108,7 @@ def lpi_put(gic: Gic, intid: int) -> None:
     irq = gic._lpis.get(intid)
     if irq is not None and irq.ite_count:
         irq.ite_count -= 1
-        if irq.ite_count == 0:
+        if irq.ite_count == 0 and gic._undo is None:     # (a failed restore undoes itself)
             gic.lpi_release(intid)
 
 
