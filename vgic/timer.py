@@ -187,6 +187,16 @@ class ArchTimer(Part):
         v = self.vm_rec[0]
         return bool(self.records[vcpu]["enabled"]) and intid in (int(v["vppi"]), int(v["pppi"]))
 
+    def owned_mask(self, vcpus: np.ndarray, intids: np.ndarray) -> np.ndarray:
+        """:meth:`owns` over arrays (``vcpus`` may hold -1 where the INTID is
+        not private: those are never owned)."""
+        v = self.vm_rec[0]
+        enabled = self.records["enabled"].astype(bool)
+        ok = (vcpus >= 0) & (vcpus < len(enabled))
+        mine = np.zeros(vcpus.shape, dtype=bool)
+        mine[ok] = enabled[vcpus[ok]]
+        return mine & ((intids == int(v["vppi"])) | (intids == int(v["pppi"])))
+
     def _deactivated(self, vcpu: int, pintid: int) -> None:
         if pintid == T.HOST_VTIMER_PINTID:
             self.timers.deactivated(vcpu)

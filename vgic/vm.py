@@ -387,6 +387,16 @@ class VM:
             self._nr_running += 1 if running else -1
             self.bus.halt_hook = self._halted if self._nr_running else None
 
+    def _set_running_many(self, vcpus: list[VCPU], running: bool) -> None:
+        # _set_running for a batch, the halt hook set once.
+        changed = 0
+        for v in vcpus:
+            if v.running != running:
+                v.running = running
+                changed += 1
+        self._nr_running += changed if running else -changed
+        self.bus.halt_hook = self._halted if self._nr_running else None
+
     @contextmanager
     def _halted(self, keep: int = -1) -> Iterator[None]:
         """kvm_arm_halt_guest() / kvm_arm_resume_guest(): every running vCPU
@@ -559,7 +569,7 @@ class VM:
             k = int(np.argmax(bad))
             raise KvmError(errno.EINVAL, f"intids[{k}] = {int(ids[k])} (vcpu {int(vc[k])}) is refused: "
                                          f"not a PPI with an existing vCPU or an SPI of this VM")
-        owned = np.array([bool(p) and self.timer.owns(int(v), int(n)) for p, v, n in zip(ppi, vc, ids)], dtype=bool)
+        owned = ppi & self.timer.owned_mask(vc, ids)
         if owned.any():
             keep = ~owned
             ids, lv, vc, ppi = ids[keep], lv[keep], vc[keep], ppi[keep]
@@ -651,26 +661,25 @@ class VM:
         kernel call per part and phase (load, enter) for all.  Everything is
         validated before anything runs."""
         ids = self._batch_ids(vcpus, running=False)
-        for i in ids.tolist():
-            if not self.vcpus[i].has_run:
-                self._first_run(self.vcpus[i])
-        to_load = np.array([i for i in ids.tolist() if not self.vcpus[i].loaded], dtype=np.int64)
+        chosen = [self.vcpus[i] for i in ids.tolist()]
+        for v in chosen:
+            if not v.has_run:
+                self._first_run(v)
+        to_load = np.array([v.id for v in chosen if not v.loaded], dtype=np.int64)
         for part in self.parts:
             part.load_batch(to_load)
         for part in self._enter_parts:
             part.enter_batch(ids)
-        for i in ids.tolist():
-            v = self.vcpus[i]
+        for v in chosen:
             v.loaded = True
-            self._set_running(v, True)
+        self._set_running_many(chosen, True)
 
     def exit_vcpus(self, vcpus: Any = None) -> None:
         """``exit()`` of many vCPUs: one kernel call per part."""
         ids = self._batch_ids(vcpus, running=True)
         for part in reversed(self._enter_parts):
             part.exit_batch(ids)
-        for i in ids.tolist():
-            self._set_running(self.vcpus[i], False)
+        self._set_running_many([self.vcpus[i] for i in ids.tolist()], False)
 
     def put_vcpus(self, vcpus: Any = None) -> None:
         """``put()`` of many vCPUs (none may be running): one kernel call per part."""
