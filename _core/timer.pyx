@@ -43,13 +43,14 @@ cdef struct TimerVcpu:
     uint64_t ptimer_at, bg_at
     uint64_t sysreg_reads, sysreg_writes, gic_active_writes, host_irqs
     uint8_t enabled, vcpu_loaded, loaded, vlevel, plevel, ptimer_armed, bg_armed, blocking, woken
-    uint8_t pad[7]
+    uint8_t host_masked, user_levels, running, kick
+    uint8_t pad[3]
 
 cdef struct TimerVm:
     uint64_t counter, cntfrq, voffset, poffset
     uint32_t vppi, pppi
     uint8_t policy, counter_offset_set, ppis_frozen, irqchip
-    uint8_t pad[4]
+    uint32_t kicks
 
 cdef struct Ctx:
     TimerVcpu *r
@@ -124,6 +125,9 @@ cdef uint32_t input_level(void *ctx, int vcpu, uint32_t intid) noexcept nogil:
 cdef void update_irq(Ctx *c, Py_ssize_t i, bint virtual, bint level) noexcept nogil:
     # kvm_timer_update_irq(): the context's level, told to the vGIC.
     cdef uint32_t ppi
+    if level and c.r[i].running and not c.r[i].kick:
+        c.r[i].kick = 1                     # raised on a running vCPU: KVM kicks it
+        c.v.kicks += 1
     if virtual:
         c.r[i].vlevel = level
         ppi = c.v.vppi
@@ -216,33 +220,65 @@ cdef void arm_bg(Ctx *c, Py_ssize_t i) noexcept nogil:
         c.r[i].bg_at = deadline(c, ticks)
         c.r[i].bg_armed = 1
 
+cdef inline bint host_can_take(const Ctx *c, Py_ssize_t i) noexcept nogil:
+    # The direct vtimer is on the hardware and its physical PPI can reach
+    # the host: not active (in-kernel vGIC) or not disabled (userspace irqchip).
+    if not c.r[i].loaded:
+        return False
+    if c.g == NULL:
+        return not c.r[i].host_masked
+    return not host_active(c, i)
+
+cdef inline void mask_host(Ctx *c, Py_ssize_t i, bint masked) noexcept nogil:
+    # disable_percpu_irq / enable_percpu_irq (userspace irqchip; counted
+    # with the host-GIC writes).
+    c.r[i].gic_active_writes += 1
+    c.r[i].host_masked = masked
+
 cdef bint host_check(Ctx *c, Py_ssize_t i) noexcept nogil:
     # The host takes the direct vtimer's physical PPI if the hardware
-    # asserts it and it is not active (kvm_arch_timer_handler).
+    # asserts it and nothing holds it off (kvm_arch_timer_handler).
     cdef TimerVcpu *r = &c.r[i]
     cdef uint64_t ctl
-    if not r.loaded or c.g == NULL or host_active(c, i):
+    if not host_can_take(c, i):
         return False
     ctl = hw_vctl(c, r)
     if not (ctl & CTL_ISTATUS) or (ctl & CTL_IMASK):
         return False
-    c.g.host_active[i] |= HOST_BIT
+    if c.g != NULL:
+        c.g.host_active[i] |= HOST_BIT
     r.host_irqs += 1
     if should_fire(c, i, True):
         update_irq(c, i, True, True)
+    if c.g == NULL:
+        r.host_masked = 1           # no active state to hold it off: disabled
     return True
+
+cdef void sync_user(Ctx *c, Py_ssize_t i) noexcept nogil:
+    # kvm_timer_sync_user() and kvm_timer_update_run() (userspace irqchip).
+    cdef TimerVcpu *r = &c.r[i]
+    if not should_fire(c, i, True):
+        update_irq(c, i, True, False)
+        mask_host(c, i, False)
+    r.user_levels = (r.vlevel != 0) | ((r.plevel != 0) << 1)
+
+cdef void hold_host(Ctx *c, Py_ssize_t i) noexcept nogil:
+    # kvm_timer_vcpu_load_gic() / kvm_timer_vcpu_load_nogic().
+    cdef bint active = c.r[i].vlevel != 0
+    if c.g == NULL:
+        mask_host(c, i, active)
+        return
+    if not active:
+        active = map_is_active(c, i)
+    set_phys_active(c, i, active)
 
 
 # ------------------------------------------------------- the lifecycle
 cdef void load_timers(Ctx *c, Py_ssize_t i) noexcept nogil:
     # kvm_timer_vcpu_load() (lazy).
     cdef TimerVcpu *r = &c.r[i]
-    cdef bint active
     update_irq(c, i, True, should_fire(c, i, True))
-    active = r.vlevel != 0
-    if c.g != NULL and not active:
-        active = map_is_active(c, i)
-    set_phys_active(c, i, active)
+    hold_host(c, i)
     r.bg_armed = 0
     restore(c, i)
     arm_ptimer(c, i)
@@ -266,38 +302,41 @@ cdef void do_put(Ctx *c, Py_ssize_t i) noexcept nogil:
 
 cdef void do_enter(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef TimerVcpu *r = &c.r[i]
-    cdef bint fire, active
+    cdef bint fire
     if not r.enabled:
+        r.running = 1
         return
     if c.v.policy == TIMER_POLICY_LAZY:
         set_traps(c, i, True)
+        r.running = 1
         return
     fire = should_fire(c, i, True)
     if fire != (r.vlevel != 0):
         update_irq(c, i, True, fire)
     arm_ptimer(c, i)
-    active = r.vlevel != 0
-    if c.g != NULL and not active:
-        active = map_is_active(c, i)
-    set_phys_active(c, i, active)
+    hold_host(c, i)
     set_traps(c, i, True)
     restore(c, i)
     host_check(c, i)
+    r.running = 1
 
 cdef void do_exit(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef TimerVcpu *r = &c.r[i]
     cdef bint fire
+    r.running = 0
     if not r.enabled:
         return
     if c.v.policy == TIMER_POLICY_LAZY:
         set_traps(c, i, False)
-        return
-    save(c, i)
-    set_traps(c, i, False)
-    r.ptimer_armed = 0
-    fire = should_fire(c, i, True)
-    if fire != (r.vlevel != 0):
-        update_irq(c, i, True, fire)
+    else:
+        save(c, i)
+        set_traps(c, i, False)
+        r.ptimer_armed = 0
+        fire = should_fire(c, i, True)
+        if fire != (r.vlevel != 0):
+            update_irq(c, i, True, fire)
+    if c.g == NULL:
+        sync_user(c, i)
 
 
 # ---------------------------------------------------------------- time
@@ -344,7 +383,7 @@ cdef bint event_of(const Ctx *c, Py_ssize_t i, uint32_t kind, uint64_t limit, ui
     # The event of vCPU i of this kind due by `limit`, if armed.
     cdef const TimerVcpu *r = &c.r[i]
     if kind == TIMER_EV_HOST_VTIMER:
-        if not r.loaded or c.g == NULL or host_active(c, i) or not can_fire(r.hw_cntv_ctl):
+        if not host_can_take(c, i) or not can_fire(r.hw_cntv_ctl):
             return False
         t[0] = deadline(c, delta(hw_vnow(c, r), r.hw_cntv_cval))
     elif kind == TIMER_EV_PTIMER:
@@ -571,6 +610,20 @@ cdef class Timers:
         else:
             r.cntp_cval = pnow(c) + sext32(x)
         arm_ptimer(c, i)
+
+    def take_kicks(self):
+        """The vCPUs a timer raised its interrupt on while they ran, in
+        index order, their kick requests cleared."""
+        cdef Py_ssize_t i
+        out = []
+        if not self.c.v.kicks:
+            return out
+        for i in range(self.c.n):
+            if self.c.r[i].kick:
+                self.c.r[i].kick = 0
+                out.append(i)
+        self.c.v.kicks = 0
+        return out
 
     # -------------------------------------------------------------- time
     def advance(self, ticks):

@@ -87,7 +87,13 @@ NO_DEADLINE = U64
 #: One vCPU's timers: KVM's saved contexts (``cntv_*``, ``cntp_*``: the
 #: vCPU's sysreg file), the modelled hardware under it (``hw_*``), the soft
 #: timers' deadlines on the physical counter, KVM's per-context output
-#: levels and flags, and the counts of what KVM did to the hardware.
+#: levels and flags, and the counts of what KVM did to the hardware.  With
+#: no in-kernel irqchip, ``host_masked`` is the host vtimer PPI disabled
+#: (disable_percpu_irq) and ``user_levels`` the device_irq_level bits last
+#: published to userspace.  ``kick`` asks the VM to exit and re-enter a
+#: running vCPU a timer raised its interrupt on (KVM kicks it: the physical
+#: timer interrupt or the soft timer takes it out of the guest, and the new
+#: level reaches its LRs at the next entry).
 TIMER_VCPU = np.dtype([
     ("cntv_ctl", "<u8"), ("cntv_cval", "<u8"), ("cntp_ctl", "<u8"), ("cntp_cval", "<u8"),
     ("hw_cntv_ctl", "<u8"), ("hw_cntv_cval", "<u8"), ("hw_cntvoff", "<u8"), ("hw_cnthctl", "<u8"),
@@ -95,7 +101,8 @@ TIMER_VCPU = np.dtype([
     ("sysreg_reads", "<u8"), ("sysreg_writes", "<u8"), ("gic_active_writes", "<u8"), ("host_irqs", "<u8"),
     ("enabled", "u1"), ("vcpu_loaded", "u1"), ("loaded", "u1"), ("vlevel", "u1"), ("plevel", "u1"),
     ("ptimer_armed", "u1"), ("bg_armed", "u1"), ("blocking", "u1"), ("woken", "u1"),
-    ("pad", "u1", (7,)),
+    ("host_masked", "u1"), ("user_levels", "u1"), ("running", "u1"), ("kick", "u1"),
+    ("pad", "u1", (3,)),
 ])
 #: The VM's timer state: the physical counter, its frequency, KVM's VM-wide
 #: offsets and PPIs, and its flags.
@@ -103,7 +110,7 @@ TIMER_VM = np.dtype([
     ("counter", "<u8"), ("cntfrq", "<u8"), ("voffset", "<u8"), ("poffset", "<u8"),
     ("vppi", "<u4"), ("pppi", "<u4"),
     ("policy", "u1"), ("counter_offset_set", "u1"), ("ppis_frozen", "u1"), ("irqchip", "u1"),
-    ("pad", "u1", (4,)),
+    ("kicks", "<u4"),
 ])
 assert TIMER_VCPU.itemsize == 128 and TIMER_VM.itemsize == 48
 

@@ -14,8 +14,12 @@ background timer of a blocked vCPU, the vtimer's HW mapping into the vGIC
 KVM_REG_ARM_PTIMER_*, the vCPU attribute group KVM_ARM_VCPU_TIMER_CTRL and
 KVM_ARM_SET_COUNTER_OFFSET.
 
-Not modelled: a userspace irqchip (the VM always has the vGICv3), the
-NV EL2 timers (their PPI attributes are accepted and read back, as KVM
+With no in-kernel irqchip (``VM(irqchip=False)``) the timers drive no
+vGIC: the host vtimer PPI is disabled while the level is high and enabled
+again at an exit once it falls, and the levels are published at each exit
+as ``vcpu.timer.device_irq_level`` (KVM_ARM_DEV_EL1_VTIMER/PTIMER bits).
+
+Not modelled: the NV EL2 timers (their PPI attributes are accepted and read back, as KVM
 does without NV), WFIT, the ECV/CNTPOFF and broken-CNTVOFF variants.
 """
 from __future__ import annotations
@@ -53,7 +57,7 @@ _VCPU_REGS = (("cntv_ctl", "CNTV_CTL_EL0"), ("cntv_cval", "CNTV_CVAL_EL0"),
 _HW_REGS = (("hw_cntv_ctl", "CNTV_CTL_EL0"), ("hw_cntv_cval", "CNTV_CVAL_EL0"),
             ("hw_cntvoff", "CNTVOFF_EL2"), ("hw_cnthctl", "CNTHCTL_EL2"))
 _FLAGS = ("enabled", "vcpu_loaded", "loaded", "vlevel", "plevel", "ptimer_armed", "bg_armed",
-          "blocking", "woken")
+          "blocking", "woken", "host_masked", "running", "kick")
 _TIMES = ("ptimer_at", "bg_at")
 _COUNTS = ("sysreg_reads", "sysreg_writes", "gic_active_writes", "host_irqs")
 
@@ -114,6 +118,12 @@ class TimerView:
         """(vtimer, ptimer) output levels as KVM last told the vGIC."""
         return bool(self._rec["vlevel"]), bool(self._rec["plevel"])
 
+    @property
+    def device_irq_level(self) -> int:
+        """kvm_run.s.regs.device_irq_level as last published with no in-kernel
+        irqchip (KVM_ARM_DEV_EL1_VTIMER, KVM_ARM_DEV_EL1_PTIMER); 0 otherwise."""
+        return int(self._rec["user_levels"])
+
     def state(self) -> dict[str, Any]:
         """This vCPU's timer state, named (as in ``vm.timer.state()``)."""
         return self._part.vcpu_state(self._i)
@@ -129,12 +139,14 @@ class ArchTimer(Part):
         super().__init__(vm, impl)
         policy = vm.timer_policy
         #: The kernel (the backend's ``timer.Timers``).
-        self.timers = impl.timer.Timers(vm.nr_vcpus, vm.gic.gic, T.POLICIES[policy], vm.cntfrq)
+        gic = vm.gic.gic if vm.gic is not None else None
+        self.timers = impl.timer.Timers(vm.nr_vcpus, gic, T.POLICIES[policy], vm.cntfrq)
         #: Every vCPU's timer record (:data:`vgic.gtimer.TIMER_VCPU`) and the VM's (:data:`TIMER_VM`).
         self.records = self.timers.records
         self.vm_rec = self.timers.vm
         # A new vCPU sets the virtual offset to the counter (kvm_timer_vcpu_init): 0 here.
-        vm.gic.deactivation_listeners.append(self._deactivated)
+        if vm.gic is not None:
+            vm.gic.deactivation_listeners.append(self._deactivated)
         self._guest = [_GuestTimer(self, i) for i in range(vm.nr_vcpus)]
 
     # ------------------------------------------------------------ per vCPU
@@ -180,6 +192,10 @@ class ArchTimer(Part):
 
     def vcpu_unblock(self, vcpu: int) -> bool:
         return bool(self.timers.unblock(vcpu))
+
+    def take_kicks(self) -> list[int]:
+        """The running vCPUs a timer raised its interrupt on (to kick)."""
+        return list(self.timers.take_kicks())
 
     def owns(self, vcpu: int, intid: int) -> bool:
         """Whether the timers own PPI ``intid`` of ``vcpu`` (kvm_vgic_set_owner
@@ -255,6 +271,8 @@ class ArchTimer(Part):
     def set_vcpu_attr(self, vcpu: int, group: int, attr: int, value: Any) -> None:
         if group != uapi.KVM_ARM_VCPU_TIMER_CTRL:
             raise KvmError(errno.ENXIO, f"vCPU attribute group {group} does not exist")
+        if self.vm.gic is None:
+            raise KvmError(errno.EINVAL, "timer IRQs need an in-kernel irqchip")
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 16 <= int(value) <= 31:
             raise KvmError(errno.EINVAL, f"timer IRQ {value!r} is not a PPI (16..31)")
         v = self.vm_rec[0]
@@ -273,9 +291,10 @@ class ArchTimer(Part):
         r = self.records[i]
         out: dict[str, Any] = {name: int(r[f]) for f, name in _VCPU_REGS}
         out["hw"] = {name: int(r[f]) for f, name in _HW_REGS}
-        out["host_active"] = self.vm.gic.gic.host_active(i)
+        out["host_active"] = self.vm.gic.gic.host_active(i) if self.vm.gic is not None else 0
         out.update({f: bool(r[f]) for f in _FLAGS})
         out.update({f: int(r[f]) for f in _TIMES + _COUNTS})
+        out["device_irq_level"] = int(r["user_levels"])
         return out
 
     def state(self) -> dict[str, Any]:
@@ -316,7 +335,7 @@ class ArchTimer(Part):
         vcpus = _list(f"{w}.vcpus", state["vcpus"], len(self.records))
         recs = self.records.copy()
         host = []
-        vkeys = tuple(n for _, n in _VCPU_REGS) + ("hw", "host_active") + _FLAGS + _TIMES + _COUNTS
+        vkeys = tuple(n for _, n in _VCPU_REGS) + ("hw", "host_active", "device_irq_level") + _FLAGS + _TIMES + _COUNTS
         for i, vd in enumerate(vcpus):
             wi = f"{w}.vcpus[{i}]"
             _keys(wi, vd, vkeys)
@@ -332,13 +351,17 @@ class ArchTimer(Part):
                 r[f] = bool(vd[f])
             for f in _TIMES + _COUNTS:
                 r[f] = _int(f"{wi}.{f}", vd[f], 0, U64)
+            r["user_levels"] = _int(f"{wi}.device_irq_level", vd["device_irq_level"], 0, 3)
             host.append(_int(f"{wi}.host_active", vd["host_active"], 0, U32))
+        v["kicks"] = int(np.count_nonzero(recs["kick"]))
         return vm_rec, recs, host
 
     def apply_state(self, checked: Any) -> None:
         vm_rec, recs, host = checked
         self.vm_rec[:] = vm_rec
         self.records[:] = recs
+        if self.vm.gic is None:
+            return
         gic = self.vm.gic.gic
         vppi = int(vm_rec[0]["vppi"])
         for i in range(len(recs)):

@@ -128,6 +128,10 @@ class VgicV3(Part):
     name = sysregs.VGIC_V3
     device_type = uapi.KVM_DEV_TYPE_ARM_VGIC_V3
 
+    @classmethod
+    def present(cls, vm: VM) -> bool:
+        return bool(vm.irqchip)
+
     def __init__(self, vm: VM, impl: Any) -> None:
         super().__init__(vm, impl)
         n = vm.nr_vcpus

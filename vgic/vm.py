@@ -233,6 +233,7 @@ class VCPU:
             raise VgicError(f"vCPU {self.id} is not running: enter() it first")
         acc, reg = self._accessor(reg)
         acc.write(reg, value)
+        self.vm._service_kicks()
 
     @property
     def rd_base(self) -> int:
@@ -296,6 +297,7 @@ class VM:
         its: bool = False,
         its_base: int = DEFAULT_ITS_BASE,
         its_max_ites: int = 1 << 20,
+        irqchip: bool = True,
         timer_policy: str = "lazy",
         cntfrq: int = gtimer.DEFAULT_CNTFRQ,
         backend: str | None = None,
@@ -310,6 +312,14 @@ class VM:
         self.ram_base = _check_int("ram_base", ram_base, 0, MAX_IPA)
         if not isinstance(its, (bool, np.bool_)):
             raise TypeError(f"its must be a bool, not {type(its).__name__}")
+        if not isinstance(irqchip, (bool, np.bool_)):
+            raise TypeError(f"irqchip must be a bool, not {type(irqchip).__name__}")
+        #: The VM has the in-kernel vGICv3 (KVM_CREATE_DEVICE(VGIC_V3)); without
+        #: it userspace emulates the interrupt controller and the timers
+        #: publish their levels (vcpu.timer.device_irq_level).
+        self.irqchip = bool(irqchip)
+        if its and not irqchip:
+            raise ValueError("an ITS needs the in-kernel vGICv3 (irqchip=True)")
         #: An ITS is part of the VM.
         self.has_its = bool(its)
         self.its_base = _check_int("its_base", its_base, 0, MAX_IPA)
@@ -343,6 +353,9 @@ class VM:
         #: The parts, in KVM's order.
         self.parts: list[Part] = []
         self._parts_by_name: dict[str, Part] = {}
+        #: The vGICv3 part (the KVM_DEV_TYPE_ARM_VGIC_V3 device), or None
+        #: without an in-kernel irqchip.
+        self.gic: VgicV3 | None = None
         for cls in PARTS:
             if not cls.present(self):
                 continue
@@ -351,8 +364,7 @@ class VM:
             self.parts.append(part)
             self._parts_by_name[part.name] = part
             if cls is VgicV3:
-                #: The vGICv3 part (the KVM_DEV_TYPE_ARM_VGIC_V3 device).
-                self.gic: VgicV3 = part  # type: ignore[assignment]
+                self.gic = part  # type: ignore[assignment]
         #: The ITS part (the KVM_DEV_TYPE_ARM_VGIC_ITS device), or None.
         self.its: Its | None = self._parts_by_name.get(Its.name)  # type: ignore[assignment]
         #: The arch timers and the counter.
@@ -414,6 +426,20 @@ class VM:
                 if not v.running:
                     v.enter()
 
+    def _vgic(self, what: str) -> VgicV3:
+        if self.gic is None:
+            raise KvmError(errno.ENXIO, f"{what}: this VM has no in-kernel irqchip")
+        return self.gic
+
+    def _service_kicks(self) -> None:
+        # A timer raised its interrupt on a running vCPU: KVM kicks it out of
+        # the guest and the next entry flushes the new level into its LRs.
+        for i in self.timer.take_kicks():
+            v = self.vcpus[i]
+            if v.running:
+                v.exit()
+                v.enter()
+
     def _first_run(self, vcpu: VCPU) -> None:
         # kvm_arch_vcpu_run_pid_change(): every part's first-run work (the
         # timer checks and maps its PPIs); a refusal leaves the vCPU unrun.
@@ -433,7 +459,9 @@ class VM:
         soft timer, a blocked vCPU's background timer) fires in (time,
         vCPU) order; returns how many fired.  ``ValueError`` if the 64-bit
         counter would wrap."""
-        return self.timer.advance(ticks)
+        fired = self.timer.advance(ticks)
+        self._service_kicks()
+        return fired
 
     def set_counter_offset(self, counter_offset: int, reserved: int = 0) -> None:
         """KVM_ARM_SET_COUNTER_OFFSET: the VM's virtual and physical counter
@@ -525,6 +553,7 @@ class VM:
         intid = _index("intid", intid)
         if vcpu is not None:
             vcpu = _index("vcpu", vcpu)
+        gic = self._vgic("KVM_IRQ_LINE")
         if regmap.NR_SGIS <= intid < regmap.NR_PRIVATE_IRQS:
             if vcpu is None:
                 raise KvmError(errno.EINVAL, f"PPI {intid} needs a vcpu")
@@ -532,9 +561,9 @@ class VM:
                 raise KvmError(errno.EINVAL, f"vcpu {vcpu} does not exist (the VM has {self.nr_vcpus})")
             if self.timer.owns(vcpu, intid):
                 return      # the timer's line: KVM ignores another owner's injection
-            self.gic.gic.set_irq_level(vcpu, intid, bool(level))
+            gic.gic.set_irq_level(vcpu, intid, bool(level))
         elif regmap.NR_PRIVATE_IRQS <= intid < self.nr_irqs:
-            self.gic.gic.set_irq_level(0, intid, bool(level))
+            gic.gic.set_irq_level(0, intid, bool(level))
         else:
             raise KvmError(errno.EINVAL, f"intid {intid} is not a PPI or an SPI of this VM "
                                          f"(16..{self.nr_irqs - 1})")
@@ -573,7 +602,7 @@ class VM:
         if owned.any():
             keep = ~owned
             ids, lv, vc, ppi = ids[keep], lv[keep], vc[keep], ppi[keep]
-        self.gic.gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
+        self._vgic("KVM_IRQ_LINE").gic.set_irq_level_batch(np.where(ppi, vc, 0), ids, lv)
 
     def signal_msi(self, device_id: int, event_id: int) -> bool:
         """KVM_SIGNAL_MSI through the ITS (with KVM_MSI_VALID_DEVID): True if
@@ -596,8 +625,9 @@ class VM:
         """The state of one interrupt; private INTIDs (< 32) need ``vcpu``;
         an LPI must exist (an ITE maps it, or it is on its way to a vCPU)."""
         intid = _index("intid", intid)
+        gic = self._vgic("irq")
         if intid >= regmap.LPI_BASE:
-            if intid not in self.gic.gic.lpis():
+            if intid not in gic.gic.lpis():
                 raise ValueError(f"intid {intid} is not an LPI that exists")
         elif not 0 <= intid < self.nr_irqs:
             raise ValueError(f"intid {intid} is outside 0..{self.nr_irqs - 1}")
@@ -607,7 +637,7 @@ class VM:
             vcpu = _index("vcpu", vcpu)
             if not 0 <= vcpu < self.nr_vcpus:
                 raise ValueError(f"vcpu {vcpu} out of range: the VM has {self.nr_vcpus} vCPUs")
-        en, pl, ll, act, grp, edge, prio, route, target = self.gic.gic.irq_state(
+        en, pl, ll, act, grp, edge, prio, route, target = gic.gic.irq_state(
             vcpu if intid < regmap.NR_PRIVATE_IRQS else 0, intid)
         return IrqState(intid, bool(en), bool(pl), bool(ll), bool(act), int(grp),
                         "edge" if edge else "level", int(prio), int(route), int(target))
@@ -615,15 +645,15 @@ class VM:
     # ----------------------------------------------------- KVM device attributes
     def get_device_attr(self, group: int, attr: int) -> int:
         """KVM_GET_DEVICE_ATTR on the vGICv3 device (``vm.gic``; see :mod:`vgic.kvm_device`)."""
-        return self.gic.get_device_attr(group, attr)
+        return self._vgic("KVM_GET_DEVICE_ATTR").get_device_attr(group, attr)
 
     def set_device_attr(self, group: int, attr: int, value: int) -> None:
         """KVM_SET_DEVICE_ATTR on the vGICv3 device (see :mod:`vgic.kvm_device`)."""
-        self.gic.set_device_attr(group, attr, value)
+        self._vgic("KVM_SET_DEVICE_ATTR").set_device_attr(group, attr, value)
 
     def has_device_attr(self, group: int, attr: int) -> bool:
         """KVM_HAS_DEVICE_ATTR on the vGICv3 device: True where KVM returns 0."""
-        return self.gic.has_device_attr(group, attr)
+        return self.gic is not None and self.gic.has_device_attr(group, attr)
 
     @property
     def devices(self) -> dict[int, Part]:
@@ -697,6 +727,7 @@ class VM:
             "pri_bits": self.pri_bits, "pre_bits": self.pre_bits, "lr_order": self.lr_order,
             "dist_base": self.dist_base, "redist_base": self.redist_base,
             "ram_base": self.ram_base, "ram_size": int(self.memory.size), "its_base": self.its_base,
+            "irqchip": self.irqchip,
             "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running, "has_run": v.has_run,
                        "blocked": v.blocked} for v in self.vcpus],
         }
@@ -764,7 +795,7 @@ class VM:
         """Every vCPU's CPU-interface record (:data:`vgic.ich.VCPU_IF`: the
         modelled ICH_* hardware and KVM's saved copy), one contiguous array
         indexed by vCPU: what the batch kernels work on.  A live view."""
-        return self.gic.records
+        return self._vgic("cpu_if_records").records
 
     @property
     def backend(self) -> str:
@@ -782,9 +813,12 @@ class VM:
                 f"dist {self.dist_base:#x}, redist {self.redist_base:#x}, backend {self.backend}>")
 
 
-def _same_scalar(value: Any, mine: int | str) -> bool:
-    """``value`` is the integer or string ``mine`` (a numpy integer counts;
-    a bool, a float or an array never does: no ambiguous comparisons)."""
+def _same_scalar(value: Any, mine: int | str | bool) -> bool:
+    """``value`` is the integer, string or bool ``mine`` (a numpy integer
+    counts for an integer; a float or an array never does: no ambiguous
+    comparisons)."""
+    if isinstance(mine, bool):
+        return isinstance(value, (bool, np.bool_)) and bool(value) == mine
     if isinstance(mine, str):
         return isinstance(value, str) and value == mine
     return (isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))

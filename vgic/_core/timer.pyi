@@ -35,6 +35,8 @@ class Timers:
         """A guest MRS of a ``TREG_*`` timer register."""
     def write(self, vcpu: int, reg: int, value: int) -> None:
         """A guest MSR of a ``TREG_*`` timer register."""
+    def take_kicks(self) -> list[int]:
+        """The vCPUs a timer raised its interrupt on while they ran (cleared)."""
     def advance(self, ticks: int) -> int:
         """Move the counter on, firing due events in order; how many fired."""
     def get_reg(self, vcpu: int, which: int) -> int:

@@ -112,6 +112,9 @@ class Timers:
         """kvm_timer_update_irq(): the context's level, told to the vGIC."""
         r = self.records[i]
         r["vlevel" if virtual else "plevel"] = level
+        if level and r["running"] and not r["kick"]:
+            r["kick"] = True
+            self.vm[0]["kicks"] += 1
         if self.gic is not None:
             v = self.vm[0]
             self.gic.set_irq_level(i, int(v["vppi"] if virtual else v["pppi"]), level)
@@ -199,16 +202,50 @@ class Timers:
         forwarded interrupt."""
         i = self._i(vcpu)
         r = self.records[i]
-        if not r["loaded"] or self.gic is None or self._host_active(i):
+        if not self._host_can_take(i):
             return False
         ctl = self._hw_vctl(r)
         if not (ctl & T.CTL_ISTATUS and not ctl & T.CTL_IMASK):
             return False
-        self.gic.set_host_active(i, self.gic.host_active(i) | _HOST_BIT)
+        if self.gic is not None:
+            self.gic.set_host_active(i, self.gic.host_active(i) | _HOST_BIT)
         r["host_irqs"] += 1
         if self._should_fire(i, True):
             self._update_irq(i, True, True)
+        if self.gic is None:
+            # No active state to hold it off: the handler disables the PPI
+            # until the line falls (kvm_arch_timer_handler, userspace irqchip).
+            r["host_masked"] = True
         return True
+
+    def _host_can_take(self, i: int) -> bool:
+        """The direct vtimer is on the hardware and its physical PPI can
+        reach the host: not active (in-kernel vGIC) or not disabled
+        (userspace irqchip)."""
+        r = self.records[i]
+        if not r["loaded"]:
+            return False
+        if self.gic is None:
+            return not r["host_masked"]
+        return not self._host_active(i)
+
+    def _mask_host(self, i: int, masked: bool) -> None:
+        """disable_percpu_irq / enable_percpu_irq of the host vtimer PPI
+        (userspace irqchip; counted with the host-GIC writes)."""
+        r = self.records[i]
+        r["gic_active_writes"] += 1
+        r["host_masked"] = masked
+
+    def _sync_user(self, i: int) -> None:
+        """kvm_timer_sync_user() and kvm_timer_update_run() at an exit with
+        no in-kernel irqchip: a vtimer no longer firing has its level
+        lowered and its host PPI enabled again; the levels are published as
+        device_irq_level bits."""
+        r = self.records[i]
+        if not self._should_fire(i, True):
+            self._update_irq(i, True, False)
+            self._mask_host(i, False)
+        r["user_levels"] = int(bool(r["vlevel"])) | (int(bool(r["plevel"])) << 1)
 
     # ----------------------------------------------------- the lifecycle
     def first_run(self, vcpu: Any) -> None:
@@ -234,16 +271,24 @@ class Timers:
         active state, the background timer cancelled, the vtimer restored,
         the ptimer emulated."""
         r = self.records[i]
-        v = self.vm[0]
         self._update_irq(i, True, self._should_fire(i, True))
-        active = bool(r["vlevel"])
-        if self.gic is not None:
-            active = active or bool(self.gic.map_is_active(i, int(v["vppi"])))
-        self._set_phys_active(i, active)
+        self._hold_host(i)
         r["bg_armed"] = False
         self._restore(i)
         self._arm_ptimer(i)
         self.host_check(i)
+
+    def _hold_host(self, i: int) -> None:
+        """kvm_timer_vcpu_load_gic(): the host PPI active while the guest
+        owns the interrupt (its level, or the virtual IRQ active); with no
+        in-kernel irqchip, kvm_timer_vcpu_load_nogic(): disabled while the
+        level is high."""
+        r = self.records[i]
+        if self.gic is None:
+            self._mask_host(i, bool(r["vlevel"]))
+            return
+        active = bool(r["vlevel"]) or bool(self.gic.map_is_active(i, int(self.vm[0]["vppi"])))
+        self._set_phys_active(i, active)
 
     def load(self, vcpu: Any) -> None:
         """vcpu_load."""
@@ -274,22 +319,21 @@ class Timers:
         i = self._i(vcpu)
         r = self.records[i]
         if not r["enabled"]:
+            r["running"] = True
             return
         if self.vm[0]["policy"] == T.TIMER_POLICY_LAZY:
             self._set_traps(i, True)
+            r["running"] = True
             return
-        v = self.vm[0]
         fire = self._should_fire(i, True)
         if fire != bool(r["vlevel"]):
             self._update_irq(i, True, fire)
         self._arm_ptimer(i)
-        active = bool(r["vlevel"])
-        if self.gic is not None:
-            active = active or bool(self.gic.map_is_active(i, int(v["vppi"])))
-        self._set_phys_active(i, active)
+        self._hold_host(i)
         self._set_traps(i, True)
         self._restore(i)
         self.host_check(i)
+        r["running"] = True
 
     def exit(self, vcpu: Any) -> None:
         """Guest exit, after the vGIC's fold.  Lazy: the trap toggle only.
@@ -297,17 +341,20 @@ class Timers:
         cancelled and the vtimer's level updated (kvm_timer_sync_hwstate)."""
         i = self._i(vcpu)
         r = self.records[i]
+        r["running"] = False
         if not r["enabled"]:
             return
         if self.vm[0]["policy"] == T.TIMER_POLICY_LAZY:
             self._set_traps(i, False)
-            return
-        self._save(i)
-        self._set_traps(i, False)
-        r["ptimer_armed"] = False
-        fire = self._should_fire(i, True)
-        if fire != bool(r["vlevel"]):
-            self._update_irq(i, True, fire)
+        else:
+            self._save(i)
+            self._set_traps(i, False)
+            r["ptimer_armed"] = False
+            fire = self._should_fire(i, True)
+            if fire != bool(r["vlevel"]):
+                self._update_irq(i, True, fire)
+        if self.gic is None:
+            self._sync_user(i)
 
     def block(self, vcpu: Any) -> None:
         """The vCPU blocks in WFI: marked blocking before it is put (lazy:
@@ -396,11 +443,21 @@ class Timers:
         fires into the host again."""
         self.host_check(vcpu)
 
+    def take_kicks(self) -> list[int]:
+        """The vCPUs a timer raised its interrupt on while they ran, in
+        index order, their kick requests cleared."""
+        if not self.vm[0]["kicks"]:
+            return []
+        ids = [int(i) for i in np.flatnonzero(self.records["kick"])]
+        self.records["kick"] = 0
+        self.vm[0]["kicks"] = 0
+        return ids
+
     # ----------------------------------------------------------- time
     def _events(self, i: int, limit: int) -> list[tuple[int, int, int]]:
         r = self.records[i]
         out = []
-        if r["loaded"] and self.gic is not None and not self._host_active(i):
+        if self._host_can_take(i):
             ctl = int(r["hw_cntv_ctl"])
             if T.can_fire(ctl):
                 t = self._deadline(T.delta(self._hw_vnow(r), int(r["hw_cntv_cval"])))
