@@ -61,7 +61,7 @@ class Its(Part):
     def __init__(self, vm: VM, impl: Any) -> None:
         super().__init__(vm, impl)
         #: The backend's ``its.Its`` kernel.
-        self.its = impl.its.Its(vm.gic.gic, vm.its_max_ites)
+        self.its = impl.its.Its(vm._vgic("the ITS").gic, vm.its_max_ites)
 
     # ------------------------------------------------------------------ MMIO
     def map_frames(self, bus: Any) -> None:
@@ -202,5 +202,5 @@ class Its(Part):
         """This part's state alone: checked, with its links to the LPIs the
         vGICv3 part holds now, before anything changes."""
         checked = self.check_state(state)
-        self.check_links({self.name: checked, "vgic_v3": (self.vm.gic.gic.arrays(),)})
+        self.check_links({self.name: checked, "vgic_v3": (self.vm._vgic("the ITS").gic.arrays(),)})
         self.apply_state(checked)
