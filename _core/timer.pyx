@@ -640,10 +640,13 @@ cdef class Timers:
         return False
 
     cdef void _sync_in(self, Py_ssize_t i, bint moved) noexcept:
+        # KVM's ioctls find the vCPU put, and its next KVM_RUN loads it: a
+        # vtimer saved for the access is loaded again in full (levels,
+        # physical state, restore, ptimer), a put vCPU's ptimer re-emulated.
         if moved:
-            restore(&self.c, i)
-            host_check(&self.c, i)
-        if self.c.r[i].ptimer_armed:
+            self.c.r[i].ptimer_armed = 0
+            load_timers(&self.c, i)
+        elif self.c.r[i].ptimer_armed:
             self.c.r[i].ptimer_armed = 0
             arm_ptimer(&self.c, i)
 
@@ -807,5 +810,5 @@ def plain_timer_loop(records, ids, uint64_t counter, uint64_t voffset):
             if (x.cntp_ctl & (CTL_ENABLE | CTL_IMASK)) == CTL_ENABLE:
                 d = x.cntp_cval - counter if x.cntp_cval > counter else 0
                 best = d if d < best else best
-            o[k] = best if best == NO_DEADLINE or best > U64MAX - counter else counter + best
+            o[k] = best if best == NO_DEADLINE else (U64MAX if best > U64MAX - counter else counter + best)
     return out

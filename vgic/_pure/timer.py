@@ -580,11 +580,14 @@ class Timers:
         return False
 
     def _sync_in(self, i: int, moved: bool) -> None:
+        # KVM's ioctls find the vCPU put, and its next KVM_RUN loads it: a
+        # vtimer saved for the access is loaded again in full (levels,
+        # physical state, restore, ptimer), a put vCPU's ptimer re-emulated.
         r = self.records[i]
         if moved:
-            self._restore(i)
-            self.host_check(i)
-        if r["ptimer_armed"]:
+            r["ptimer_armed"] = False
+            self._load_timers(i)
+        elif r["ptimer_armed"]:
             r["ptimer_armed"] = False
             self._arm_ptimer(i)
 
@@ -678,5 +681,5 @@ def plain_timer_loop(records: np.ndarray, ids: Any, counter: int, voffset: int) 
             best = T.delta(now_v, int(r["cntv_cval"]))
         if T.can_fire(int(r["cntp_ctl"])):
             best = min(best, T.delta(counter, int(r["cntp_cval"])))
-        out.append(best if best == T.NO_DEADLINE or best > T.U64 - counter else counter + best)
+        out.append(best if best == T.NO_DEADLINE else min(counter + best, T.U64))
     return np.array(out, dtype=np.uint64)
