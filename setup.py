@@ -25,7 +25,7 @@ MIRROR_PKG = os.path.join(MIRROR, "vgic", "_core")
 # The Python modules whose UPPER_CASE integer constants the kernels use.
 # They import nothing of vgic's but each other, so they load without the
 # compiled core.
-CONST_MODULES = ("regmap", "ich", "uapi", "gtimer")
+CONST_MODULES = ("regmap", "ich", "uapi", "gtimer", "fpregs")
 
 # Each kernel module of _core/ (a .pyx) becomes vgic._core.<name>.
 MODULES = sorted(f[:-4] for f in os.listdir(os.path.join(HERE, CORE)) if f.endswith(".pyx"))

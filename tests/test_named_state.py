@@ -60,7 +60,7 @@ def busy_vm(backend: str, nr_lrs: int = 2) -> vgic.VM:
 def test_state_names_registers_and_fields(backend):
     vm = busy_vm(backend)
     st = vm.state()
-    assert sorted(st) == ["arch_timer", "vgic_v3", "vm"]
+    assert sorted(st) == ["arch_timer", "fpsimd", "vgic_v3", "vm"]
     g = st["vgic_v3"]
     assert g["GICD_CTLR"] == R.GICD_CTLR_ARE | R.GICD_CTLR_DS | R.GICD_CTLR_ENABLE_G1
     assert g["GICD_IIDR"] == 0x4B00343B                          # revision 3

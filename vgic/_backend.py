@@ -11,7 +11,7 @@ PURE = os.environ.get("VGIC_PUREPYTHON", "") not in ("", "0")
 
 #: The kernel modules every implementation provides, under the same names
 #: (``vgic._core.<name>`` and its twin ``vgic._pure.<name>``).
-KERNELS = ("aplist", "gic", "icv", "its", "lr", "mmio", "pending", "timer")
+KERNELS = ("aplist", "fpsimd", "gic", "icv", "its", "lr", "mmio", "pending", "timer")
 
 #: "core" or "pure": the implementation this process uses.
 NAME = "pure" if PURE else "core"
@@ -41,6 +41,7 @@ def modules(name: str | None) -> tuple[str, Any]:
 
 
 _, _default = modules(None)
-aplist, gic, icv, its, lr, mmio, pending, timer = (getattr(_default, k) for k in KERNELS)
+aplist, fpsimd, gic, icv, its, lr, mmio, pending, timer = (getattr(_default, k) for k in KERNELS)
 
-__all__ = ["KERNELS", "NAME", "PURE", "aplist", "gic", "icv", "its", "lr", "mmio", "modules", "pending", "timer"]
+__all__ = ["KERNELS", "NAME", "PURE", "aplist", "fpsimd", "gic", "icv", "its", "lr", "mmio", "modules",
+           "pending", "timer"]

@@ -107,6 +107,15 @@ class Part:
         """The KVM one-reg IDs this part serves (KVM_GET_REG_LIST order)."""
         return []
 
+    def vcpu_one_regs(self, vcpu: int) -> list[int]:
+        """The one-reg IDs vCPU ``vcpu`` has (KVM_GET_REG_LIST)."""
+        return self.one_regs()
+
+    def claims_one_reg(self, reg_id: int) -> bool:
+        """Whether an ID outside :meth:`one_regs` is still this part's to
+        refuse with its own errno (KVM's range checks)."""
+        return False
+
     def get_one_reg(self, vcpu: int, reg_id: int) -> int:
         """KVM_GET_ONE_REG of one of :meth:`one_regs`."""
         raise NotImplementedError

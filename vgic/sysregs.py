@@ -36,6 +36,7 @@ HW, KVM, TDIR, EL2 = "hw", "kvm", "tdir", "el2"
 #: The part names that own system registers (see :mod:`vgic.part`).
 VGIC_V3 = "vgic_v3"
 ARCH_TIMER = "arch_timer"
+FPSIMD = "fpsimd"
 
 Encoding = tuple[int, int, int, int, int]
 
@@ -144,8 +145,19 @@ def _timer_rows() -> list[SysReg]:
     ]
 
 
+def _fp_rows() -> list[SysReg]:
+    # FPCR/FPSR and SVE's ZCR_EL1 (Arm ARM; sve-facts §A, §E): served by the
+    # hardware once the guest owns the FP registers, trapped (CPTR_EL2)
+    # until then - the fpsimd part models the trap.
+    return [
+        SysReg("ZCR_EL1", 3, 0, 1, 2, 0, RW, FPSIMD, HW),
+        SysReg("FPCR", 3, 3, 4, 4, 0, RW, FPSIMD, HW),
+        SysReg("FPSR", 3, 3, 4, 4, 1, RW, FPSIMD, HW),
+    ]
+
+
 #: Every system register, in table order.
-TABLE: tuple[SysReg, ...] = tuple(_gicv3_rows() + _timer_rows())
+TABLE: tuple[SysReg, ...] = tuple(_gicv3_rows() + _timer_rows() + _fp_rows())
 #: The same rows by name and by encoding.
 BY_NAME: dict[str, SysReg] = {r.name: r for r in TABLE}
 BY_ENCODING: dict[Encoding, SysReg] = {r.encoding: r for r in TABLE}

@@ -325,7 +325,7 @@ class ArchTimer(Part):
         v["poffset"] = _int(f"{w}.poffset", state["poffset"], 0, U64)
         v["vppi"] = _int(f"{w}.vtimer_ppi", state["vtimer_ppi"], 16, 31)
         v["pppi"] = _int(f"{w}.ptimer_ppi", state["ptimer_ppi"], 16, 31)
-        if state["policy"] not in T.POLICIES:
+        if not isinstance(state["policy"], str) or state["policy"] not in T.POLICIES:
             raise StateError(f"{w}.policy: {state['policy']!r} is not one of {sorted(T.POLICIES)}")
         v["policy"] = T.POLICIES[state["policy"]]
         for f in ("counter_offset_set", "ppis_frozen"):

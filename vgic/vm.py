@@ -17,8 +17,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, gtimer, ich, regmap, sysregs, topology, uapi
+from vgic import _backend, fpregs, gtimer, ich, regmap, sysregs, topology, uapi
 from vgic.errors import KvmError, StateError, UndefinedInstruction, VgicError
+from vgic.fpsimd import FpSimd
 from vgic.its import Its
 from vgic.part import Part
 from vgic.timer import ArchTimer
@@ -28,7 +29,7 @@ from vgic.vgic_v3 import VgicV3
 #: The parts of every VM, in KVM's order (kvm_arch_vcpu_load(): the vgic,
 #: then the timers, then the FP/SVE state).  A new device or CPU feature is
 #: a new row here and a new module (see :mod:`vgic.part`).
-PARTS: tuple[type[Part], ...] = (VgicV3, Its, ArchTimer)
+PARTS: tuple[type[Part], ...] = (VgicV3, Its, ArchTimer, FpSimd)
 
 # QEMU `virt` board layout, so traces recorded from real guests replay unchanged.
 DEFAULT_DIST_BASE = 0x0800_0000
@@ -161,6 +162,8 @@ class VCPU:
         reg_id = _index("reg_id", reg_id)
         part = self.vm._one_regs.get(reg_id)
         if part is None:
+            part = next((p for p in self.vm.parts if p.claims_one_reg(reg_id)), None)
+        if part is None:
             raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x} is not a register of this vCPU")
         if self.running:
             raise KvmError(errno.EBUSY, f"vCPU {self.id} is running")
@@ -177,8 +180,25 @@ class VCPU:
         part.set_one_reg(self.id, reg_id, value)
 
     def get_reg_list(self) -> list[int]:
-        """KVM_GET_REG_LIST: the one-reg IDs of this vCPU, by part."""
-        return list(self.vm._one_regs)
+        """KVM_GET_REG_LIST: this vCPU's one-reg IDs in KVM's order (core
+        registers, SVE, the timers, system registers); :class:`vgic.KvmError`
+        EPERM for an SVE vCPU before finalize."""
+        ids = [r for p in self.vm.parts for r in p.vcpu_one_regs(self.id)]
+        coproc = [(r & fpregs.KVM_REG_ARM_COPROC_MASK) >> 16 for r in ids]
+        timers = set(self.vm.timer.one_regs())
+        rank = {0x10: 0, 0x15: 1}
+
+        def key(k: int) -> int:
+            return rank.get(coproc[k], 2 if ids[k] in timers else 3)
+        return [ids[k] for k in sorted(range(len(ids)), key=key)]
+
+    def finalize(self, feature: int) -> None:
+        """KVM_ARM_VCPU_FINALIZE(feature): for KVM_ARM_VCPU_SVE, sizes the
+        vCPU's SVE state by its VLS; :class:`vgic.KvmError` EINVAL (unknown
+        feature or no SVE), EPERM (already finalized)."""
+        if self.running:
+            raise KvmError(errno.EBUSY, f"vCPU {self.id} is running")
+        self.vm.fp.finalize(self.id, feature)
 
     def _attr_part(self, group: Any, attr: Any) -> Part | None:
         group, attr = _index("group", group), _index("attr", attr)
@@ -300,6 +320,10 @@ class VM:
         irqchip: bool = True,
         timer_policy: str = "lazy",
         cntfrq: int = gtimer.DEFAULT_CNTFRQ,
+        sve: bool = False,
+        sve_vqs: Any = None,
+        fp_policy: str = "lazy",
+        host_sve: bool = False,
         backend: str | None = None,
     ) -> None:
         nr_vcpus = _check_int("nr_vcpus", nr_vcpus, 1, regmap.MAX_VCPUS)
@@ -345,6 +369,24 @@ class VM:
         self.timer_policy = timer_policy
         #: CNTFRQ_EL0, the counter's frequency in Hz.
         self.cntfrq = _check_int("cntfrq", cntfrq, 1, (1 << 64) - 1)
+        for name, flag in (("sve", sve), ("host_sve", host_sve)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool, not {type(flag).__name__}")
+        #: Every vCPU has the SVE feature (KVM_ARM_VCPU_SVE at KVM_ARM_VCPU_INIT).
+        self.sve = bool(sve)
+        #: The host task's own FP state is SVE (else FPSIMD).
+        self.host_sve = bool(host_sve)
+        vqs = range(1, fpregs.SVE_VQ_MAX + 1) if sve_vqs is None else sve_vqs
+        try:
+            self.sve_vqs: list[int] = sorted({_check_int("sve_vqs[]", v, 1, fpregs.SVE_VQ_MAX) for v in vqs})
+        except TypeError:
+            raise TypeError("sve_vqs must be an iterable of VQs (1..16)") from None
+        if not self.sve_vqs:
+            raise ValueError("sve_vqs must name at least one VQ")
+        if fp_policy not in fpregs.FP_POLICIES:
+            raise ValueError(f"fp_policy {fp_policy!r} is not one of {sorted(fpregs.FP_POLICIES)}")
+        #: How FP/SVE state moves: "lazy" (KVM's) or "eager" (every entry and exit).
+        self.fp_policy = fp_policy
         self._backend_name, impl = _backend.modules(backend)
         # KVM's reset MPIDRs and kvm_mpidr_to_vcpu().
         self._mpidrs = topology.MpidrIndex(default_mpidr(i) for i in range(nr_vcpus))
@@ -369,6 +411,8 @@ class VM:
         self.its: Its | None = self._parts_by_name.get(Its.name)  # type: ignore[assignment]
         #: The arch timers and the counter.
         self.timer: ArchTimer = self._parts_by_name[ArchTimer.name]  # type: ignore[assignment]
+        #: Every vCPU's FPSIMD/SVE state.
+        self.fp: FpSimd = self._parts_by_name[FpSimd.name]  # type: ignore[assignment]
         # Per-vCPU world-switch steps: load in table order and put in reverse
         # (kvm_arch_vcpu_load/put); enter with the early parts first (the
         # timer before the vGIC's flush) and exit in the reverse of that.
@@ -727,7 +771,7 @@ class VM:
             "pri_bits": self.pri_bits, "pre_bits": self.pre_bits, "lr_order": self.lr_order,
             "dist_base": self.dist_base, "redist_base": self.redist_base,
             "ram_base": self.ram_base, "ram_size": int(self.memory.size), "its_base": self.its_base,
-            "irqchip": self.irqchip,
+            "irqchip": self.irqchip, "sve": self.sve,
             "vcpus": [{"MPIDR_EL1": v.mpidr, "loaded": v.loaded, "running": v.running, "has_run": v.has_run,
                        "blocked": v.blocked} for v in self.vcpus],
         }

@@ -1,0 +1,403 @@
+"""The FPSIMD/SVE part: every vCPU's floating-point and SVE registers, KVM's
+one-reg and finalize ABI for them, and their context switch against a
+modelled physical CPU (``docs/sve-facts.md``; :mod:`vgic.fpregs`).
+
+A VM's vCPUs have the SVE feature when it is built with ``sve=True``
+(KVM_ARM_VCPU_INIT with KVM_ARM_VCPU_SVE); ``sve_vqs`` is the host's set of
+supported vector lengths (VQs, default 1..16).  An SVE vCPU's vector lengths
+(KVM_REG_ARM64_SVE_VLS) may be chosen until ``vcpu.finalize(KVM_ARM_VCPU_SVE)``
+sizes its state; before that its Z/P/FFR registers, KVM_RUN and
+KVM_GET_REG_LIST are -EPERM.  The guest's FP/SVE use goes through
+``vcpu.fp`` (V, Z, P, FFR reads and writes) and the ZCR_EL1/FPSR/FPCR rows of
+the system-register table.
+
+``VM(fp_policy=...)``: ``"lazy"`` (KVM's: the host's state saved at
+vcpu_load, the guest's loaded at its first FP/SVE use, kept until vcpu_put)
+or ``"eager"`` (saved and restored at every entry and exit).  Both count the
+bytes they move and the traps; the host task's own state (``host_sve`` for
+an SVE host task) survives either.
+"""
+from __future__ import annotations
+
+import errno
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vgic import fpregs as F
+from vgic import sysregs
+from vgic.errors import KvmError, StateError, UndefinedInstruction
+from vgic.gic_state import _int, _keys, _list
+from vgic.ich import U32, U64
+from vgic.part import Part
+
+if TYPE_CHECKING:
+    from vgic.vm import VCPU, VM
+
+# The kernels' guest register kinds (vgic._pure.fpsimd / _core.fpsimd).
+FPREG_V, FPREG_Z, FPREG_P, FPREG_FFR, FPREG_FPSR, FPREG_FPCR, FPREG_ZCR = range(7)
+_SYSREG_KIND = {"ZCR_EL1": FPREG_ZCR, "FPSR": FPREG_FPSR, "FPCR": FPREG_FPCR}
+
+_CORE_V = {F.core_vreg(n): n for n in range(F.NR_ZREGS)}
+_ZREGS = {F.sve_zreg(n, 0): n for n in range(F.NR_ZREGS)}
+_PREGS = {F.sve_preg(n, 0): n for n in range(F.NR_PREGS)}
+_FFR = F.sve_ffr(0)
+_SVE_LIST = [F.KVM_REG_ARM64_SVE_VLS, *_ZREGS, *_PREGS, _FFR]
+
+
+def _u(value: Any, bits: int, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) < (1 << bits):
+        raise KvmError(errno.EINVAL, f"{what}: {value!r} is not a {bits}-bit value")
+    return int(value)
+
+
+def _raw(value: Any, size: int, what: str) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)) and len(bytes(value)) == size:
+        return bytes(value)
+    raise KvmError(errno.EINVAL, f"{what}: expected {size} bytes")
+
+
+class _GuestFp:
+    """The guest's ZCR_EL1, FPSR and FPCR accesses (the sysreg accessor)."""
+
+    def __init__(self, part: FpSimd, vcpu: int) -> None:
+        self.part = part
+        self.vcpu = vcpu
+
+    def read(self, reg: Any) -> int:
+        return int(self.part.guest(self.vcpu, "read", _SYSREG_KIND[sysregs.lookup(reg).name], 0))
+
+    def write(self, reg: Any, value: int) -> None:
+        self.part.guest(self.vcpu, "write", _SYSREG_KIND[sysregs.lookup(reg).name], 0, value)
+
+
+class FpView:
+    """``vcpu.fp``: the guest's FP/SVE registers while it runs (each access
+    is an FP/SVE use: the first after vcpu_load traps under ``lazy``), and
+    the counts of what KVM moved."""
+
+    def __init__(self, part: FpSimd, vcpu: int) -> None:
+        self._part = part
+        self._i = vcpu
+
+    def _get(self, kind: int, n: int = 0) -> bytes:
+        return bytes(self._part.guest(self._i, "read", kind, n))
+
+    def _set(self, kind: int, n: int, data: Any) -> None:
+        self._part.guest(self._i, "write", kind, n, bytes(data))
+
+    def read_v(self, n: int) -> bytes:
+        """Vn (16 bytes)."""
+        return self._get(FPREG_V, n)
+
+    def write_v(self, n: int, data: bytes) -> None:
+        """Vn (16 bytes): an FPSIMD write zeroes the rest of Zn."""
+        self._set(FPREG_V, n, data)
+
+    def read_z(self, n: int) -> bytes:
+        """Zn at the effective vector length (SVE vCPUs)."""
+        return self._get(FPREG_Z, n)
+
+    def write_z(self, n: int, data: bytes) -> None:
+        self._set(FPREG_Z, n, data)
+
+    def read_p(self, n: int) -> bytes:
+        """Pn (VL / 8 bytes)."""
+        return self._get(FPREG_P, n)
+
+    def write_p(self, n: int, data: bytes) -> None:
+        self._set(FPREG_P, n, data)
+
+    def read_ffr(self) -> bytes:
+        return self._get(FPREG_FFR)
+
+    def write_ffr(self, data: bytes) -> None:
+        self._set(FPREG_FFR, 0, data)
+
+    @property
+    def _rec(self) -> Any:
+        return self._part.records[self._i]
+
+    @property
+    def vq(self) -> int:
+        """The modelled CPU's effective vector length (in quadwords)."""
+        return int(self._rec["hw_vq"])
+
+    @property
+    def max_vq(self) -> int:
+        """The vCPU's maximum vector length (set at finalize)."""
+        return int(self._rec["max_vq"])
+
+    @property
+    def owner(self) -> str:
+        """Who owns the CPU's FP registers: "free", "host" or "guest"."""
+        return ("free", "host", "guest")[int(self._rec["owner"])]
+
+    @property
+    def guest_bytes(self) -> int:
+        """Bytes of guest state KVM moved between memory and the CPU."""
+        return int(self._rec["guest_bytes"])
+
+    @property
+    def host_bytes(self) -> int:
+        """Bytes of the host task's state saved and restored around guests."""
+        return int(self._rec["host_bytes"])
+
+    @property
+    def traps(self) -> int:
+        """FP/SVE traps taken (a guest use of registers it did not own)."""
+        return int(self._rec["traps"])
+
+    @property
+    def zcr_writes(self) -> int:
+        """ZCR_EL1/ZCR_EL2 writes KVM made (unchanged values are skipped)."""
+        return int(self._rec["zcr_writes"])
+
+    def host_task_state(self) -> tuple[bytes, int, int]:
+        """The host task's FP state as it would see it now."""
+        out: tuple[bytes, int, int] = self._part.kernel.host_task_state(self._i)
+        return out
+
+    def state(self) -> dict[str, Any]:
+        return self._part.vcpu_state(self._i)
+
+
+class FpSimd(Part):
+    """Every vCPU's FPSIMD/SVE state (``vm.fp``)."""
+
+    name = sysregs.FPSIMD
+
+    def __init__(self, vm: VM, impl: Any) -> None:
+        super().__init__(vm, impl)
+        #: The kernel (the backend's ``fpsimd.FpState``).
+        self.kernel = impl.fpsimd.FpState(vm.nr_vcpus, vm.sve_vqs, F.FP_POLICIES[vm.fp_policy], vm.sve, vm.host_sve)
+        self.records = self.kernel.records
+        self._guest = [_GuestFp(self, i) for i in range(vm.nr_vcpus)]
+
+    # ------------------------------------------------------------ per vCPU
+    def vcpu_attrs(self, vcpu: VCPU) -> dict[str, Any]:
+        return {"fp": FpView(self, vcpu.id)}
+
+    def vcpu_sysregs(self, vcpu: VCPU) -> _GuestFp:
+        return self._guest[vcpu.id]
+
+    def world_switch(self) -> tuple[Any, Any, Any, Any]:
+        k = self.kernel
+        return (k.load, k.put, k.enter, k.exit)
+
+    def vcpu_load(self, vcpu: int) -> None:
+        self.kernel.load(vcpu)
+
+    def vcpu_put(self, vcpu: int) -> None:
+        self.kernel.put(vcpu)
+
+    def vcpu_enter(self, vcpu: int) -> None:
+        self.kernel.enter(vcpu)
+
+    def vcpu_exit(self, vcpu: int) -> None:
+        self.kernel.exit(vcpu)
+
+    def load_batch(self, ids: np.ndarray) -> None:
+        self.kernel.load_batch(ids)
+
+    def put_batch(self, ids: np.ndarray) -> None:
+        self.kernel.put_batch(ids)
+
+    def enter_batch(self, ids: np.ndarray) -> None:
+        self.kernel.enter_batch(ids)
+
+    def exit_batch(self, ids: np.ndarray) -> None:
+        self.kernel.exit_batch(ids)
+
+    def first_run(self, vcpu: int) -> None:
+        r = self.records[vcpu]
+        if r["sve"] and not r["finalized"]:
+            raise KvmError(errno.EPERM, f"KVM_RUN: vCPU {vcpu} has SVE and is not finalized")
+
+    def finalize(self, vcpu: int, feature: Any) -> None:
+        r = self.kernel.finalize(vcpu, feature)
+        if r:
+            raise KvmError(-r, f"KVM_ARM_VCPU_FINALIZE({feature!r}) on vCPU {vcpu}")
+
+    def guest(self, vcpu: int, how: str, kind: int, n: Any, value: Any = None) -> Any:
+        """A guest access; an SVE access on a non-SVE vCPU is UNDEFINED."""
+        if how == "read":
+            out = self.kernel.guest_read(vcpu, kind, n)
+            if out is None:
+                raise UndefinedInstruction(kind, f"vCPU {vcpu} has no SVE")
+            return out
+        if self.kernel.guest_write(vcpu, kind, n, value):
+            raise UndefinedInstruction(kind, f"vCPU {vcpu} has no SVE")
+        return None
+
+    # ------------------------------------------------------------- one-reg
+    def one_regs(self) -> list[int]:
+        core = [*_CORE_V, F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR]
+        return core + _SVE_LIST + [F.KVM_REG_ZCR_EL1]
+
+    def vcpu_one_regs(self, vcpu: int) -> list[int]:
+        """KVM_GET_REG_LIST's share of this part, in KVM's order: the core
+        FP registers (no V registers on an SVE vCPU), then the SVE ones."""
+        r = self.records[vcpu]
+        if r["sve"]:
+            if not r["finalized"]:
+                raise KvmError(errno.EPERM, f"KVM_GET_REG_LIST: vCPU {vcpu} is not finalized")
+            return [F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR, *_SVE_LIST, F.KVM_REG_ZCR_EL1]
+        return [*_CORE_V, F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR]
+
+    def claims_one_reg(self, reg_id: int) -> bool:
+        return (reg_id & F.KVM_REG_ARM_COPROC_MASK) == F.KVM_REG_ARM64_SVE
+
+    def _sve_reg(self, vcpu: int, reg_id: int) -> tuple[str, int]:
+        """sve_reg_to_region(): ENOENT for a slice >= 1 or a non-SVE vCPU,
+        EINVAL for an ID naming nothing, then EPERM before finalize."""
+        r = self.records[vcpu]
+        for kind, table in (("z", _ZREGS), ("p", _PREGS), ("ffr", {_FFR: 0})):
+            base = reg_id & ~0x1F
+            if base in {k & ~0x1F for k in table}:
+                if reg_id & 0x1F:
+                    raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: slice {reg_id & 0x1F} does not exist")
+                if not r["sve"]:
+                    raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: vCPU {vcpu} has no SVE")
+                if not r["finalized"]:
+                    raise KvmError(errno.EPERM, f"one-reg {reg_id:#x}: vCPU {vcpu} is not finalized")
+                return kind, table[reg_id & ~0x1F] if kind != "ffr" else 0
+        raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x} names no SVE register")
+
+    def _region(self, vcpu: int, kind: str, n: int) -> tuple[np.ndarray, int]:
+        mvq = int(self.records[vcpu]["max_vq"])
+        state = self.kernel.sve_state[vcpu]
+        if kind == "z":
+            return state[F.zreg_offset(mvq, n):F.zreg_offset(mvq, n) + 16 * mvq], 256
+        if kind == "p":
+            return state[F.preg_offset(mvq, n):F.preg_offset(mvq, n) + 2 * mvq], 32
+        return state[F.ffr_offset(mvq):F.ffr_offset(mvq) + 2 * mvq], 32
+
+    def get_one_reg(self, vcpu: int, reg_id: int) -> Any:
+        r = self.records[vcpu]
+        self.kernel.sync_out(vcpu)
+        if reg_id in _CORE_V:
+            if r["sve"]:
+                raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: V registers are not accessible on an SVE vCPU")
+            n = _CORE_V[reg_id]
+            return bytes(self.kernel.vregs[vcpu][16 * n:16 * n + 16])
+        if reg_id == F.KVM_REG_ARM_CORE_FPSR:
+            return int(r["fpsr"])
+        if reg_id == F.KVM_REG_ARM_CORE_FPCR:
+            return int(r["fpcr"])
+        if reg_id == F.KVM_REG_ZCR_EL1:
+            if not r["sve"]:
+                raise KvmError(errno.ENOENT, "ZCR_EL1 exists on SVE vCPUs only")
+            return int(r["zcr_el1"])
+        if reg_id == F.KVM_REG_ARM64_SVE_VLS:
+            if not r["sve"]:
+                raise KvmError(errno.ENOENT, f"vCPU {vcpu} has no SVE")
+            return np.asarray(r["vls"], dtype="<u8").tobytes()
+        kind, n = self._sve_reg(vcpu, reg_id)
+        data, size = self._region(vcpu, kind, n)
+        return bytes(data) + bytes(size - data.size)          # zero padded
+
+    def set_one_reg(self, vcpu: int, reg_id: int, value: Any) -> None:
+        r = self.records[vcpu]
+        self.kernel.sync_out(vcpu)
+        if reg_id in _CORE_V:
+            if r["sve"]:
+                raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: V registers are not accessible on an SVE vCPU")
+            n = _CORE_V[reg_id]
+            self.kernel.vregs[vcpu][16 * n:16 * n + 16] = np.frombuffer(_raw(value, 16, "V"), dtype=np.uint8)
+            return
+        if reg_id in (F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR):
+            r["fpsr" if reg_id == F.KVM_REG_ARM_CORE_FPSR else "fpcr"] = _u(value, 32, "FPSR/FPCR")
+            return
+        if reg_id == F.KVM_REG_ZCR_EL1:
+            if not r["sve"]:
+                raise KvmError(errno.ENOENT, "ZCR_EL1 exists on SVE vCPUs only")
+            r["zcr_el1"] = _u(value, 64, "ZCR_EL1") & F.ZCR_LEN_MASK
+            return
+        if reg_id == F.KVM_REG_ARM64_SVE_VLS:
+            words = np.frombuffer(_raw(value, 64, "SVE_VLS"), dtype="<u8")
+            err = self.kernel.set_vls(vcpu, words)
+            if err:
+                raise KvmError(-err, f"KVM_REG_ARM64_SVE_VLS refused on vCPU {vcpu}")
+            return
+        kind, n = self._sve_reg(vcpu, reg_id)
+        data, size = self._region(vcpu, kind, n)
+        raw = _raw(value, size, f"one-reg {reg_id:#x}")
+        data[:] = np.frombuffer(raw[:data.size], dtype=np.uint8)      # the VQ-sized part only
+
+    def reset(self, vcpu: int) -> None:
+        self.kernel.reset(vcpu)
+
+    # ---------------------------------------------------------------- state
+    _SCALARS = ("fpsr", "fpcr", "zcr_el1", "hw_fpsr", "hw_fpcr", "hw_zcr_el1", "hw_zcr_el2", "host_fpsr",
+                "host_fpcr", "guest_bytes", "host_bytes", "traps", "zcr_writes", "max_vq", "hw_vq")
+    _FLAGS = ("sve", "finalized", "loaded", "running")
+    _BLOBS = ("vregs", "sve_state", "hw", "host_state")
+
+    def vcpu_state(self, i: int) -> dict[str, Any]:
+        r = self.records[i]
+        out: dict[str, Any] = {f: int(r[f]) for f in self._SCALARS}
+        out.update({f: bool(r[f]) for f in self._FLAGS})
+        out["owner"] = ("free", "host", "guest")[int(r["owner"])]
+        out["vls"] = F.vls_set(r["vls"])
+        out.update({b: bytes(getattr(self.kernel, b)[i]) for b in self._BLOBS})
+        return out
+
+    def state(self) -> dict[str, Any]:
+        """Per vCPU: KVM's copy (FPSR, FPCR, ZCR_EL1, the V registers or the
+        SVE payload), the modelled CPU's registers and the host task's saved
+        state as byte strings, the VLS, ownership and the counts."""
+        k = self.kernel
+        return {"host_vqs": list(k.host_vqs), "policy": self.vm.fp_policy, "host_sve": bool(k.host_sve),
+                "vcpus": [self.vcpu_state(i) for i in range(len(self.records))]}
+
+    def check_state(self, state: Any) -> Any:
+        w = self.name
+        if not isinstance(state, dict):
+            raise StateError(f"{w}: expected a dict, got {type(state).__name__}")
+        _keys(w, state, ("host_vqs", "policy", "host_sve", "vcpus"))
+        k = self.kernel
+        hv, pol, hs = state["host_vqs"], state["policy"], state["host_sve"]
+        if not (isinstance(hv, list) and all(type(x) is int for x in hv) and hv == list(k.host_vqs)
+                and isinstance(pol, str)
+                and pol == self.vm.fp_policy and isinstance(hs, bool) and hs == bool(k.host_sve)):
+            raise StateError(f"{w}: host_vqs, policy and host_sve must be this VM's")
+        vcpus = _list(f"{w}.vcpus", state["vcpus"], len(self.records))
+        recs = self.records.copy()
+        blobs = {b: getattr(k, b).copy() for b in self._BLOBS}
+        keys = self._SCALARS + self._FLAGS + ("owner", "vls") + self._BLOBS
+        for i, vd in enumerate(vcpus):
+            wi = f"{w}.vcpus[{i}]"
+            _keys(wi, vd, keys)
+            r = recs[i]
+            for f in self._SCALARS:
+                hi = U32 if f in ("fpsr", "fpcr", "hw_fpsr", "hw_fpcr", "host_fpsr", "host_fpcr") else U64
+                if f in ("max_vq", "hw_vq"):
+                    hi = F.SVE_VQ_MAX
+                r[f] = _int(f"{wi}.{f}", vd[f], 1 if f in ("max_vq", "hw_vq") else 0, hi)
+            for f in self._FLAGS:
+                if not isinstance(vd[f], (bool, np.bool_)):
+                    raise StateError(f"{wi}.{f}: expected a bool")
+                r[f] = bool(vd[f])
+            if not isinstance(vd["owner"], str) or vd["owner"] not in ("free", "host", "guest"):
+                raise StateError(f"{wi}.owner: {vd['owner']!r} is not free, host or guest")
+            r["owner"] = ("free", "host", "guest").index(vd["owner"])
+            vls = vd["vls"]
+            if not isinstance(vls, list) or not vls or any(
+                    isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= F.SVE_VQ_MAX for v in vls):
+                raise StateError(f"{wi}.vls: expected a list of VQs in 1..{F.SVE_VQ_MAX}")
+            r["vls"] = F.vls_words(vls)
+            if bool(r["sve"]) != bool(self.vm.sve) or int(r["max_vq"]) > k.hvq or int(r["hw_vq"]) > k.hvq:
+                raise StateError(f"{wi}: sve, max_vq or hw_vq does not fit this VM")
+            for b in self._BLOBS:
+                raw = vd[b]
+                if not isinstance(raw, bytes) or len(raw) != blobs[b].shape[1]:
+                    raise StateError(f"{wi}.{b}: expected {blobs[b].shape[1]} bytes")
+                blobs[b][i] = np.frombuffer(raw, dtype=np.uint8)
+        return recs, blobs
+
+    def apply_state(self, checked: Any) -> None:
+        recs, blobs = checked
+        self.records[:] = recs
+        for b, arr in blobs.items():
+            getattr(self.kernel, b)[:] = arr
