@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from vgic import regmap
+from vgic import _backend, regmap
 from vgic.trace import mixed_trace
 from vgic.vm import DEFAULT_DIST_BASE
 
@@ -142,6 +142,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     ws = _world_switch(rows, row, quick, repeat)
     ws.update(_its(rows, row, quick, repeat))
     ws["timers"] = _timers(rows, row, quick, repeat)
+    ws["fp"] = _fp(rows, row, quick, repeat)
 
     summary: dict[str, Any] = {}
     if core:
@@ -568,6 +569,85 @@ def _timers(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, An
     return out
 
 
+def sve_copy_seconds(n: int, vq: int, repeat: int) -> tuple[float, float]:
+    """(the batch register-file copy of ``n`` vCPUs' SVE state at ``vq``,
+    one memcpy of the same bytes) in seconds, core only."""
+    from vgic import fpregs
+    from vgic._core import fpsimd as core_fp
+    size = fpregs.regs_size(vq)
+    src = np.random.default_rng(vq).integers(0, 256, (n, size), dtype=np.uint8)
+    dst = np.zeros_like(src)
+    ids = np.arange(n, dtype=np.int64)
+    flat = np.zeros(n * size, dtype=np.uint8)
+    copy = best_time(lambda: core_fp.copy_batch(dst, vq, src, vq, vq, ids), repeat)
+    plain = best_time(lambda: core_fp.memcpy_baseline(flat, src), repeat)
+    return copy, plain
+
+
+def fp_switch_costs(backend: str, policy: str, vq: int, use: float, loads: int, repeat: int,
+                    entries_per_load: int = 4) -> dict[str, float]:
+    """Eager against lazy FP/SVE switching (the 2017 SVE thread's question):
+    an SVE guest at ``vq`` entered ``entries_per_load`` times per
+    vcpu_load..vcpu_put (the in-kernel exits of one KVM_RUN), using FP/SVE
+    (a Z register written) on a fraction ``use`` of its entries.  Per entry:
+    seconds, guest and host bytes moved, traps."""
+    from vgic import fpregs
+    _, impl = _backend.modules(backend)
+    k = impl.fpsimd.FpState(1, range(1, vq + 1), fpregs.FP_POLICIES[policy], True, False)
+    k.set_vls(0, fpregs.vls_words(range(1, vq + 1)))
+    k.finalize(0, fpregs.KVM_ARM_VCPU_SVE)
+    pattern = np.random.default_rng(int(use * 1000)).random(loads * entries_per_load) < use
+    data = bytes(16)                    # the guest's VL is 128 bits until it writes ZCR_EL1
+
+    def cycle() -> None:
+        e = 0
+        for _ in range(loads):
+            k.load(0)
+            for _ in range(entries_per_load):
+                k.enter(0)
+                if pattern[e]:
+                    k.guest_write(0, 1, 3, data)
+                k.exit(0)
+                e += 1
+            k.put(0)
+
+    rec = k.records
+    g0, h0, t0 = int(rec[0]["guest_bytes"]), int(rec[0]["host_bytes"]), int(rec[0]["traps"])
+    cycle()
+    entries = loads * entries_per_load
+    out = {"guest_bytes": (int(rec[0]["guest_bytes"]) - g0) / entries,
+           "host_bytes": (int(rec[0]["host_bytes"]) - h0) / entries,
+           "traps": (int(rec[0]["traps"]) - t0) / entries}
+    out["seconds"] = best_time(cycle, repeat) / entries
+    return out
+
+
+def _fp(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
+    """Issue #10's figures: the batch copy against memcpy, and eager against
+    lazy by vector length and FP-use fraction."""
+    out: dict[str, Any] = {}
+    n = 2_000 if quick else 10_000
+    copy, plain = sve_copy_seconds(n, 16, repeat)
+    out["copy"] = {"n": n, "copy": copy, "memcpy": plain, "ratio": copy / plain}
+    row(f"sve copy_batch, {n:,} vCPUs at 2048 bits", copy / n, None, "vCPUs")
+    row(f"one memcpy of the same bytes ({n:,} x 8,736 B)", plain / n, None, "vCPUs")
+    loads = 20 if quick else 200
+    grid: dict[str, Any] = {}
+    for vq in (1, 2, 4, 8, 16):
+        for use in (0.0, 0.1, 0.5, 1.0):
+            for policy in ("lazy", "eager"):
+                grid[f"{vq * 128}b_{int(use * 100)}%_{policy}"] = fp_switch_costs("core", policy, vq, use, loads,
+                                                                                 max(1, repeat // 2))
+    out["switch"] = grid
+    for vq in (1, 16):
+        for use in (0.1, 1.0):
+            for policy in ("lazy", "eager"):
+                g = grid[f"{vq * 128}b_{int(use * 100)}%_{policy}"]
+                row(f"fp switch {vq * 128}b, use {int(use * 100)}%, {policy} "
+                    f"({g['guest_bytes'] + g['host_bytes']:,.0f} B/entry)", g["seconds"], None, "entries")
+    return out
+
+
 def _its(rows: list, row: Callable, quick: bool, repeat: int) -> dict[str, Any]:
     """The ITS rows (issue #8): the command stream, save/restore, pending sync."""
     try:
@@ -649,6 +729,17 @@ def format_report(result: dict[str, Any]) -> str:
         b = t["batch"]
         lines.append(f"timer batch save+restore+expiry / plain loop: {b['ratio']:.2f}x   "
                      f"(target <= 1.5x, {b['n']:,} vCPUs)")
+        fp = s["fp"]
+        lines.append(f"sve batch copy / one memcpy:       {fp['copy']['ratio']:.2f}x   "
+                     f"(target <= 1.2x, {fp['copy']['n']:,} vCPUs at 2048 bits)")
+        lines.append("fp switch, bytes per entry (lazy / eager), 4 entries per load, by FP use:")
+        for vq in (1, 2, 4, 8, 16):
+            cells = []
+            for use in (0, 10, 50, 100):
+                lz, eg = (fp["switch"][f"{vq * 128}b_{use}%_{p}"] for p in ("lazy", "eager"))
+                cells.append(f"{use:>3}%: {lz['guest_bytes'] + lz['host_bytes']:>6,.0f} / "
+                             f"{eg['guest_bytes'] + eg['host_bytes']:>6,.0f}")
+            lines.append(f"  {vq * 128:>4} bits  " + "   ".join(cells))
     return "\n".join(lines)
 
 
