@@ -209,7 +209,7 @@ class FpSimd(Part):
     def exit_batch(self, ids: np.ndarray) -> None:
         self.kernel.exit_batch(ids)
 
-    def first_run(self, vcpu: int) -> None:
+    def check_first_run(self, vcpu: int) -> None:
         r = self.records[vcpu]
         if r["sve"] and not r["finalized"]:
             raise KvmError(errno.EPERM, f"KVM_RUN: vCPU {vcpu} has SVE and is not finalized")

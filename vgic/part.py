@@ -90,10 +90,14 @@ class Part:
     def vcpu_exit(self, vcpu: int) -> None:
         """What the run loop does for this part after the guest exits."""
 
+    def check_first_run(self, vcpu: int) -> None:
+        """What this part refuses a vCPU's first KVM_RUN for
+        (:class:`vgic.KvmError`); changes nothing.  Every part is checked
+        before any part's :meth:`first_run` runs."""
+
     def first_run(self, vcpu: int) -> None:
         """kvm_arch_vcpu_run_pid_change() for this part, at a vCPU's first
-        KVM_RUN before anything loads; may refuse with :class:`vgic.KvmError`
-        and then must change nothing."""
+        KVM_RUN before anything loads (after every part's check passed)."""
 
     def vcpu_block(self, vcpu: int) -> None:
         """The vCPU blocks (WFI), before it is put."""

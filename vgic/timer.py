@@ -184,6 +184,11 @@ class ArchTimer(Part):
     def exit_batch(self, ids: np.ndarray) -> None:
         self.timers.exit_batch(ids)
 
+    def check_first_run(self, vcpu: int) -> None:
+        v = self.vm_rec[0]
+        if self.vm.gic is not None and not self.records[vcpu]["enabled"] and int(v["vppi"]) == int(v["pppi"]):
+            raise KvmError(errno.EINVAL, f"KVM_RUN: the timers share PPI {int(v['vppi'])}")
+
     def first_run(self, vcpu: int) -> None:
         self.timers.first_run(vcpu)
 

@@ -488,6 +488,8 @@ class VM:
         # kvm_arch_vcpu_run_pid_change(): every part's first-run work (the
         # timer checks and maps its PPIs); a refusal leaves the vCPU unrun.
         for part in self.parts:
+            part.check_first_run(vcpu.id)
+        for part in self.parts:
             part.first_run(vcpu.id)
         vcpu.has_run = True
 
