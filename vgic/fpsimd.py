@@ -326,7 +326,15 @@ class FpSimd(Part):
         data[:] = np.frombuffer(raw[:data.size], dtype=np.uint8)      # the VQ-sized part only
 
     def reset(self, vcpu: int) -> None:
+        """KVM's copy of the vCPU's FP/SVE state zeroed (kvm_reset_vcpu);
+        before finalize the vector lengths go back to the host's set."""
         self.kernel.reset(vcpu)
+        r = self.records[vcpu]
+        if r["sve"] and not r["finalized"]:
+            r["vls"] = F.vls_words(self.kernel.host_vqs)
+
+    def vcpu_reset(self, vcpu: int) -> None:
+        self.reset(vcpu)
 
     # ---------------------------------------------------------------- state
     _SCALARS = ("fpsr", "fpcr", "zcr_el1", "hw_fpsr", "hw_fpcr", "hw_zcr_el1", "hw_zcr_el2", "host_fpsr",

@@ -99,6 +99,9 @@ class Part:
         """kvm_arch_vcpu_run_pid_change() for this part, at a vCPU's first
         KVM_RUN before anything loads (after every part's check passed)."""
 
+    def vcpu_reset(self, vcpu: int) -> None:
+        """A vCPU reset (KVM_ARM_VCPU_INIT again, kvm_reset_vcpu) for this part."""
+
     def vcpu_block(self, vcpu: int) -> None:
         """The vCPU blocks (WFI), before it is put."""
 

@@ -192,6 +192,9 @@ class ArchTimer(Part):
     def first_run(self, vcpu: int) -> None:
         self.timers.first_run(vcpu)
 
+    def vcpu_reset(self, vcpu: int) -> None:
+        self.timers.reset(vcpu)
+
     def vcpu_block(self, vcpu: int) -> None:
         self.timers.block(vcpu)
 

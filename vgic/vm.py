@@ -192,6 +192,16 @@ class VCPU:
             return rank.get(coproc[k], 2 if ids[k] in timers else 3)
         return [ids[k] for k in sorted(range(len(ids)), key=key)]
 
+    def reset(self) -> None:
+        """KVM_ARM_VCPU_INIT on an initialised vCPU (kvm_reset_vcpu): each
+        part resets its share - the timers' CTL zeroed and levels lowered,
+        the FP/SVE state zeroed (and, before finalize, the vector lengths
+        back to the host's).  The vCPU must not be running."""
+        if self.running:
+            raise KvmError(errno.EBUSY, f"vCPU {self.id} is running")
+        for part in self.vm.parts:
+            part.vcpu_reset(self.id)
+
     def finalize(self, feature: int) -> None:
         """KVM_ARM_VCPU_FINALIZE(feature): for KVM_ARM_VCPU_SVE, sizes the
         vCPU's SVE state by its VLS; :class:`vgic.KvmError` EINVAL (unknown
