@@ -394,7 +394,8 @@ cdef class FpState:
             r.hw_fpcr = <uint32_t>x
             return 0
         if k == FPREG_ZCR:
-            write_zcr(&self.c, i, False, x & ZCR_LEN_MASK)
+            r.hw_zcr_el1 = x & ZCR_LEN_MASK         # the guest's own write: not counted
+            apply_vl(&self.c, i)
             return 0
         data = np.frombuffer(bytes(value), dtype=np.uint8)
         hw = hw_of(&self.c, i)

@@ -150,7 +150,8 @@ class FpView:
 
     @property
     def zcr_writes(self) -> int:
-        """ZCR_EL1/ZCR_EL2 writes KVM made (unchanged values are skipped)."""
+        """ZCR_EL1/ZCR_EL2 writes KVM made (unchanged values are skipped;
+        the guest's own ZCR_EL1 writes are not KVM's)."""
         return int(self._rec["zcr_writes"])
 
     def host_task_state(self) -> tuple[bytes, int, int]:

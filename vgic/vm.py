@@ -497,11 +497,19 @@ class VM:
     def _first_run(self, vcpu: VCPU) -> None:
         # kvm_arch_vcpu_run_pid_change(): every part's first-run work (the
         # timer checks and maps its PPIs); a refusal leaves the vCPU unrun.
-        for part in self.parts:
-            part.check_first_run(vcpu.id)
-        for part in self.parts:
-            part.first_run(vcpu.id)
-        vcpu.has_run = True
+        self._first_run_many([vcpu])
+
+    def _first_run_many(self, vcpus: list[VCPU]) -> None:
+        # Every check of every vCPU before any first-run work: a refused
+        # batch changes nothing.
+        fresh = [v for v in vcpus if not v.has_run]
+        for v in fresh:
+            for part in self.parts:
+                part.check_first_run(v.id)
+        for v in fresh:
+            for part in self.parts:
+                part.first_run(v.id)
+            v.has_run = True
 
     # ----------------------------------------------------------------- time
     @property
@@ -748,9 +756,7 @@ class VM:
         validated before anything runs."""
         ids = self._batch_ids(vcpus, running=False)
         chosen = [self.vcpus[i] for i in ids.tolist()]
-        for v in chosen:
-            if not v.has_run:
-                self._first_run(v)
+        self._first_run_many(chosen)
         to_load = np.array([v.id for v in chosen if not v.loaded], dtype=np.int64)
         for part in self.parts:
             part.load_batch(to_load)

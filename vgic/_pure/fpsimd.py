@@ -315,7 +315,9 @@ class FpState:
             r["hw_fpcr"] = value & 0xFFFFFFFF
             return 0
         if kind == FPREG_ZCR:
-            self._write_zcr(i, "hw_zcr_el1", value & F.ZCR_LEN_MASK)
+            # The guest's own write: not one of KVM's (zcr_writes).
+            r["hw_zcr_el1"] = value & F.ZCR_LEN_MASK
+            self._apply_vl(i)
             return 0
         vq = int(r["hw_vq"])
         z, p, ffr = _layout(self.hvq)
