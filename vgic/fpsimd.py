@@ -29,7 +29,7 @@ from vgic import sysregs
 from vgic.errors import KvmError, StateError, UndefinedInstruction
 from vgic.gic_state import _int, _keys, _list
 from vgic.ich import U32, U64
-from vgic.part import Part
+from vgic.part import KernelPart
 
 if TYPE_CHECKING:
     from vgic.vm import VCPU, VM
@@ -163,7 +163,7 @@ class FpView:
         return self._part.vcpu_state(self._i)
 
 
-class FpSimd(Part):
+class FpSimd(KernelPart):
     """Every vCPU's FPSIMD/SVE state (``vm.fp``)."""
 
     name = sysregs.FPSIMD
@@ -181,34 +181,6 @@ class FpSimd(Part):
 
     def vcpu_sysregs(self, vcpu: VCPU) -> _GuestFp:
         return self._guest[vcpu.id]
-
-    def world_switch(self) -> tuple[Any, Any, Any, Any]:
-        k = self.kernel
-        return (k.load, k.put, k.enter, k.exit)
-
-    def vcpu_load(self, vcpu: int) -> None:
-        self.kernel.load(vcpu)
-
-    def vcpu_put(self, vcpu: int) -> None:
-        self.kernel.put(vcpu)
-
-    def vcpu_enter(self, vcpu: int) -> None:
-        self.kernel.enter(vcpu)
-
-    def vcpu_exit(self, vcpu: int) -> None:
-        self.kernel.exit(vcpu)
-
-    def load_batch(self, ids: np.ndarray) -> None:
-        self.kernel.load_batch(ids)
-
-    def put_batch(self, ids: np.ndarray) -> None:
-        self.kernel.put_batch(ids)
-
-    def enter_batch(self, ids: np.ndarray) -> None:
-        self.kernel.enter_batch(ids)
-
-    def exit_batch(self, ids: np.ndarray) -> None:
-        self.kernel.exit_batch(ids)
 
     def check_first_run(self, vcpu: int) -> None:
         r = self.records[vcpu]

@@ -191,3 +191,39 @@ class Part:
     def load_state(self, state: Any) -> None:
         """:meth:`check_state` then :meth:`apply_state`: all or nothing."""
         self.apply_state(self.check_state(state))
+
+
+class KernelPart(Part):
+    """A part whose world switch is its kernel's: ``self.kernel`` has
+    ``load``/``put``/``enter``/``exit`` of one vCPU and their ``*_batch``
+    forms (the arch timers, FPSIMD/SVE)."""
+
+    kernel: Any
+
+    def world_switch(self) -> tuple[Any, Any, Any, Any]:
+        k = self.kernel
+        return (k.load, k.put, k.enter, k.exit)
+
+    def vcpu_load(self, vcpu: int) -> None:
+        self.kernel.load(vcpu)
+
+    def vcpu_put(self, vcpu: int) -> None:
+        self.kernel.put(vcpu)
+
+    def vcpu_enter(self, vcpu: int) -> None:
+        self.kernel.enter(vcpu)
+
+    def vcpu_exit(self, vcpu: int) -> None:
+        self.kernel.exit(vcpu)
+
+    def load_batch(self, ids: np.ndarray) -> None:
+        self.kernel.load_batch(ids)
+
+    def put_batch(self, ids: np.ndarray) -> None:
+        self.kernel.put_batch(ids)
+
+    def enter_batch(self, ids: np.ndarray) -> None:
+        self.kernel.enter_batch(ids)
+
+    def exit_batch(self, ids: np.ndarray) -> None:
+        self.kernel.exit_batch(ids)

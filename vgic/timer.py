@@ -34,7 +34,7 @@ from vgic import sysregs, uapi
 from vgic.errors import KvmError, StateError
 from vgic.gic_state import _int, _keys, _list
 from vgic.ich import U32, U64, check_int
-from vgic.part import Part
+from vgic.part import KernelPart
 
 if TYPE_CHECKING:
     from vgic.vm import VCPU, VM
@@ -129,7 +129,7 @@ class TimerView:
         return self._part.vcpu_state(self._i)
 
 
-class ArchTimer(Part):
+class ArchTimer(KernelPart):
     """The arch timers of a VM (``vm.timer``)."""
 
     name = sysregs.ARCH_TIMER
@@ -141,6 +141,7 @@ class ArchTimer(Part):
         #: The kernel (the backend's ``timer.Timers``).
         gic = vm.gic.gic if vm.gic is not None else None
         self.timers = impl.timer.Timers(vm.nr_vcpus, gic, T.POLICIES[policy], vm.cntfrq)
+        self.kernel = self.timers
         #: Every vCPU's timer record (:data:`vgic.gtimer.TIMER_VCPU`) and the VM's (:data:`TIMER_VM`).
         self.records = self.timers.records
         self.vm_rec = self.timers.vm
@@ -155,34 +156,6 @@ class ArchTimer(Part):
 
     def vcpu_sysregs(self, vcpu: VCPU) -> _GuestTimer:
         return self._guest[vcpu.id]
-
-    def world_switch(self) -> tuple[Any, Any, Any, Any]:
-        t = self.timers
-        return (t.load, t.put, t.enter, t.exit)
-
-    def vcpu_load(self, vcpu: int) -> None:
-        self.timers.load(vcpu)
-
-    def vcpu_put(self, vcpu: int) -> None:
-        self.timers.put(vcpu)
-
-    def vcpu_enter(self, vcpu: int) -> None:
-        self.timers.enter(vcpu)
-
-    def vcpu_exit(self, vcpu: int) -> None:
-        self.timers.exit(vcpu)
-
-    def load_batch(self, ids: np.ndarray) -> None:
-        self.timers.load_batch(ids)
-
-    def put_batch(self, ids: np.ndarray) -> None:
-        self.timers.put_batch(ids)
-
-    def enter_batch(self, ids: np.ndarray) -> None:
-        self.timers.enter_batch(ids)
-
-    def exit_batch(self, ids: np.ndarray) -> None:
-        self.timers.exit_batch(ids)
 
     def check_first_run(self, vcpu: int) -> None:
         v = self.vm_rec[0]

@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import fpregs as F
 from ..ich import check_int, vcpu_indices
+from ._batch import BatchSteps
 
 # Guest register kinds of guest_read / guest_write.
 FPREG_V, FPREG_Z, FPREG_P, FPREG_FFR, FPREG_FPSR, FPREG_FPCR, FPREG_ZCR = range(7)
@@ -75,7 +76,7 @@ def sve_to_fpsimd(vregs: np.ndarray, src: np.ndarray, vq: int) -> None:
         vregs[16 * n:16 * n + 16] = src[o:o + 16]
 
 
-class FpState:
+class FpState(BatchSteps):
     """Every vCPU's FPSIMD/SVE state and the modelled CPUs under them."""
 
     def __init__(self, nr_vcpus: int, host_vqs: Any, policy: int = F.FP_POLICY_LAZY, sve: bool = False,
@@ -404,24 +405,6 @@ class FpState:
         r["zcr_el1"] = 0
 
     # ------------------------------------------------------ batch forms
-    def _ids(self, ids: Any) -> list[int]:
-        return vcpu_indices(ids, len(self.records)).tolist()
-
-    def load_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.load(i)
-
-    def put_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.put(i)
-
-    def enter_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.enter(i)
-
-    def exit_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.exit(i)
 
 
 def copy_batch(dst: np.ndarray, dst_vq: int, src: np.ndarray, src_vq: int, vq: int, ids: Any) -> None:

@@ -26,11 +26,12 @@ import numpy as np
 from .. import gtimer as T
 from ..errors import KvmError
 from ..ich import check_int, vcpu_indices
+from ._batch import BatchSteps
 
 _HOST_BIT = 1 << T.HOST_VTIMER_PINTID
 
 
-class Timers:
+class Timers(BatchSteps):
     """Every vCPU's EL1 virtual and physical timers (``records``, one
     :data:`vgic.gtimer.TIMER_VCPU` each) and the VM's counter (``vm``, one
     :data:`vgic.gtimer.TIMER_VM`).  ``gic`` is the VM's ``Gic`` (the timer
@@ -615,24 +616,6 @@ class Timers:
         self._sync_in(i, moved)
 
     # ------------------------------------------------------ batch forms
-    def _ids(self, ids: Any) -> list[int]:
-        return vcpu_indices(ids, len(self.records)).tolist()
-
-    def load_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.load(i)
-
-    def put_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.put(i)
-
-    def enter_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.enter(i)
-
-    def exit_batch(self, ids: Any) -> None:
-        for i in self._ids(ids):
-            self.exit(i)
 
     def save_batch(self, ids: Any) -> None:
         """timer_save_state of the vtimer of every vCPU in ``ids``."""
