@@ -71,6 +71,11 @@ class _GuestFp:
         self.part.guest(self.vcpu, "write", _SYSREG_KIND[sysregs.lookup(reg).name], 0, value)
 
 
+def _record_int(field: str, doc: str) -> property:
+    """A read-only int property of the view's record field ``field``."""
+    return property(lambda self: int(self._rec[field]), doc=doc)
+
+
 class FpView:
     """``vcpu.fp``: the guest's FP/SVE registers while it runs (each access
     is an FP/SVE use: the first after vcpu_load traps under ``lazy``), and
@@ -118,41 +123,18 @@ class FpView:
     def _rec(self) -> Any:
         return self._part.records[self._i]
 
-    @property
-    def vq(self) -> int:
-        """The modelled CPU's effective vector length (in quadwords)."""
-        return int(self._rec["hw_vq"])
-
-    @property
-    def max_vq(self) -> int:
-        """The vCPU's maximum vector length (set at finalize)."""
-        return int(self._rec["max_vq"])
+    vq = _record_int("hw_vq", "The modelled CPU's effective vector length (in quadwords).")
+    max_vq = _record_int("max_vq", "The vCPU's maximum vector length (set at finalize).")
+    guest_bytes = _record_int("guest_bytes", "Bytes of guest state KVM moved between memory and the CPU.")
+    host_bytes = _record_int("host_bytes", "Bytes of the host task's state saved and restored around guests.")
+    traps = _record_int("traps", "FP/SVE traps taken (a guest use of registers it did not own).")
+    zcr_writes = _record_int("zcr_writes", "ZCR_EL1/ZCR_EL2 writes KVM made (unchanged values are skipped; "
+                             "the guest's own ZCR_EL1 writes are not KVM's).")
 
     @property
     def owner(self) -> str:
         """Who owns the CPU's FP registers: "free", "host" or "guest"."""
         return ("free", "host", "guest")[int(self._rec["owner"])]
-
-    @property
-    def guest_bytes(self) -> int:
-        """Bytes of guest state KVM moved between memory and the CPU."""
-        return int(self._rec["guest_bytes"])
-
-    @property
-    def host_bytes(self) -> int:
-        """Bytes of the host task's state saved and restored around guests."""
-        return int(self._rec["host_bytes"])
-
-    @property
-    def traps(self) -> int:
-        """FP/SVE traps taken (a guest use of registers it did not own)."""
-        return int(self._rec["traps"])
-
-    @property
-    def zcr_writes(self) -> int:
-        """ZCR_EL1/ZCR_EL2 writes KVM made (unchanged values are skipped;
-        the guest's own ZCR_EL1 writes are not KVM's)."""
-        return int(self._rec["zcr_writes"])
 
     def host_task_state(self) -> tuple[bytes, int, int]:
         """The host task's FP state as it would see it now."""
