@@ -90,6 +90,8 @@ cdef void sve_to_fpsimd(uint8_t *vregs, const uint8_t *src, uint32_t vq) noexcep
 
 cdef void zero_above(uint8_t *hw, uint32_t hvq, uint32_t vq) noexcept nogil:
     cdef uint32_t n
+    if vq > hvq:
+        vq = hvq
     for n in range(NR_ZREGS):
         memset(hw + zoff(hvq, n) + 16 * vq, 0, 16 * (hvq - vq))
     for n in range(NR_PREGS):
@@ -142,10 +144,17 @@ cdef inline uint32_t eff_vq(const Ctx *c, const FpVcpu *r) noexcept nogil:
         vq += 1
     return vq
 
+cdef inline uint32_t mvq_of(const Ctx *c, const FpVcpu *r) noexcept nogil:
+    # The vCPU's maximum VQ within 1..the host's (the record is a public
+    # array: a bad value must not reach a copy).
+    if r.max_vq < 1:
+        return 1
+    return r.max_vq if r.max_vq < c.hvq else c.hvq
+
 cdef void apply_vl(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef FpVcpu *r = &c.r[i]
     cdef uint32_t vq = eff_vq(c, r)
-    if vq < r.hw_vq:
+    if vq < r.hw_vq and vq < c.hvq:
         zero_above(hw_of(c, i), c.hvq, vq)
     r.hw_vq = <uint16_t>vq
 
@@ -161,8 +170,8 @@ cdef void write_zcr(Ctx *c, Py_ssize_t i, bint el2, uint64_t value) noexcept nog
 cdef inline uint64_t host_bytes(const Ctx *c) noexcept nogil:
     return (regs_size(c.hvq) if c.host_sve else FPSIMD_VREGS_BYTES) + 8
 
-cdef inline uint64_t guest_bytes(const FpVcpu *r) noexcept nogil:
-    return (regs_size(r.max_vq) if r.sve else FPSIMD_VREGS_BYTES) + 8
+cdef inline uint64_t guest_bytes(const Ctx *c, const FpVcpu *r) noexcept nogil:
+    return (regs_size(mvq_of(c, r)) if r.sve else FPSIMD_VREGS_BYTES) + 8
 
 cdef void host_save(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef FpVcpu *r = &c.r[i]
@@ -195,7 +204,7 @@ cdef void host_restore(Ctx *c, Py_ssize_t i) noexcept nogil:
 
 cdef void guest_restore(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef FpVcpu *r = &c.r[i]
-    cdef uint32_t mvq = r.max_vq
+    cdef uint32_t mvq = mvq_of(c, r)
     if r.sve:
         write_zcr(c, i, True, mvq - 1)
         copy_regs(hw_of(c, i), c.hvq, c.sve_state + <size_t>i * SVE_STATE_MAX, mvq, mvq)
@@ -204,12 +213,12 @@ cdef void guest_restore(Ctx *c, Py_ssize_t i) noexcept nogil:
         fpsimd_to_sve(hw_of(c, i), c.hvq, c.vregs + <size_t>i * FPSIMD_VREGS_BYTES)
     r.hw_fpsr = r.fpsr
     r.hw_fpcr = r.fpcr
-    r.guest_bytes += guest_bytes(r)
+    r.guest_bytes += guest_bytes(c, r)
     r.owner = FP_STATE_GUEST_OWNED
 
 cdef void guest_save(Ctx *c, Py_ssize_t i) noexcept nogil:
     cdef FpVcpu *r = &c.r[i]
-    cdef uint32_t mvq = r.max_vq
+    cdef uint32_t mvq = mvq_of(c, r)
     if r.owner != FP_STATE_GUEST_OWNED:
         return
     if r.sve:
@@ -220,7 +229,7 @@ cdef void guest_save(Ctx *c, Py_ssize_t i) noexcept nogil:
         sve_to_fpsimd(c.vregs + <size_t>i * FPSIMD_VREGS_BYTES, hw_of(c, i), c.hvq)
     r.fpsr = r.hw_fpsr
     r.fpcr = r.hw_fpcr
-    r.guest_bytes += guest_bytes(r)
+    r.guest_bytes += guest_bytes(c, r)
     r.owner = FP_STATE_FREE
 
 cdef void do_load(Ctx *c, Py_ssize_t i) noexcept nogil:
@@ -329,6 +338,46 @@ cdef class FpState:
             guest_restore(&self.c, i)
         return 0
 
+    cdef uint32_t _guest_vq(self, Py_ssize_t i):
+        # The effective VQ the guest sees at its next access (after the trap
+        # that loads its state, if it does not own the registers).
+        cdef FpVcpu *r = &self.c.r[i]
+        cdef FpVcpu probe
+        if r.owner == FP_STATE_GUEST_OWNED or not r.sve:
+            return r.hw_vq
+        probe = r[0]
+        probe.hw_zcr_el2 = mvq_of(&self.c, r) - 1
+        probe.hw_zcr_el1 = r.zcr_el1 & ZCR_LEN_MASK
+        return eff_vq(&self.c, &probe)
+
+    cdef object _check_access(self, Py_ssize_t i, int k, object n, object value, bint write):
+        # Every argument of a guest access checked before anything moves:
+        # (n, value as an int or a uint8 array).
+        cdef FpVcpu *r = &self.c.r[i]
+        cdef Py_ssize_t size
+        if not r.running:
+            raise ValueError(f"vcpu {i} is not running")
+        if k == FPREG_V or k == FPREG_Z:
+            n = int_arg(n, "n", 0, 31)
+        elif k == FPREG_P:
+            n = int_arg(n, "n", 0, 15)
+        if not write:
+            return n, None
+        if k == FPREG_FPSR or k == FPREG_FPCR or k == FPREG_ZCR:
+            return n, int_arg(value, "value", 0, 0xFFFFFFFFFFFFFFFF)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"register data must be bytes, not {type(value).__name__}")
+        data = np.frombuffer(bytes(value), dtype=np.uint8)
+        if k == FPREG_V:
+            size = 16
+        elif r.sve:
+            size = (16 if k == FPREG_Z else 2) * self._guest_vq(i)
+        else:
+            size = data.shape[0]
+        if data.shape[0] != size:
+            raise ValueError(f"the register takes {size} bytes, not {data.shape[0]}")
+        return n, data
+
     def host_task_state(self, vcpu):
         cdef Py_ssize_t i = self._i(vcpu)
         cdef FpVcpu *r = &self.c.r[i]
@@ -351,7 +400,10 @@ cdef class FpState:
         cdef int k = int_arg(kind, "kind", 0, FPREG_ZCR)
         cdef FpVcpu *r = &self.c.r[i]
         cdef uint8_t *hw
-        cdef uint32_t vq, m
+        cdef uint32_t vq, m = 0
+        n, _ = self._check_access(i, k, n, None, False)
+        if k == FPREG_V or k == FPREG_Z or k == FPREG_P:
+            m = n
         if self._use(i, k == FPREG_Z or k == FPREG_P or k == FPREG_FFR or k == FPREG_ZCR):
             return None
         if k == FPREG_FPSR:
@@ -361,15 +413,12 @@ cdef class FpState:
         if k == FPREG_ZCR:
             return r.hw_zcr_el1
         hw = hw_of(&self.c, i)
-        vq = r.hw_vq
+        vq = r.hw_vq if r.hw_vq <= self.c.hvq else self.c.hvq
         if k == FPREG_V:
-            m = int_arg(n, "n", 0, 31)
             return (<char *>hw + zoff(self.c.hvq, m))[:16]
         if k == FPREG_Z:
-            m = int_arg(n, "n", 0, 31)
             return (<char *>hw + zoff(self.c.hvq, m))[:16 * vq]
         if k == FPREG_P:
-            m = int_arg(n, "n", 0, 15)
             return (<char *>hw + poff(self.c.hvq, m))[:2 * vq]
         return (<char *>hw + ffroff(self.c.hvq))[:2 * vq]
 
@@ -379,11 +428,16 @@ cdef class FpState:
         cdef FpVcpu *r = &self.c.r[i]
         cdef uint64_t x = 0
         cdef uint8_t *hw
-        cdef uint32_t vq, m, size
+        cdef uint32_t vq, m = 0, size
         cdef const uint8_t[::1] data
         cdef int err
+        n, checked = self._check_access(i, k, n, value, True)
         if k == FPREG_FPSR or k == FPREG_FPCR or k == FPREG_ZCR:
-            x = int_arg(value, "value", 0, 0xFFFFFFFFFFFFFFFF)
+            x = checked
+        else:
+            data = checked
+        if k == FPREG_V or k == FPREG_Z or k == FPREG_P:
+            m = n
         err = self._use(i, k == FPREG_Z or k == FPREG_P or k == FPREG_FFR or k == FPREG_ZCR)
         if err:
             return err
@@ -397,30 +451,25 @@ cdef class FpState:
             r.hw_zcr_el1 = x & ZCR_LEN_MASK         # the guest's own write: not counted
             apply_vl(&self.c, i)
             return 0
-        data = np.frombuffer(bytes(value), dtype=np.uint8)
         hw = hw_of(&self.c, i)
-        vq = r.hw_vq
+        vq = r.hw_vq if r.hw_vq <= self.c.hvq else self.c.hvq
         if k == FPREG_V:
-            m = int_arg(n, "n", 0, 31)
-            if data.shape[0] != 16:
-                raise ValueError(f"V{m} takes 16 bytes, not {data.shape[0]}")
             memset(hw + zoff(self.c.hvq, m), 0, 16 * self.c.hvq)
             memcpy(hw + zoff(self.c.hvq, m), &data[0], 16)
             return 0
         if k == FPREG_Z:
-            m = int_arg(n, "n", 0, 31)
             hw = hw + zoff(self.c.hvq, m)
             size = 16 * vq
         else:
             if k == FPREG_P:
-                m = int_arg(n, "n", 0, 15)
                 hw = hw + poff(self.c.hvq, m)
             else:
                 hw = hw + ffroff(self.c.hvq)
             size = 2 * vq
-        if <uint32_t>data.shape[0] != size:
+        if <uint32_t>data.shape[0] != size:        # (checked above; the VL cannot have moved)
             raise ValueError(f"the register takes {size} bytes at VQ {vq}, not {data.shape[0]}")
-        memcpy(hw, &data[0], size)
+        if size:
+            memcpy(hw, &data[0], size)
         return 0
 
     # ------------------------------------------------------- userspace
@@ -436,7 +485,10 @@ cdef class FpState:
             return -errno.EINVAL
         if r.finalized:
             return -errno.EPERM
-        r.max_vq = <uint16_t>max(fpregs.vls_set([r.vls[k] for k in range(8)]))
+        vqs = fpregs.vls_set([r.vls[k] for k in range(8)])
+        if not vqs or max(vqs) > self.c.hvq:
+            return -errno.EINVAL
+        r.max_vq = <uint16_t>max(vqs)
         memset(self.c.sve_state + <size_t>i * SVE_STATE_MAX, 0, SVE_STATE_MAX)
         r.finalized = 1
         return 0
@@ -449,7 +501,11 @@ cdef class FpState:
             return -errno.ENOENT
         if r.finalized:
             return -errno.EPERM
-        vqs = fpregs.vls_set(words)
+        w = np.asarray(words)
+        if w.shape != (8,) or (w.dtype.kind not in "iu" and w.dtype.kind != "O"):
+            raise TypeError("the VLS is 8 integer words")
+        vqs = fpregs.vls_set(np.array([int_arg(x, f"vls[{k}]", 0, 0xFFFFFFFFFFFFFFFF)
+                                       for k, x in enumerate(w.tolist())], dtype=np.uint64))
         if not vqs or max(vqs) > SVE_VQ_MAX:
             return -errno.EINVAL
         host = set(self.host_vqs)
@@ -560,9 +616,16 @@ def sve_to_fpsimd_batch(vregs, src, vq, ids):
 def memcpy_baseline(dst, src):
     """One memcpy of ``src``'s bytes into ``dst`` (the batch benchmark's
     baseline)."""
-    cdef const uint8_t[::1] s = np.ascontiguousarray(src).reshape(-1)
-    cdef uint8_t[::1] d = dst.reshape(-1)
-    if d.shape[0] < s.shape[0]:
+    for name, a in (("dst", dst), ("src", src)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or not a.flags.c_contiguous:
+            raise TypeError(f"{name} must be a C-contiguous uint8 array")
+    if not dst.flags.writeable:
+        raise ValueError("dst is read-only")
+    if dst.size < src.size:
         raise ValueError("dst is smaller than src")
+    if src.size == 0:
+        return
+    cdef const uint8_t[::1] s = src.reshape(-1)
+    cdef uint8_t[::1] d = dst.reshape(-1)
     with nogil:
         memcpy(&d[0], &s[0], s.shape[0])

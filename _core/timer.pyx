@@ -444,8 +444,8 @@ cdef Py_ssize_t advance_to(Ctx *c, uint64_t target, Event *h) noexcept nogil:
             c.v.counter = e.t
         if fire_event(c, e.i, e.kind):
             fired += 1
-        if event_of(c, e.i, e.kind, target, &t):
-            e.t = t                         # re-armed (fired early)
+        if event_of(c, e.i, e.kind, target, &t) and t > e.t:
+            e.t = t                         # re-armed later (fired early)
             heap_push(h, &nh, e)
     c.v.counter = target
     return fired
@@ -611,11 +611,17 @@ cdef class Timers:
             r.cntp_cval = pnow(c) + sext32(x)
         arm_ptimer(c, i)
 
+    cdef int _ready(self) except -1:
+        if self.c.v == NULL:
+            raise TypeError("this Timers was not initialised (call Timers(nr_vcpus, ...))")
+        return 0
+
     def take_kicks(self):
         """The vCPUs a timer raised its interrupt on while they ran, in
         index order, their kick requests cleared."""
         cdef Py_ssize_t i
         out = []
+        self._ready()
         if not self.c.v.kicks:
             return out
         for i in range(self.c.n):
@@ -628,6 +634,7 @@ cdef class Timers:
     # -------------------------------------------------------------- time
     def advance(self, ticks):
         cdef uint64_t d = int_arg(ticks, "ticks", 0, U64MAX)
+        self._ready()
         if d > U64MAX - self.c.v.counter:
             raise ValueError(f"advancing by {d} would wrap the 64-bit counter")
         return advance_to(&self.c, self.c.v.counter + d, self._heap)
@@ -696,6 +703,7 @@ cdef class Timers:
 
     def set_counter_offset(self, offset):
         cdef uint64_t x = int_arg(offset, "counter_offset", 0, U64MAX)
+        self._ready()
         self.c.v.voffset = x
         self.c.v.poffset = x
         self.c.v.counter_offset_set = 1
@@ -768,16 +776,21 @@ cdef class Timers:
         return out
 
 
-def plain_timer_loop(records, ids, uint64_t counter, uint64_t voffset):
+def plain_timer_loop(records, ids, counter_arg, voffset_arg):
     """The baseline of the batch benchmark: one plain C loop per step over
     the same records doing the record work of save_batch, restore_batch and
     expiry_batch (the vtimer's CTL - with ISTATUS - and CVAL out of the
     hardware fields and back, the loaded flags and access counts, and the
     earliest expiry of the two timers as a counter deadline), with no model
     around it: no per-vCPU functions, no policy or state tests."""
-    cdef const int64_t[::1] v = vcpu_indices(ids, len(records))
-    if records.dtype != gtimer.TIMER_VCPU or not records.flags.c_contiguous:
-        raise TypeError("records must be a C-contiguous array of vgic.gtimer.TIMER_VCPU")
+    if (not isinstance(records, np.ndarray) or records.dtype != gtimer.TIMER_VCPU or records.ndim != 1
+            or not records.flags.c_contiguous):
+        raise TypeError("records must be a 1-D C-contiguous array of vgic.gtimer.TIMER_VCPU")
+    if not records.flags.writeable:
+        raise ValueError("records is read-only")
+    cdef uint64_t counter = int_arg(counter_arg, "counter", 0, U64MAX)
+    cdef uint64_t voffset = int_arg(voffset_arg, "voffset", 0, U64MAX)
+    cdef const int64_t[::1] v = vcpu_indices(ids, records.shape[0])
     cdef TimerVcpu *r = <TimerVcpu *><size_t>records.ctypes.data
     out = np.empty(v.shape[0], dtype=np.uint64)
     cdef uint64_t[::1] o = out

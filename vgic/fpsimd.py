@@ -28,7 +28,7 @@ from vgic import fpregs as F
 from vgic import sysregs
 from vgic.errors import KvmError, StateError, UndefinedInstruction
 from vgic.gic_state import _int, _keys, _list
-from vgic.ich import U32, U64
+from vgic.ich import U32, U64, check_int
 from vgic.part import KernelPart
 
 if TYPE_CHECKING:
@@ -89,6 +89,8 @@ class FpView:
         return bytes(self._part.guest(self._i, "read", kind, n))
 
     def _set(self, kind: int, n: int, data: Any) -> None:
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"register data must be bytes, not {type(data).__name__}")
         self._part.guest(self._i, "write", kind, n, bytes(data))
 
     def read_v(self, n: int) -> bytes:
@@ -157,6 +159,10 @@ class FpSimd(KernelPart):
         self.records = self.kernel.records
         self._guest = [_GuestFp(self, i) for i in range(vm.nr_vcpus)]
 
+    def _vcpu(self, vcpu: Any) -> int:
+        """A vCPU index of this VM (the part's methods are public too)."""
+        return check_int("vcpu", vcpu, 0, len(self.records) - 1)
+
     # ------------------------------------------------------------ per vCPU
     def vcpu_attrs(self, vcpu: VCPU) -> dict[str, Any]:
         return {"fp": FpView(self, vcpu.id)}
@@ -165,17 +171,20 @@ class FpSimd(KernelPart):
         return self._guest[vcpu.id]
 
     def check_first_run(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         r = self.records[vcpu]
         if r["sve"] and not r["finalized"]:
             raise KvmError(errno.EPERM, f"KVM_RUN: vCPU {vcpu} has SVE and is not finalized")
 
     def finalize(self, vcpu: int, feature: Any) -> None:
+        vcpu = self._vcpu(vcpu)
         r = self.kernel.finalize(vcpu, feature)
         if r:
             raise KvmError(-r, f"KVM_ARM_VCPU_FINALIZE({feature!r}) on vCPU {vcpu}")
 
     def guest(self, vcpu: int, how: str, kind: int, n: Any, value: Any = None) -> Any:
         """A guest access; an SVE access on a non-SVE vCPU is UNDEFINED."""
+        vcpu = self._vcpu(vcpu)
         if how == "read":
             out = self.kernel.guest_read(vcpu, kind, n)
             if out is None:
@@ -193,6 +202,7 @@ class FpSimd(KernelPart):
     def vcpu_one_regs(self, vcpu: int) -> list[int]:
         """KVM_GET_REG_LIST's share of this part, in KVM's order: the core
         FP registers (no V registers on an SVE vCPU), then the SVE ones."""
+        vcpu = self._vcpu(vcpu)
         r = self.records[vcpu]
         if r["sve"]:
             if not r["finalized"]:
@@ -228,12 +238,25 @@ class FpSimd(KernelPart):
             return state[F.preg_offset(mvq, n):F.preg_offset(mvq, n) + 2 * mvq], 32
         return state[F.ffr_offset(mvq):F.ffr_offset(mvq) + 2 * mvq], 32
 
-    def get_one_reg(self, vcpu: int, reg_id: int) -> Any:
+    def _checked_id(self, vcpu: int, reg_id: int) -> tuple[str, int] | None:
+        """KVM's refusals of this ID on this vCPU, before anything moves; the
+        SVE register it names, or None for the others."""
         r = self.records[vcpu]
+        if reg_id in _CORE_V and r["sve"]:
+            raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: V registers are not accessible on an SVE vCPU")
+        if reg_id in (F.KVM_REG_ZCR_EL1, F.KVM_REG_ARM64_SVE_VLS) and not r["sve"]:
+            raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: vCPU {vcpu} has no SVE")
+        if reg_id in _CORE_V or reg_id in (F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR, F.KVM_REG_ZCR_EL1,
+                                           F.KVM_REG_ARM64_SVE_VLS):
+            return None
+        return self._sve_reg(vcpu, reg_id)
+
+    def get_one_reg(self, vcpu: int, reg_id: int) -> Any:
+        vcpu = self._vcpu(vcpu)
+        r = self.records[vcpu]
+        sve_reg = self._checked_id(vcpu, reg_id)
         self.kernel.sync_out(vcpu)
         if reg_id in _CORE_V:
-            if r["sve"]:
-                raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: V registers are not accessible on an SVE vCPU")
             n = _CORE_V[reg_id]
             return bytes(self.kernel.vregs[vcpu][16 * n:16 * n + 16])
         if reg_id == F.KVM_REG_ARM_CORE_FPSR:
@@ -241,54 +264,58 @@ class FpSimd(KernelPart):
         if reg_id == F.KVM_REG_ARM_CORE_FPCR:
             return int(r["fpcr"])
         if reg_id == F.KVM_REG_ZCR_EL1:
-            if not r["sve"]:
-                raise KvmError(errno.ENOENT, "ZCR_EL1 exists on SVE vCPUs only")
             return int(r["zcr_el1"])
         if reg_id == F.KVM_REG_ARM64_SVE_VLS:
-            if not r["sve"]:
-                raise KvmError(errno.ENOENT, f"vCPU {vcpu} has no SVE")
             return np.asarray(r["vls"], dtype="<u8").tobytes()
-        kind, n = self._sve_reg(vcpu, reg_id)
-        data, size = self._region(vcpu, kind, n)
+        assert sve_reg is not None
+        data, size = self._region(vcpu, *sve_reg)
         return bytes(data) + bytes(size - data.size)          # zero padded
 
     def set_one_reg(self, vcpu: int, reg_id: int, value: Any) -> None:
+        vcpu = self._vcpu(vcpu)
         r = self.records[vcpu]
-        self.kernel.sync_out(vcpu)
+        sve_reg = self._checked_id(vcpu, reg_id)
+        # The value is checked before anything moves, too.
         if reg_id in _CORE_V:
-            if r["sve"]:
-                raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: V registers are not accessible on an SVE vCPU")
-            n = _CORE_V[reg_id]
-            self.kernel.vregs[vcpu][16 * n:16 * n + 16] = np.frombuffer(_raw(value, 16, "V"), dtype=np.uint8)
-            return
-        if reg_id in (F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR):
-            r["fpsr" if reg_id == F.KVM_REG_ARM_CORE_FPSR else "fpcr"] = _u(value, 32, "FPSR/FPCR")
-            return
-        if reg_id == F.KVM_REG_ZCR_EL1:
-            if not r["sve"]:
-                raise KvmError(errno.ENOENT, "ZCR_EL1 exists on SVE vCPUs only")
-            r["zcr_el1"] = _u(value, 64, "ZCR_EL1") & F.ZCR_LEN_MASK
-            return
+            raw = _raw(value, 16, "V")
+        elif reg_id in (F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR):
+            word = _u(value, 32, "FPSR/FPCR")
+        elif reg_id == F.KVM_REG_ZCR_EL1:
+            word = _u(value, 64, "ZCR_EL1")
+        elif reg_id == F.KVM_REG_ARM64_SVE_VLS:
+            raw = _raw(value, 64, "SVE_VLS")
+        else:
+            assert sve_reg is not None
+            raw = _raw(value, self._region(vcpu, *sve_reg)[1], f"one-reg {reg_id:#x}")
         if reg_id == F.KVM_REG_ARM64_SVE_VLS:
-            words = np.frombuffer(_raw(value, 64, "SVE_VLS"), dtype="<u8")
-            err = self.kernel.set_vls(vcpu, words)
+            err = self.kernel.set_vls(vcpu, np.frombuffer(raw, dtype="<u8"))
             if err:
                 raise KvmError(-err, f"KVM_REG_ARM64_SVE_VLS refused on vCPU {vcpu}")
             return
-        kind, n = self._sve_reg(vcpu, reg_id)
-        data, size = self._region(vcpu, kind, n)
-        raw = _raw(value, size, f"one-reg {reg_id:#x}")
-        data[:] = np.frombuffer(raw[:data.size], dtype=np.uint8)      # the VQ-sized part only
+        self.kernel.sync_out(vcpu)
+        if reg_id in _CORE_V:
+            n = _CORE_V[reg_id]
+            self.kernel.vregs[vcpu][16 * n:16 * n + 16] = np.frombuffer(raw, dtype=np.uint8)
+        elif reg_id in (F.KVM_REG_ARM_CORE_FPSR, F.KVM_REG_ARM_CORE_FPCR):
+            r["fpsr" if reg_id == F.KVM_REG_ARM_CORE_FPSR else "fpcr"] = word
+        elif reg_id == F.KVM_REG_ZCR_EL1:
+            r["zcr_el1"] = word & F.ZCR_LEN_MASK
+        else:
+            assert sve_reg is not None
+            data, _ = self._region(vcpu, *sve_reg)
+            data[:] = np.frombuffer(raw[:data.size], dtype=np.uint8)      # the VQ-sized part only
 
     def reset(self, vcpu: int) -> None:
         """KVM's copy of the vCPU's FP/SVE state zeroed (kvm_reset_vcpu);
         before finalize the vector lengths go back to the host's set."""
+        vcpu = self._vcpu(vcpu)
         self.kernel.reset(vcpu)
         r = self.records[vcpu]
         if r["sve"] and not r["finalized"]:
             r["vls"] = F.vls_words(self.kernel.host_vqs)
 
     def vcpu_reset(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         self.reset(vcpu)
 
     # ---------------------------------------------------------------- state
@@ -298,6 +325,7 @@ class FpSimd(KernelPart):
     _BLOBS = ("vregs", "sve_state", "hw", "host_state")
 
     def vcpu_state(self, i: int) -> dict[str, Any]:
+        i = self._vcpu(i)
         r = self.records[i]
         out: dict[str, Any] = {f: int(r[f]) for f in self._SCALARS}
         out.update({f: bool(r[f]) for f in self._FLAGS})
@@ -349,9 +377,14 @@ class FpSimd(KernelPart):
             if not isinstance(vls, list) or not vls or any(
                     isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= F.SVE_VQ_MAX for v in vls):
                 raise StateError(f"{wi}.vls: expected a list of VQs in 1..{F.SVE_VQ_MAX}")
+            host = set(k.host_vqs)
+            if any((vq in vls) != (vq in host) for vq in range(1, max(vls) + 1)):
+                raise StateError(f"{wi}.vls: {vls} does not match the host's vector lengths {sorted(host)}")
             r["vls"] = F.vls_words(vls)
             if bool(r["sve"]) != bool(self.vm.sve) or int(r["max_vq"]) > k.hvq or int(r["hw_vq"]) > k.hvq:
                 raise StateError(f"{wi}: sve, max_vq or hw_vq does not fit this VM")
+            if r["finalized"] and int(r["max_vq"]) != max(vls):
+                raise StateError(f"{wi}.max_vq: {int(r['max_vq'])} is not the largest VQ of vls")
             for b in self._BLOBS:
                 raw = vd[b]
                 if not isinstance(raw, bytes) or len(raw) != blobs[b].shape[1]:

@@ -438,7 +438,12 @@ def vcpu_indices(idx: object, n: int) -> np.ndarray:
     below ``n`` (``ValueError`` naming the first that is not).  A private
     copy: the kernels check it once and then use it, so no other thread can
     change an index in between."""
-    arr = np.array(idx, dtype=np.int64, copy=True)
+    src = np.asarray(idx)
+    if src.size and src.dtype.kind not in "iu":
+        if src.dtype.kind == "O" and all(type(x) is int for x in src.reshape(-1).tolist()):
+            raise ValueError("idx holds an index outside the 64-bit range")
+        raise TypeError(f"idx must hold integers, not {src.dtype}")
+    arr = np.array(src, dtype=np.int64, copy=True)
     if arr.ndim != 1:
         raise ValueError("idx must be one-dimensional")
     bad = (arr < 0) | (arr >= n)

@@ -150,6 +150,10 @@ class ArchTimer(KernelPart):
             vm.gic.deactivation_listeners.append(self._deactivated)
         self._guest = [_GuestTimer(self, i) for i in range(vm.nr_vcpus)]
 
+    def _vcpu(self, vcpu: Any) -> int:
+        """A vCPU index of this VM (the part's methods are public too)."""
+        return check_int("vcpu", vcpu, 0, len(self.records) - 1)
+
     # ------------------------------------------------------------ per vCPU
     def vcpu_attrs(self, vcpu: VCPU) -> dict[str, Any]:
         return {"timer": TimerView(self, vcpu.id)}
@@ -158,20 +162,25 @@ class ArchTimer(KernelPart):
         return self._guest[vcpu.id]
 
     def check_first_run(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         v = self.vm_rec[0]
         if self.vm.gic is not None and not self.records[vcpu]["enabled"] and int(v["vppi"]) == int(v["pppi"]):
             raise KvmError(errno.EINVAL, f"KVM_RUN: the timers share PPI {int(v['vppi'])}")
 
     def first_run(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         self.timers.first_run(vcpu)
 
     def vcpu_reset(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         self.timers.reset(vcpu)
 
     def vcpu_block(self, vcpu: int) -> None:
+        vcpu = self._vcpu(vcpu)
         self.timers.block(vcpu)
 
     def vcpu_unblock(self, vcpu: int) -> bool:
+        vcpu = self._vcpu(vcpu)
         return bool(self.timers.unblock(vcpu))
 
     def take_kicks(self) -> list[int]:
@@ -181,6 +190,7 @@ class ArchTimer(KernelPart):
     def owns(self, vcpu: int, intid: int) -> bool:
         """Whether the timers own PPI ``intid`` of ``vcpu`` (kvm_vgic_set_owner
         at the vCPU's first run): another injection there is ignored."""
+        vcpu = self._vcpu(vcpu)
         v = self.vm_rec[0]
         return bool(self.records[vcpu]["enabled"]) and intid in (int(v["vppi"]), int(v["pppi"]))
 
@@ -215,9 +225,11 @@ class ArchTimer(KernelPart):
 
     # ---------------------------------------------------------- userspace
     def get_one_reg(self, vcpu: int, reg_id: int) -> int:
+        vcpu = self._vcpu(vcpu)
         return int(self.timers.get_reg(vcpu, ONE_REGS[reg_id]))
 
     def set_one_reg(self, vcpu: int, reg_id: int, value: Any) -> None:
+        vcpu = self._vcpu(vcpu)
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= int(value) <= U64:
             raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x}: {value!r} is not a 64-bit value")
         self.timers.set_reg(vcpu, ONE_REGS[reg_id], int(value))
@@ -242,6 +254,7 @@ class ArchTimer(KernelPart):
         return group == uapi.KVM_ARM_VCPU_TIMER_CTRL and attr in _TIMER_IRQ_ATTRS
 
     def get_vcpu_attr(self, vcpu: int, group: int, attr: int) -> int:
+        vcpu = self._vcpu(vcpu)
         if not self.has_vcpu_attr(group, attr):
             raise KvmError(errno.ENXIO, f"vCPU attribute ({group}, {attr}) does not exist")
         v = self.vm_rec[0]
@@ -250,6 +263,7 @@ class ArchTimer(KernelPart):
                 uapi.KVM_ARM_VCPU_TIMER_IRQ_HPTIMER: T.DEFAULT_HPTIMER_PPI}[attr]
 
     def set_vcpu_attr(self, vcpu: int, group: int, attr: int, value: Any) -> None:
+        vcpu = self._vcpu(vcpu)
         if group != uapi.KVM_ARM_VCPU_TIMER_CTRL:
             raise KvmError(errno.ENXIO, f"vCPU attribute group {group} does not exist")
         if self.vm.gic is None:
@@ -269,6 +283,7 @@ class ArchTimer(KernelPart):
 
     # ---------------------------------------------------------------- state
     def vcpu_state(self, i: int) -> dict[str, Any]:
+        i = self._vcpu(i)
         r = self.records[i]
         out: dict[str, Any] = {name: int(r[f]) for f, name in _VCPU_REGS}
         out["hw"] = {name: int(r[f]) for f, name in _HW_REGS}

@@ -117,6 +117,7 @@ class FpState(BatchSteps):
 
     def _zero_above(self, i: int, vq: int) -> None:
         """What lies above ``vq`` in each register of CPU ``i`` reads zero."""
+        vq = min(vq, self.hvq)
         z, p, ffr = _layout(self.hvq)
         hw = self.hw[i]
         for s in z:
@@ -147,7 +148,7 @@ class FpState(BatchSteps):
     def _apply_vl(self, i: int) -> None:
         r = self.records[i]
         vq = self._vq(i)
-        if vq < int(r["hw_vq"]):
+        if vq < min(int(r["hw_vq"]), self.hvq):
             self._zero_above(i, vq)
         r["hw_vq"] = vq
 
@@ -157,7 +158,7 @@ class FpState(BatchSteps):
 
     def _guest_bytes(self, i: int) -> int:
         r = self.records[i]
-        return (F.regs_size(int(r["max_vq"])) if r["sve"] else F.FPSIMD_VREGS_BYTES) + 8
+        return (F.regs_size(self._mvq(r)) if r["sve"] else F.FPSIMD_VREGS_BYTES) + 8
 
     def _host_save(self, i: int) -> None:
         """fpsimd_save_and_flush_cpu_state() of the host task's state."""
@@ -195,7 +196,7 @@ class FpState(BatchSteps):
         the FPSIMD registers."""
         r = self.records[i]
         if r["sve"]:
-            mvq = int(r["max_vq"])
+            mvq = self._mvq(r)
             self._write_zcr(i, "hw_zcr_el2", mvq - 1)
             copy_regs(self.hw[i], self.hvq, self.sve_state[i], mvq, mvq)
             self._write_zcr(i, "hw_zcr_el1", int(r["zcr_el1"]) & F.ZCR_LEN_MASK)
@@ -212,7 +213,7 @@ class FpState(BatchSteps):
         if r["owner"] != F.FP_STATE_GUEST_OWNED:
             return
         if r["sve"]:
-            mvq = int(r["max_vq"])
+            mvq = self._mvq(r)
             r["zcr_el1"] = r["hw_zcr_el1"]
             self._write_zcr(i, "hw_zcr_el2", mvq - 1)
             copy_regs(self.sve_state[i], mvq, self.hw[i], self.hvq, mvq)
@@ -256,6 +257,44 @@ class FpState(BatchSteps):
             self._guest_save(i)
             self._host_restore(i)
 
+    def _mvq(self, r: Any) -> int:
+        # The vCPU's maximum VQ as the kernels use it: within 1..the host's
+        # (the record is a public array; a bad value must not reach a copy).
+        return min(max(int(r["max_vq"]), 1), self.hvq)
+
+    def _guest_vq(self, i: int) -> int:
+        """The effective VQ the guest will see at its next access (after
+        the trap that loads its state, if it does not own the registers)."""
+        r = self.records[i]
+        if r["owner"] == F.FP_STATE_GUEST_OWNED or not r["sve"]:
+            return int(r["hw_vq"])
+        return F.effective_vq([self._mvq(r) - 1, int(r["zcr_el1"]) & F.ZCR_LEN_MASK], self.host_vqs)
+
+    def _check_access(self, i: int, kind: int, n: Any, value: Any, write: bool) -> tuple[int, Any]:
+        """Every argument of a guest access checked before anything moves."""
+        if not self.records[i]["running"]:
+            raise ValueError(f"vcpu {i} is not running")
+        if kind in (FPREG_V, FPREG_Z):
+            n = check_int("n", n, 0, 31)
+        elif kind == FPREG_P:
+            n = check_int("n", n, 0, 15)
+        if not write:
+            return n, None
+        if kind in (FPREG_FPSR, FPREG_FPCR, FPREG_ZCR):
+            return n, check_int("value", value, 0, F.U64)
+        if not isinstance(value, (bytes, bytearray, memoryview)):
+            raise TypeError(f"register data must be bytes, not {type(value).__name__}")
+        data = np.frombuffer(bytes(value), dtype=np.uint8)
+        if kind == FPREG_V:
+            size = 16
+        elif self.records[i]["sve"]:
+            size = (16 if kind == FPREG_Z else 2) * self._guest_vq(i)
+        else:
+            size = data.size                    # UNDEFINED anyway
+        if data.size != size:
+            raise ValueError(f"the register takes {size} bytes, not {data.size}")
+        return n, data
+
     def _use(self, i: int, sve_only: bool) -> int:
         r = self.records[i]
         if not r["running"]:
@@ -277,6 +316,7 @@ class FpState(BatchSteps):
         for FPSR, FPCR, ZCR_EL1.  None: UNDEFINED (SVE on a non-SVE vCPU)."""
         i = self._i(vcpu)
         kind = check_int("kind", kind, 0, FPREG_ZCR)
+        n, _ = self._check_access(i, kind, n, None, False)
         if self._use(i, kind in (FPREG_Z, FPREG_P, FPREG_FFR, FPREG_ZCR)):
             return None
         r = self.records[i]
@@ -289,12 +329,10 @@ class FpState(BatchSteps):
         vq = int(r["hw_vq"])
         z, p, ffr = _layout(self.hvq)
         if kind == FPREG_V:
-            s = z[check_int("n", n, 0, 31)]
-            return bytes(self.hw[i][s.start:s.start + 16])
+            return bytes(self.hw[i][z[n].start:z[n].start + 16])
         if kind == FPREG_Z:
-            s = z[check_int("n", n, 0, 31)]
-            return bytes(self.hw[i][s.start:s.start + 16 * vq])
-        s = p[check_int("n", n, 0, 15)] if kind == FPREG_P else ffr
+            return bytes(self.hw[i][z[n].start:z[n].start + 16 * vq])
+        s = p[n] if kind == FPREG_P else ffr
         return bytes(self.hw[i][s.start:s.start + 2 * vq])
 
     def guest_write(self, vcpu: Any, kind: Any, n: Any, value: Any) -> int:
@@ -304,8 +342,7 @@ class FpState(BatchSteps):
         i = self._i(vcpu)
         kind = check_int("kind", kind, 0, FPREG_ZCR)
         r = self.records[i]
-        if kind in (FPREG_FPSR, FPREG_FPCR, FPREG_ZCR):
-            value = check_int("value", value, 0, F.U64)
+        n, value = self._check_access(i, kind, n, value, True)
         err = self._use(i, kind in (FPREG_Z, FPREG_P, FPREG_FFR, FPREG_ZCR))
         if err:
             return err
@@ -322,20 +359,15 @@ class FpState(BatchSteps):
             return 0
         vq = int(r["hw_vq"])
         z, p, ffr = _layout(self.hvq)
-        data = np.frombuffer(bytes(value), dtype=np.uint8)
+        data = value
         if kind == FPREG_V:
-            s = z[check_int("n", n, 0, 31)]
-            if data.size != 16:
-                raise ValueError(f"V{n} takes 16 bytes, not {data.size}")
-            self.hw[i][s] = 0
-            self.hw[i][s.start:s.start + 16] = data
+            self.hw[i][z[n]] = 0
+            self.hw[i][z[n].start:z[n].start + 16] = data
             return 0
         if kind == FPREG_Z:
-            s, size = z[check_int("n", n, 0, 31)], 16 * vq
+            s, size = z[n], 16 * vq
         else:
-            s, size = (p[check_int("n", n, 0, 15)] if kind == FPREG_P else ffr), 2 * vq
-        if data.size != size:
-            raise ValueError(f"the register takes {size} bytes at VQ {vq}, not {data.size}")
+            s, size = (p[n] if kind == FPREG_P else ffr), 2 * vq
         self.hw[i][s.start:s.start + size] = data
         return 0
 
@@ -372,7 +404,10 @@ class FpState(BatchSteps):
             return -errno.EINVAL
         if r["finalized"]:
             return -errno.EPERM
-        r["max_vq"] = max(F.vls_set(r["vls"]))
+        vqs = F.vls_set(r["vls"])
+        if not vqs or max(vqs) > self.hvq:
+            return -errno.EINVAL
+        r["max_vq"] = max(vqs)
         self.sve_state[i] = 0
         r["finalized"] = True
         return 0
@@ -385,7 +420,7 @@ class FpState(BatchSteps):
             return -errno.ENOENT
         if r["finalized"]:
             return -errno.EPERM
-        vqs = F.vls_set(words)
+        vqs = F.vls_set(_vls_words_arg(words))
         if not vqs or vqs[-1] > F.SVE_VQ_MAX:
             return -errno.EINVAL
         host = set(self.host_vqs)
@@ -407,16 +442,25 @@ class FpState(BatchSteps):
     # ------------------------------------------------------ batch forms
 
 
+def _vls_words_arg(words: Any) -> np.ndarray:
+    """SVE_VLS as 8 unsigned 64-bit words (TypeError/ValueError otherwise)."""
+    w = np.asarray(words)
+    if w.shape != (8,) or (w.dtype.kind not in "iu" and w.dtype.kind != "O"):
+        raise TypeError("the VLS is 8 integer words")
+    vals = [check_int(f"vls[{k}]", x, 0, F.U64) for k, x in enumerate(w.tolist())]
+    return np.array(vals, dtype=np.uint64)
+
+
 def copy_batch(dst: np.ndarray, dst_vq: int, src: np.ndarray, src_vq: int, vq: int, ids: Any) -> None:
     """:func:`copy_regs` for rows ``ids`` of two 2-D uint8 arrays of payloads."""
-    _check_batch(dst, dst_vq, src, src_vq, vq)
+    dst_vq, src_vq, vq = _check_batch(dst, dst_vq, src, src_vq, vq)
     for i in vcpu_indices(ids, min(dst.shape[0], src.shape[0])).tolist():
         copy_regs(dst[i], dst_vq, src[i], src_vq, vq)
 
 
 def fpsimd_to_sve_batch(dst: np.ndarray, vq: int, vregs: np.ndarray, ids: Any) -> None:
     """:func:`fpsimd_to_sve` for rows ``ids``."""
-    check_int("vq", vq, 1, F.SVE_VQ_MAX)
+    vq = check_int("vq", vq, 1, F.SVE_VQ_MAX)
     _check_rows(dst, F.regs_size(vq), "dst", True)
     _check_rows(vregs, F.FPSIMD_VREGS_BYTES, "vregs")
     for i in vcpu_indices(ids, min(dst.shape[0], vregs.shape[0])).tolist():
@@ -425,7 +469,7 @@ def fpsimd_to_sve_batch(dst: np.ndarray, vq: int, vregs: np.ndarray, ids: Any) -
 
 def sve_to_fpsimd_batch(vregs: np.ndarray, src: np.ndarray, vq: int, ids: Any) -> None:
     """:func:`sve_to_fpsimd` for rows ``ids``."""
-    check_int("vq", vq, 1, F.SVE_VQ_MAX)
+    vq = check_int("vq", vq, 1, F.SVE_VQ_MAX)
     _check_rows(vregs, F.FPSIMD_VREGS_BYTES, "vregs", True)
     _check_rows(src, F.regs_size(vq), "src")
     for i in vcpu_indices(ids, min(src.shape[0], vregs.shape[0])).tolist():
@@ -441,19 +485,23 @@ def _check_rows(a: Any, need: int, name: str, write: bool = False) -> None:
         raise ValueError(f"{name} is read-only")
 
 
-def _check_batch(dst: Any, dst_vq: Any, src: Any, src_vq: Any, vq: Any) -> None:
-    for name, v in (("dst_vq", dst_vq), ("src_vq", src_vq), ("vq", vq)):
-        check_int(name, v, 1, F.SVE_VQ_MAX)
+def _check_batch(dst: Any, dst_vq: Any, src: Any, src_vq: Any, vq: Any) -> tuple[int, int, int]:
+    dst_vq, src_vq, vq = (check_int(name, v, 1, F.SVE_VQ_MAX)
+                          for name, v in (("dst_vq", dst_vq), ("src_vq", src_vq), ("vq", vq)))
     if vq > min(dst_vq, src_vq):
         raise ValueError(f"vq {vq} exceeds a payload's VQ ({dst_vq}, {src_vq})")
     _check_rows(dst, F.regs_size(dst_vq), "dst", True)
     _check_rows(src, F.regs_size(src_vq), "src")
+    return dst_vq, src_vq, vq
 
 
 def memcpy_baseline(dst: np.ndarray, src: np.ndarray) -> None:
     """One copy of ``src``'s bytes into ``dst`` (the batch benchmark's baseline)."""
-    s = np.ascontiguousarray(src).reshape(-1)
-    d = dst.reshape(-1)
-    if d.shape[0] < s.shape[0]:
+    for name, a in (("dst", dst), ("src", src)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or not a.flags.c_contiguous:
+            raise TypeError(f"{name} must be a C-contiguous uint8 array")
+    if not dst.flags.writeable:
+        raise ValueError("dst is read-only")
+    if dst.size < src.size:
         raise ValueError("dst is smaller than src")
-    d[:s.shape[0]] = s
+    dst.reshape(-1)[:src.size] = src.reshape(-1)

@@ -50,6 +50,12 @@ class Timers(BatchSteps):
         v["vppi"] = T.DEFAULT_VTIMER_PPI
         v["pppi"] = T.DEFAULT_PTIMER_PPI
         v["irqchip"] = gic is not None
+        if gic is not None:
+            from .gic import Gic
+            if not isinstance(gic, Gic):
+                raise TypeError(f"gic must be a vgic._pure.gic.Gic or None, not {type(gic).__name__}")
+            if gic.nr_vcpus != n:
+                raise ValueError(f"the Gic has {gic.nr_vcpus} vCPUs, the timers {n}")
         self.gic = gic
         if gic is not None:
             gic._input_level = self._input_level
@@ -492,7 +498,7 @@ class Timers(BatchSteps):
             if self._fire(i, kind):
                 fired += 1
             for e in self._events(i, target):
-                if e[2] == kind:                    # re-armed (fired early)
+                if e[2] == kind and e[0] > t:       # re-armed later (fired early)
                     heapq.heappush(heap, e)
         v["counter"] = target
         return fired
@@ -637,9 +643,14 @@ class Timers(BatchSteps):
 def plain_timer_loop(records: np.ndarray, ids: Any, counter: int, voffset: int) -> np.ndarray:
     """The batch benchmark's baseline (twin of the core's): the record work
     of save_batch, restore_batch and expiry_batch with no model around it."""
-    idx = vcpu_indices(ids, len(records)).tolist()
-    if records.dtype != T.TIMER_VCPU:
-        raise TypeError("records must be an array of vgic.gtimer.TIMER_VCPU")
+    if (not isinstance(records, np.ndarray) or records.dtype != T.TIMER_VCPU or records.ndim != 1
+            or not records.flags.c_contiguous):
+        raise TypeError("records must be a 1-D C-contiguous array of vgic.gtimer.TIMER_VCPU")
+    if not records.flags.writeable:
+        raise ValueError("records is read-only")
+    counter = check_int("counter", counter, 0, T.U64)
+    voffset = check_int("voffset", voffset, 0, T.U64)
+    idx = vcpu_indices(ids, records.shape[0]).tolist()
     for i in idx:
         r = records[i]
         ctl = int(r["hw_cntv_ctl"])
