@@ -776,7 +776,7 @@ cdef class Timers:
         return out
 
 
-def plain_timer_loop(records, ids, counter_arg, voffset_arg):
+def plain_timer_loop(records, ids, counter, voffset):
     """The baseline of the batch benchmark: one plain C loop per step over
     the same records doing the record work of save_batch, restore_batch and
     expiry_batch (the vtimer's CTL - with ISTATUS - and CVAL out of the
@@ -788,20 +788,20 @@ def plain_timer_loop(records, ids, counter_arg, voffset_arg):
         raise TypeError("records must be a 1-D C-contiguous array of vgic.gtimer.TIMER_VCPU")
     if not records.flags.writeable:
         raise ValueError("records is read-only")
-    cdef uint64_t counter = int_arg(counter_arg, "counter", 0, U64MAX)
-    cdef uint64_t voffset = int_arg(voffset_arg, "voffset", 0, U64MAX)
+    cdef uint64_t cnt = int_arg(counter, "counter", 0, U64MAX)
+    cdef uint64_t voff = int_arg(voffset, "voffset", 0, U64MAX)
     cdef const int64_t[::1] v = vcpu_indices(ids, records.shape[0])
     cdef TimerVcpu *r = <TimerVcpu *><size_t>records.ctypes.data
     out = np.empty(v.shape[0], dtype=np.uint64)
     cdef uint64_t[::1] o = out
     cdef Py_ssize_t k
     cdef TimerVcpu *x
-    cdef uint64_t now_v = counter - voffset, best, d
+    cdef uint64_t now_v = cnt - voff, best, d
     with nogil:
         for k in range(v.shape[0]):
             x = &r[v[k]]
             x.cntv_ctl = x.hw_cntv_ctl | (CTL_ISTATUS if (x.hw_cntv_ctl & CTL_ENABLE)
-                                          and counter - x.hw_cntvoff >= x.hw_cntv_cval else 0)
+                                          and cnt - x.hw_cntvoff >= x.hw_cntv_cval else 0)
             x.cntv_cval = x.hw_cntv_cval
             x.hw_cntv_ctl = 0
             x.hw_cntvoff = 0
@@ -810,7 +810,7 @@ def plain_timer_loop(records, ids, counter_arg, voffset_arg):
             x.loaded = 0
         for k in range(v.shape[0]):
             x = &r[v[k]]
-            x.hw_cntvoff = voffset
+            x.hw_cntvoff = voff
             x.hw_cntv_cval = x.cntv_cval
             x.hw_cntv_ctl = x.cntv_ctl & (CTL_ENABLE | CTL_IMASK)
             x.sysreg_writes += 3
@@ -821,7 +821,7 @@ def plain_timer_loop(records, ids, counter_arg, voffset_arg):
             if (x.cntv_ctl & (CTL_ENABLE | CTL_IMASK)) == CTL_ENABLE:
                 best = x.cntv_cval - now_v if x.cntv_cval > now_v else 0
             if (x.cntp_ctl & (CTL_ENABLE | CTL_IMASK)) == CTL_ENABLE:
-                d = x.cntp_cval - counter if x.cntp_cval > counter else 0
+                d = x.cntp_cval - cnt if x.cntp_cval > cnt else 0
                 best = d if d < best else best
-            o[k] = best if best == NO_DEADLINE else (U64MAX if best > U64MAX - counter else counter + best)
+            o[k] = best if best == NO_DEADLINE else (U64MAX if best > U64MAX - cnt else cnt + best)
     return out
