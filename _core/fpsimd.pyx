@@ -17,6 +17,7 @@ from vgic._core.consts cimport (SVE_VQ_MAX, NR_ZREGS, NR_PREGS, FPSIMD_VREGS_BYT
     ZCR_LEN_MASK, KVM_ARM_VCPU_SVE, FP_STATE_FREE, FP_STATE_HOST_OWNED, FP_STATE_GUEST_OWNED,
     FP_POLICY_LAZY, FP_POLICY_EAGER)
 from vgic._core.args cimport int_arg
+from vgic._core.batch cimport run_steps
 
 from vgic import fpregs
 from vgic.ich import vcpu_indices
@@ -232,24 +233,28 @@ cdef void guest_save(Ctx *c, Py_ssize_t i) noexcept nogil:
     r.guest_bytes += guest_bytes(c, r)
     r.owner = FP_STATE_FREE
 
-cdef void do_load(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_load(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     c.r[i].loaded = 1
     if c.policy == FP_POLICY_LAZY:
         host_save(c, i)
 
-cdef void do_put(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_put(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     c.r[i].loaded = 0
     if c.policy == FP_POLICY_LAZY:
         guest_save(c, i)
         host_restore(c, i)
 
-cdef void do_enter(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_enter(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     if c.policy == FP_POLICY_EAGER:
         host_save(c, i)
         guest_restore(c, i)
     c.r[i].running = 1
 
-cdef void do_exit(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_exit(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     c.r[i].running = 0
     if c.policy == FP_POLICY_EAGER:
         guest_save(c, i)
@@ -530,31 +535,23 @@ cdef class FpState:
     # ------------------------------------------------------ batch forms
     def load_batch(self, ids):
         cdef const int64_t[::1] v = vcpu_indices(ids, self.c.n)
-        cdef Py_ssize_t k
         with nogil:
-            for k in range(v.shape[0]):
-                do_load(&self.c, v[k])
+            run_steps(do_load, &self.c, v)
 
     def put_batch(self, ids):
         cdef const int64_t[::1] v = vcpu_indices(ids, self.c.n)
-        cdef Py_ssize_t k
         with nogil:
-            for k in range(v.shape[0]):
-                do_put(&self.c, v[k])
+            run_steps(do_put, &self.c, v)
 
     def enter_batch(self, ids):
         cdef const int64_t[::1] v = vcpu_indices(ids, self.c.n)
-        cdef Py_ssize_t k
         with nogil:
-            for k in range(v.shape[0]):
-                do_enter(&self.c, v[k])
+            run_steps(do_enter, &self.c, v)
 
     def exit_batch(self, ids):
         cdef const int64_t[::1] v = vcpu_indices(ids, self.c.n)
-        cdef Py_ssize_t k
         with nogil:
-            for k in range(v.shape[0]):
-                do_exit(&self.c, v[k])
+            run_steps(do_exit, &self.c, v)
 
 
 # ------------------------------------------------------- batch kernels

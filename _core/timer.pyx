@@ -25,6 +25,7 @@ from vgic._core.consts cimport (CTL_ENABLE, CTL_IMASK, CTL_ISTATUS, CNTHCTL_HOST
     TREG_CNTPCT, TREG_CNTFRQ, NR_TREGS, ONEREG_TIMER_CTL, ONEREG_TIMER_CVAL, ONEREG_TIMER_CNT,
     ONEREG_PTIMER_CTL, ONEREG_PTIMER_CVAL, ONEREG_PTIMER_CNT, TIMER_EV_HOST_VTIMER, TIMER_EV_PTIMER)
 from vgic._core.args cimport int_arg
+from vgic._core.batch cimport run_steps
 from vgic._core.gic cimport Gic
 from vgic._core.gicstate cimport GicState, line_report, bank_of, SPI_BANKS, BM_ACTIVE
 
@@ -284,13 +285,15 @@ cdef void load_timers(Ctx *c, Py_ssize_t i) noexcept nogil:
     arm_ptimer(c, i)
     host_check(c, i)
 
-cdef void do_load(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_load(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     cdef TimerVcpu *r = &c.r[i]
     r.vcpu_loaded = 1
     if r.enabled and c.v.policy == TIMER_POLICY_LAZY:
         load_timers(c, i)
 
-cdef void do_put(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_put(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     cdef TimerVcpu *r = &c.r[i]
     r.vcpu_loaded = 0
     if not r.enabled or c.v.policy != TIMER_POLICY_LAZY:
@@ -300,7 +303,8 @@ cdef void do_put(Ctx *c, Py_ssize_t i) noexcept nogil:
     if r.blocking:
         arm_bg(c, i)
 
-cdef void do_enter(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_enter(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     cdef TimerVcpu *r = &c.r[i]
     cdef bint fire
     if not r.enabled:
@@ -320,7 +324,8 @@ cdef void do_enter(Ctx *c, Py_ssize_t i) noexcept nogil:
     host_check(c, i)
     r.running = 1
 
-cdef void do_exit(Ctx *c, Py_ssize_t i) noexcept nogil:
+cdef void do_exit(void *ctx, Py_ssize_t i) noexcept nogil:
+    cdef Ctx *c = <Ctx *>ctx
     cdef TimerVcpu *r = &c.r[i]
     cdef bint fire
     r.running = 0
@@ -723,27 +728,23 @@ cdef class Timers:
     # -------------------------------------------------------- batch forms
     def load_batch(self, ids):
         cdef const int64_t[::1] v = self._ids(ids)
-        cdef Py_ssize_t k
-        for k in range(v.shape[0]):
-            do_load(&self.c, v[k])
+        with nogil:
+            run_steps(do_load, &self.c, v)
 
     def put_batch(self, ids):
         cdef const int64_t[::1] v = self._ids(ids)
-        cdef Py_ssize_t k
-        for k in range(v.shape[0]):
-            do_put(&self.c, v[k])
+        with nogil:
+            run_steps(do_put, &self.c, v)
 
     def enter_batch(self, ids):
         cdef const int64_t[::1] v = self._ids(ids)
-        cdef Py_ssize_t k
-        for k in range(v.shape[0]):
-            do_enter(&self.c, v[k])
+        with nogil:
+            run_steps(do_enter, &self.c, v)
 
     def exit_batch(self, ids):
         cdef const int64_t[::1] v = self._ids(ids)
-        cdef Py_ssize_t k
-        for k in range(v.shape[0]):
-            do_exit(&self.c, v[k])
+        with nogil:
+            run_steps(do_exit, &self.c, v)
 
     def save_batch(self, ids):
         """timer_save_state of the vtimer of every vCPU in ``ids``."""
