@@ -555,6 +555,12 @@ cdef class FpState:
 
 
 # ------------------------------------------------------- batch kernels
+cdef object real(object a):
+    # The real array behind an ndarray subclass (which could fake its
+    # dtype, shape or flags); anything else as it is, to be refused.
+    return np.asarray(a) if isinstance(a, np.ndarray) else a
+
+
 cdef uint8_t *rows(object a, Py_ssize_t need, str name, bint write) except NULL:
     if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 2 or not a.flags.c_contiguous:
         raise TypeError(f"{name} must be a C-contiguous 2-D uint8 array")
@@ -574,6 +580,7 @@ def copy_batch(dst, dst_vq, src, src_vq, vq, ids):
     cdef uint32_t q = int_arg(vq, "vq", 1, SVE_VQ_MAX)
     if q > dvq or q > svq:
         raise ValueError(f"vq {q} exceeds a payload's VQ ({dvq}, {svq})")
+    dst, src = real(dst), real(src)
     cdef uint8_t *d = rows(dst, 546 * dvq, "dst", True)
     cdef uint8_t *s = rows(src, 546 * svq, "src", False)
     cdef size_t dstride = dst.shape[1], sstride = src.shape[1]
@@ -587,6 +594,7 @@ def copy_batch(dst, dst_vq, src, src_vq, vq, ids):
 def fpsimd_to_sve_batch(dst, vq, vregs, ids):
     """Zn = Vn zero-extended, P and FFR zero, for each row in ``ids``."""
     cdef uint32_t q = int_arg(vq, "vq", 1, SVE_VQ_MAX)
+    dst, vregs = real(dst), real(vregs)
     cdef uint8_t *d = rows(dst, 546 * q, "dst", True)
     cdef uint8_t *s = rows(vregs, FPSIMD_VREGS_BYTES, "vregs", False)
     cdef size_t dstride = dst.shape[1], sstride = vregs.shape[1]
@@ -600,6 +608,7 @@ def fpsimd_to_sve_batch(dst, vq, vregs, ids):
 def sve_to_fpsimd_batch(vregs, src, vq, ids):
     """Vn = the low 128 bits of Zn, for each row in ``ids``."""
     cdef uint32_t q = int_arg(vq, "vq", 1, SVE_VQ_MAX)
+    vregs, src = real(vregs), real(src)
     cdef uint8_t *d = rows(vregs, FPSIMD_VREGS_BYTES, "vregs", True)
     cdef uint8_t *s = rows(src, 546 * q, "src", False)
     cdef size_t dstride = vregs.shape[1], sstride = src.shape[1]
@@ -613,6 +622,7 @@ def sve_to_fpsimd_batch(vregs, src, vq, ids):
 def memcpy_baseline(dst, src):
     """One memcpy of ``src``'s bytes into ``dst`` (the batch benchmark's
     baseline)."""
+    dst, src = real(dst), real(src)
     for name, a in (("dst", dst), ("src", src)):
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or not a.flags.c_contiguous:
             raise TypeError(f"{name} must be a C-contiguous uint8 array")

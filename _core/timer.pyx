@@ -784,6 +784,8 @@ def plain_timer_loop(records, ids, counter, voffset):
     hardware fields and back, the loaded flags and access counts, and the
     earliest expiry of the two timers as a counter deadline), with no model
     around it: no per-vCPU functions, no policy or state tests."""
+    if isinstance(records, np.ndarray):
+        records = np.asarray(records)       # the real array: a subclass cannot fake its flags
     if (not isinstance(records, np.ndarray) or records.dtype != gtimer.TIMER_VCPU or records.ndim != 1
             or not records.flags.c_contiguous):
         raise TypeError("records must be a 1-D C-contiguous array of vgic.gtimer.TIMER_VCPU")

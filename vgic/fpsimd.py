@@ -43,6 +43,9 @@ _ZREGS = {F.sve_zreg(n, 0): n for n in range(F.NR_ZREGS)}
 _PREGS = {F.sve_preg(n, 0): n for n in range(F.NR_PREGS)}
 _FFR = F.sve_ffr(0)
 _SVE_LIST = [F.KVM_REG_ARM64_SVE_VLS, *_ZREGS, *_PREGS, _FFR]
+#: Slice-0 SVE register ID -> (kind, number).
+_SVE_REGS = {**{k: ("z", n) for k, n in _ZREGS.items()}, **{k: ("p", n) for k, n in _PREGS.items()},
+             _FFR: ("ffr", 0)}
 
 
 def _u(value: Any, bits: int, what: str) -> int:
@@ -217,17 +220,16 @@ class FpSimd(KernelPart):
         """sve_reg_to_region(): ENOENT for a slice >= 1 or a non-SVE vCPU,
         EINVAL for an ID naming nothing, then EPERM before finalize."""
         r = self.records[vcpu]
-        for kind, table in (("z", _ZREGS), ("p", _PREGS), ("ffr", {_FFR: 0})):
-            base = reg_id & ~0x1F
-            if base in {k & ~0x1F for k in table}:
-                if reg_id & 0x1F:
-                    raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: slice {reg_id & 0x1F} does not exist")
-                if not r["sve"]:
-                    raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: vCPU {vcpu} has no SVE")
-                if not r["finalized"]:
-                    raise KvmError(errno.EPERM, f"one-reg {reg_id:#x}: vCPU {vcpu} is not finalized")
-                return kind, table[reg_id & ~0x1F] if kind != "ffr" else 0
-        raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x} names no SVE register")
+        found = _SVE_REGS.get(reg_id & ~0x1F)           # (the slice-0 IDs end in 5 zero bits)
+        if found is None:
+            raise KvmError(errno.EINVAL, f"one-reg {reg_id:#x} names no SVE register")
+        if reg_id & 0x1F:
+            raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: slice {reg_id & 0x1F} does not exist")
+        if not r["sve"]:
+            raise KvmError(errno.ENOENT, f"one-reg {reg_id:#x}: vCPU {vcpu} has no SVE")
+        if not r["finalized"]:
+            raise KvmError(errno.EPERM, f"one-reg {reg_id:#x}: vCPU {vcpu} is not finalized")
+        return found
 
     def _region(self, vcpu: int, kind: str, n: int) -> tuple[np.ndarray, int]:
         mvq = int(self.records[vcpu]["max_vq"])

@@ -453,6 +453,7 @@ def _vls_words_arg(words: Any) -> np.ndarray:
 
 def copy_batch(dst: np.ndarray, dst_vq: int, src: np.ndarray, src_vq: int, vq: int, ids: Any) -> None:
     """:func:`copy_regs` for rows ``ids`` of two 2-D uint8 arrays of payloads."""
+    dst, src = _real(dst), _real(src)
     dst_vq, src_vq, vq = _check_batch(dst, dst_vq, src, src_vq, vq)
     for i in vcpu_indices(ids, min(dst.shape[0], src.shape[0])).tolist():
         copy_regs(dst[i], dst_vq, src[i], src_vq, vq)
@@ -461,6 +462,7 @@ def copy_batch(dst: np.ndarray, dst_vq: int, src: np.ndarray, src_vq: int, vq: i
 def fpsimd_to_sve_batch(dst: np.ndarray, vq: int, vregs: np.ndarray, ids: Any) -> None:
     """:func:`fpsimd_to_sve` for rows ``ids``."""
     vq = check_int("vq", vq, 1, F.SVE_VQ_MAX)
+    dst, vregs = _real(dst), _real(vregs)
     _check_rows(dst, F.regs_size(vq), "dst", True)
     _check_rows(vregs, F.FPSIMD_VREGS_BYTES, "vregs")
     for i in vcpu_indices(ids, min(dst.shape[0], vregs.shape[0])).tolist():
@@ -470,10 +472,16 @@ def fpsimd_to_sve_batch(dst: np.ndarray, vq: int, vregs: np.ndarray, ids: Any) -
 def sve_to_fpsimd_batch(vregs: np.ndarray, src: np.ndarray, vq: int, ids: Any) -> None:
     """:func:`sve_to_fpsimd` for rows ``ids``."""
     vq = check_int("vq", vq, 1, F.SVE_VQ_MAX)
+    vregs, src = _real(vregs), _real(src)
     _check_rows(vregs, F.FPSIMD_VREGS_BYTES, "vregs", True)
     _check_rows(src, F.regs_size(vq), "src")
     for i in vcpu_indices(ids, min(src.shape[0], vregs.shape[0])).tolist():
         sve_to_fpsimd(vregs[i], src[i], vq)
+
+
+def _real(a: Any) -> Any:
+    """The real array behind an ndarray subclass; anything else as it is."""
+    return np.asarray(a) if isinstance(a, np.ndarray) else a
 
 
 def _check_rows(a: Any, need: int, name: str, write: bool = False) -> None:
@@ -497,6 +505,7 @@ def _check_batch(dst: Any, dst_vq: Any, src: Any, src_vq: Any, vq: Any) -> tuple
 
 def memcpy_baseline(dst: np.ndarray, src: np.ndarray) -> None:
     """One copy of ``src``'s bytes into ``dst`` (the batch benchmark's baseline)."""
+    dst, src = _real(dst), _real(src)
     for name, a in (("dst", dst), ("src", src)):
         if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or not a.flags.c_contiguous:
             raise TypeError(f"{name} must be a C-contiguous uint8 array")

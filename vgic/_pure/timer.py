@@ -643,6 +643,8 @@ class Timers(BatchSteps):
 def plain_timer_loop(records: np.ndarray, ids: Any, counter: int, voffset: int) -> np.ndarray:
     """The batch benchmark's baseline (twin of the core's): the record work
     of save_batch, restore_batch and expiry_batch with no model around it."""
+    if isinstance(records, np.ndarray):
+        records = np.asarray(records)
     if (not isinstance(records, np.ndarray) or records.dtype != T.TIMER_VCPU or records.ndim != 1
             or not records.flags.c_contiguous):
         raise TypeError("records must be a 1-D C-contiguous array of vgic.gtimer.TIMER_VCPU")
