@@ -29,6 +29,20 @@ class Gic(CState):
     def attach_memory(self, memory: npt.NDArray[Any], gpa: int) -> None:
         """Guest RAM (a writable 1-D uint8 array at guest-physical ``gpa``)
         for the LPI property and pending tables."""
+    def map_phys_irq(self, vcpu: int, intid: int, pintid: int) -> None:
+        """kvm_vgic_map_phys_irq(): private INTID 16..31 forwarded from host PPI ``pintid``."""
+    def unmap_phys_irq(self, vcpu: int, intid: int) -> None:
+        """kvm_vgic_unmap_phys_irq()."""
+    def phys_irq(self, vcpu: int, intid: int) -> int:
+        """The host PPI a private INTID is mapped to, or -1."""
+    def map_is_active(self, vcpu: int, intid: int) -> bool:
+        """kvm_vgic_map_is_active(): mapped and virtually active."""
+    def host_active(self, vcpu: int) -> int:
+        """Active bits of the host PPIs (0..31) of the physical CPU under ``vcpu``."""
+    def set_host_active(self, vcpu: int, mask: int) -> None:
+        """Set those bits (irq_set_irqchip_state(IRQCHIP_STATE_ACTIVE))."""
+    def host_deactivate(self, vcpu: int, pintid: int) -> None:
+        """A guest deactivation through an LR with HW = 1."""
     def save_pending_tables(self) -> int:
         """KVM_DEV_ARM_VGIC_SAVE_PENDING_TABLES: 0 or -EFAULT."""
     def mpidr_to_vcpu(self, mpidr: int) -> int:
