@@ -759,3 +759,102 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
+
+
+# ------------------------------------------------------------ vgic report
+# Measurements the experiments of vgic/report.py need beside the ones above.
+
+def lr_order_vm(backend: str | None, order: str, nr_vcpus: int = 512) -> tuple[Any, Any, np.ndarray]:
+    """A VM of ``nr_vcpus`` vCPUs with 16 LRs each in LR storage ``order``
+    (``VM(lr_order=...)``), every vCPU's record filled as :func:`lr_records`
+    fills them: ``(vm, its hyp save/restore kernel, the live records)``.
+    Set ``records["used_lrs"]`` before timing."""
+    from vgic import VM, ich
+    vm = VM(nr_vcpus=nr_vcpus, nr_irqs=64, nr_lrs=16, lr_order=order, backend=backend)
+    records = vm.cpu_if_records
+    records["used_lrs"] = 16
+    records["ich_lr"] = ich.lr_value(40, 0xA0, pending=True)
+    records["vgic_lr"] = ich.lr_value(41, 0xA0, pending=True)
+    assert vm.gic is not None
+    return vm, vm.gic.hyp_if, records
+
+
+def lr_stream_hyp_if(backend: str | None, order: str, n: int) -> tuple[Any, np.ndarray]:
+    """The hyp save/restore kernel the VM builds for ``order``, over ``n``
+    records of :func:`lr_records` - more vCPUs than a VM may have, so the
+    batch streams through memory instead of staying in cache."""
+    _, impl = _backend.modules(backend)
+    records = lr_records(n, 16)
+    return impl.lr.HypIf(records, 16, 5, 5, order == "reverse"), records
+
+
+def lr_save_restore_seconds(hyp_if: Any, records: np.ndarray, used: int, calls: int, repeat: int) -> float:
+    """Seconds per vCPU of the batch hyp save + restore
+    (``save_restore_batch``) of every record, ``used`` LRs in use."""
+    records["used_lrs"] = used
+    n = records.shape[0]
+
+    def batch() -> None:
+        for _ in range(calls):
+            hyp_if.save_restore_batch()
+    return best_time(batch, repeat) / (calls * n)
+
+
+def timer_load_cycle_costs(backend: str | None, policy: str, entries: int, cycles: int,
+                           repeat: int) -> tuple[float, float, float]:
+    """(seconds, timer sysreg reads, writes) per vcpu_load..vcpu_put period
+    in which the guest runs ``entries`` times (KVM_RUN with ``entries`` - 1
+    exits handled in the kernel), its vtimer enabled and far from expiry.
+    ``entries=1`` is :func:`timer_cycle_costs`' ``"load_put"``."""
+    name, _ = _backend.modules(backend)
+    vm = _timer_vm(name, policy)
+    v = vm.vcpus[0]
+    v.enter()
+    v.sysreg_write("CNTV_CVAL_EL0", (1 << 63))
+    v.sysreg_write("CNTV_CTL_EL0", 1)
+    v.exit()
+    v.put()
+
+    def period() -> None:
+        for _ in range(cycles):
+            v.load()
+            for _ in range(entries):
+                v.enter()
+                v.exit()
+            v.put()
+
+    r0, w0 = v.timer.sysreg_reads, v.timer.sysreg_writes
+    period()
+    reads, writes = v.timer.sysreg_reads - r0, v.timer.sysreg_writes - w0
+    return best_time(period, repeat) / cycles, reads / cycles, writes / cycles
+
+
+def pending_sync_seconds_on(backend: str | None, nr_lpis: int, repeat: int,
+                            id_bits: int = 17) -> tuple[float, float]:
+    """:func:`pending_sync_seconds` on either implementation's kernels
+    (``backend`` "core", "pure" or None for the process default): (per-LPI
+    read-test-clear, one scan of the table) in seconds, ``nr_lpis`` mapped
+    LPIs spread over a pending table of 2**id_bits INTIDs, every other one
+    pending."""
+    _, impl = _backend.modules(backend)
+    kernel = impl.pending
+    rng = np.random.default_rng(nr_lpis)
+    nr_ids = 1 << id_bits
+    lpis = rng.choice(nr_ids - regmap.LPI_BASE, size=nr_lpis, replace=False) + regmap.LPI_BASE
+    lpis = np.sort(lpis).astype(np.uint32)
+    bits = np.zeros(nr_ids, dtype=bool)
+    bits[lpis[::2]] = True
+    pending_table = np.packbits(bits, bitorder="little")
+    in_map = np.zeros(nr_ids, dtype=bool)
+    in_map[lpis] = True
+    mapped = np.packbits(in_map, bitorder="little").view("<u8").astype(np.uint64)
+
+    def best(fn: Callable[[np.ndarray], Any]) -> float:
+        out = float("inf")
+        for _ in range(repeat):
+            table = pending_table.copy()        # each run consumes the bits it finds
+            t0 = time.perf_counter()
+            fn(table)
+            out = min(out, time.perf_counter() - t0)
+        return out
+    return (best(lambda t: kernel.sync_per_lpi(t, lpis)), best(lambda t: kernel.sync_scan(t, mapped)))
