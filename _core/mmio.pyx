@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy, memset, strcmp
 
@@ -28,6 +28,8 @@ from vgic._core.bitmap cimport size_mask
 
 from vgic import regmap
 from vgic.errors import UnmappedAccess
+from vgic.batchargs import index_array as batch_index_array
+from vgic.batchargs import value_array as batch_value_array
 from vgic.trace import MMIO_ACCESS, check_trace
 
 if sys.byteorder != "little":   # the handlers memcpy little-endian values
@@ -993,3 +995,80 @@ cdef class Bus:
             return u.uwrite(self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, sz, v)
         r.guest[1](self.b.ctx[a.frame], a.vcpu, a.offset, a.intid, sz, v)
         return 0
+
+    cdef tuple _ubatch_args(self, frame, vcpus, offsets, int size):
+        # The checked arrays of a batch of userspace accesses: every vCPU
+        # index and offset validated before any access runs.
+        cdef int f = self._frame(frame)
+        if self._states[f] is None:
+            raise ValueError(f"frame {regmap.FRAME_NAMES[f]} is not attached")
+        vc = batch_index_array("vcpus", vcpus)
+        off = batch_index_array("offsets", offsets)
+        if vc.shape[0] != off.shape[0]:
+            raise ValueError(f"vcpus has {vc.shape[0]} entries, offsets {off.shape[0]}")
+        if vc.shape[0]:
+            if vc.min() < 0 or vc.max() >= self.b.nr_vcpus:
+                k = int(np.argmax((vc < 0) | (vc >= self.b.nr_vcpus)))
+                raise ValueError(f"vcpus[{k}] = {int(vc[k])} is not a vCPU index (0..{self.b.nr_vcpus - 1})")
+            if off.min() < 0:
+                k = int(np.argmax(off < 0))
+                raise ValueError(f"offsets[{k}] = {int(off[k])} is negative")
+        return f, vc, off
+
+    def uaccess_read_batch(self, frame, vcpus, offsets, size=4):
+        """:meth:`uaccess_read` of many registers of one frame, in order:
+        ``vcpus`` and ``offsets`` are 1-D integer arrays of one length (all
+        checked before any access); returns the values as ``uint64``."""
+        cdef int sz = uaccess_size(size)
+        f, vc, off = self._ubatch_args(frame, vcpus, offsets, sz)
+        cdef int fr = f
+        cdef const int64_t[::1] v = vc
+        cdef const int64_t[::1] o = off
+        cdef Py_ssize_t k, n = v.shape[0]
+        out = np.zeros(n, dtype=np.uint64)
+        cdef uint64_t[::1] res = out
+        cdef uint32_t intid = 0
+        cdef const Region *r
+        for k in range(n):
+            if <uint64_t>o[k] >= FRAME_SIZE:
+                continue
+            r = check_region(&self.b, fr, <uint32_t>o[k], sz, &intid)
+            if r != NULL:
+                res[k] = UREGIONS[fr][r - &REGIONS[fr][0]].uread(
+                    self.b.ctx[fr], <int>v[k], <uint32_t>o[k], intid, sz, 0)
+        return out
+
+    def uaccess_write_batch(self, frame, vcpus, offsets, values, size=4):
+        """:meth:`uaccess_write` of many registers of one frame, in order, as
+        that many single writes stopping at the first refused one: returns
+        ``(index, errno)`` of that write (its errno positive), or ``(-1, 0)``
+        when every write succeeded.  Arguments are checked before anything
+        is written."""
+        cdef int sz = uaccess_size(size)
+        f, vc, off = self._ubatch_args(frame, vcpus, offsets, sz)
+        vals = batch_value_array("values", values, 0xFFFFFFFF if sz == 4 else 0xFFFFFFFFFFFFFFFF)
+        if vals.shape[0] != vc.shape[0]:
+            raise ValueError(f"values has {vals.shape[0]} entries, offsets {vc.shape[0]}")
+        cdef int fr = f
+        cdef const int64_t[::1] v = vc
+        cdef const int64_t[::1] o = off
+        cdef const uint64_t[::1] x = vals
+        cdef Py_ssize_t k, n = v.shape[0]
+        cdef uint32_t intid = 0
+        cdef int ret
+        cdef const Region *r
+        cdef const URegion *u
+        for k in range(n):
+            if <uint64_t>o[k] >= FRAME_SIZE:
+                continue
+            r = check_region(&self.b, fr, <uint32_t>o[k], sz, &intid)
+            if r == NULL:
+                continue
+            u = &UREGIONS[fr][r - &REGIONS[fr][0]]
+            if u.uwrite != NULL:
+                ret = u.uwrite(self.b.ctx[fr], <int>v[k], <uint32_t>o[k], intid, sz, x[k])
+                if ret:
+                    return k, -ret
+            else:
+                r.guest[1](self.b.ctx[fr], <int>v[k], <uint32_t>o[k], intid, sz, x[k])
+        return -1, 0

@@ -31,6 +31,7 @@ from vgic._core.gicstate cimport GicState, line_report, bank_of, SPI_BANKS, BM_A
 
 from vgic import gtimer
 from vgic.errors import KvmError
+from vgic.batchargs import value_array
 from vgic.ich import vcpu_indices
 
 cdef uint64_t U64MAX = 0xFFFFFFFFFFFFFFFFULL
@@ -705,6 +706,32 @@ cdef class Timers:
             else:
                 c.v.poffset = c.v.counter - x
         self._sync_in(i, moved)
+
+    def get_reg_batch(self, vcpus, which):
+        """:meth:`get_reg` of one register on many vCPUs (checked first):
+        the values as ``uint64``."""
+        ids = self._ids(vcpus)
+        cdef int w = int_arg(which, "which", 0, ONEREG_PTIMER_CNT)
+        cdef const int64_t[::1] v = ids
+        out = np.zeros(v.shape[0], dtype=np.uint64)
+        cdef uint64_t[::1] o = out
+        cdef Py_ssize_t k
+        for k in range(v.shape[0]):
+            o[k] = self.get_reg(v[k], w)
+        return out
+
+    def set_reg_batch(self, vcpus, which, values):
+        """:meth:`set_reg` of one register on many vCPUs, in order (checked first)."""
+        ids = self._ids(vcpus)
+        cdef int w = int_arg(which, "which", 0, ONEREG_PTIMER_CNT)
+        vals = value_array("values", values, U64MAX)
+        if vals.shape[0] != ids.shape[0]:
+            raise ValueError(f"values has {vals.shape[0]} entries, vcpus {ids.shape[0]}")
+        cdef const int64_t[::1] v = ids
+        cdef const uint64_t[::1] x = vals
+        cdef Py_ssize_t k
+        for k in range(v.shape[0]):
+            self.set_reg(v[k], w, x[k])
 
     def set_counter_offset(self, offset):
         cdef uint64_t x = int_arg(offset, "counter_offset", 0, U64MAX)

@@ -12,11 +12,13 @@ variable ``VGIC_PUREPYTHON=1`` before import selects the pure-Python twin
 from vgic import regmap, uapi
 from vgic._backend import NAME as BACKEND
 from vgic._version import __version__
-from vgic.errors import KvmError, StateError, UndefinedInstruction, UnmappedAccess, VgicError
+from vgic.errors import KvmError, SnapshotError, StateError, UndefinedInstruction, UnmappedAccess, VgicError
+from vgic.snapshot import Snapshot
 from vgic.trace import MMIO_ACCESS
 from vgic.vm import PARTS, VCPU, VM, IrqState, default_mpidr
 
 __all__ = [
-    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "PARTS", "StateError", "UndefinedInstruction",
+    "BACKEND", "IrqState", "KvmError", "MMIO_ACCESS", "PARTS", "Snapshot", "SnapshotError", "StateError",
+    "UndefinedInstruction",
     "UnmappedAccess", "VCPU", "VM", "VgicError", "default_mpidr", "regmap", "uapi", "__version__",
 ]

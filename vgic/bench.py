@@ -194,11 +194,17 @@ class ItsWorkload:
 
     RAM = 64 << 20
 
-    def __init__(self, backend: str | None, nr_ites: int, nr_vcpus: int = 4, events: int = 1024) -> None:
+    def __init__(self, backend: str | None, nr_ites: int, nr_vcpus: int = 4, events: int = 1024,
+                 nr_irqs: int = 64, **options: Any) -> None:
         from vgic import VM
-        self.vm = vm = VM(nr_vcpus=nr_vcpus, nr_irqs=64, its=True, backend=backend, ram_size=self.RAM)
+        # Up to 16 vCPUs the pending tables sit below the command queue;
+        # more get a region of their own above the ITTs (64 KiB each).
+        many = nr_vcpus > 16
+        ram = self.RAM + (nr_vcpus << 16 if many else 0)
+        self.vm = vm = VM(nr_vcpus=nr_vcpus, nr_irqs=nr_irqs, its=True, backend=backend, ram_size=ram, **options)
         r = vm.ram_base
-        self.prop, self.pend, self.cmdq = r + 0x10_0000, r + 0x20_0000, r + 0x40_0000
+        self.prop, self.cmdq = r + 0x10_0000, r + 0x40_0000
+        self.pend = r + (self.RAM if many else 0x20_0000)
         self.device_table, self.collection_table, self.itt = r + 0x80_0000, r + 0x90_0000, r + 0x100_0000
         self.events = events
         self.bits = max(1, (events - 1).bit_length())

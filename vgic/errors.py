@@ -29,10 +29,14 @@ class UnmappedAccess(VgicError):
 
 
 class KvmError(VgicError, OSError):
-    """A call that KVM's userspace ABI would fail; ``errno`` is KVM's errno."""
+    """A call that KVM's userspace ABI would fail; ``errno`` is KVM's errno.
+    In a batch call (``get_device_attrs``, ``set_one_regs``, ...) ``index``
+    is the position of the refused access (the ones before it took effect)."""
 
-    def __init__(self, err: int, message: str) -> None:
+    def __init__(self, err: int, message: str, index: int | None = None) -> None:
         OSError.__init__(self, err, message)
+        #: The refused access's position in a batch, else None.
+        self.index = index
 
     def __str__(self) -> str:
         code = self.errno if self.errno is not None else 0
@@ -57,5 +61,13 @@ class StateError(VgicError, ValueError):
     The message names the first offending field; nothing was changed."""
 
 
-__all__ = ["VgicError", "UnmappedAccess", "KvmError", "UndefinedInstruction", "StateError"]
+class SnapshotError(VgicError, ValueError):
+    """A snapshot that cannot be read or restored: bad bytes (magic,
+    checksum, truncation, a newer major format version), a geometry the
+    target VM does not have, or a register KVM's ABI refused on restore
+    (the :class:`KvmError` is chained as ``__cause__``).  The target VM is
+    unchanged."""
+
+
+__all__ = ["VgicError", "UnmappedAccess", "KvmError", "UndefinedInstruction", "StateError", "SnapshotError"]
 del _os

@@ -131,8 +131,8 @@ def vls_words(vqs: object) -> np.ndarray:
 
 def vls_set(words: object) -> list[int]:
     """The VQs of a VLS value (8 u64 words), ascending."""
-    w = np.asarray(words, dtype=np.uint64)
-    return [k * 64 + b + 1 for k in range(len(w)) for b in range(64) if (int(w[k]) >> b) & 1]
+    w = np.asarray(words, dtype=np.uint64).astype("<u8")
+    return (np.flatnonzero(np.unpackbits(w.view(np.uint8), bitorder="little")) + 1).tolist()
 
 
 def effective_vq(len_fields: list[int], supported: list[int]) -> int:

@@ -154,6 +154,7 @@ class FpSimd(KernelPart):
     """Every vCPU's FPSIMD/SVE state (``vm.fp``)."""
 
     name = sysregs.FPSIMD
+    vcpu_attr_names = ("fp",)
 
     def __init__(self, vm: VM, impl: Any) -> None:
         super().__init__(vm, impl)
@@ -306,6 +307,146 @@ class FpSimd(KernelPart):
             assert sve_reg is not None
             data, _ = self._region(vcpu, *sve_reg)
             data[:] = np.frombuffer(raw[:data.size], dtype=np.uint8)      # the VQ-sized part only
+
+    # The batch forms: every register of ``reg_ids`` on every vCPU of
+    # ``vcpus``, checked first for all of them (KVM's refusals, in KVM's
+    # order, named by position), then moved as whole columns.
+    def _batch_plan(self, vcpus: np.ndarray, reg_ids: list[int]) -> list[tuple[int, str, int, int]]:
+        """Per register: (size, kind, number, first column); every refusal
+        raised before anything moves.  The vCPUs' SVE flags are the VM's,
+        so one vCPU per (finalized) kind stands for the others."""
+        recs = self.records[vcpus]
+        reps = {bool(f): int(v) for v, f in zip(vcpus.tolist(), recs["finalized"].tolist())}
+        plan, col = [], 0
+        for k, r in enumerate(reg_ids):
+            for v in reps.values():
+                try:
+                    found = self._checked_id(v, r)
+                except KvmError as exc:
+                    raise KvmError(exc.errno or 0, f"reg_ids[{k}] on vCPU {v}: {exc.strerror}", index=k) from exc
+            size = F.reg_size(r)
+            if found is not None:
+                plan.append((size, found[0], found[1], col))
+            elif r in _CORE_V:
+                plan.append((size, "v", _CORE_V[r], col))
+            else:
+                plan.append((size, {F.KVM_REG_ARM_CORE_FPSR: "fpsr", F.KVM_REG_ARM_CORE_FPCR: "fpcr",
+                                    F.KVM_REG_ZCR_EL1: "zcr_el1", F.KVM_REG_ARM64_SVE_VLS: "vls"}[r], 0, col))
+            col += size
+        return plan
+
+    def _spans(self, plan: list[tuple[int, str, int, int]], mvq: int) -> list[tuple[int, int, int]]:
+        """(state offset, column, bytes) of the Z/P/FFR registers at max VQ
+        ``mvq``, neighbours merged where both sides are contiguous (at VQ 16
+        the whole payload is one span)."""
+        spans: list[list[int]] = []
+        for size, kind, n, col in plan:
+            if kind not in ("z", "p", "ffr"):
+                continue
+            if kind == "z":
+                off, length = F.zreg_offset(mvq, n), 16 * mvq
+            elif kind == "p":
+                off, length = F.preg_offset(mvq, n), 2 * mvq
+            else:
+                off, length = F.ffr_offset(mvq), 2 * mvq
+            last = spans[-1] if spans else None
+            if last is not None and last[0] + last[2] == off and last[1] + last[2] == col and last[3] == last[2]:
+                last[2] += length
+                last[3] = last[2] if length == size else -1
+            else:
+                spans.append([off, col, length, length if length == size else -1])
+        return [(o, c, n) for o, c, n, _ in spans]
+
+    def _groups(self, vcpus: np.ndarray) -> list[tuple[int, np.ndarray, Any]]:
+        """(max VQ, rows of the batch, rows of the state: a slice when they
+        are consecutive vCPUs) for each max VQ among ``vcpus``."""
+        out = []
+        mvqs = self.records["max_vq"][vcpus]
+        for mvq in np.unique(mvqs).tolist():
+            rows = np.flatnonzero(mvqs == mvq)
+            ids = vcpus[rows]
+            src: Any = ids
+            if len(ids) and int(ids[-1]) - int(ids[0]) == len(ids) - 1 and bool((np.diff(ids) == 1).all()):
+                src = slice(int(ids[0]), int(ids[-1]) + 1)
+            out.append((int(mvq), rows, src))
+        return out
+
+    def get_one_regs(self, vcpus: np.ndarray, reg_ids: list[int]) -> np.ndarray:
+        plan = self._batch_plan(vcpus, reg_ids)
+        for v in vcpus.tolist():
+            self.kernel.sync_out(v)
+        out = np.zeros((len(vcpus), sum(p[0] for p in plan)), dtype=np.uint8)
+        recs, vregs = self.records, self.kernel.vregs
+        for size, kind, n, col in plan:
+            if kind == "v":
+                out[:, col:col + 16] = vregs[vcpus, 16 * n:16 * n + 16]
+            elif kind == "vls":
+                out[:, col:col + 64] = recs["vls"][vcpus].astype("<u8").view(np.uint8)
+            elif kind in ("fpsr", "fpcr", "zcr_el1"):
+                out[:, col:col + size] = recs[kind][vcpus].astype(f"<u{size}")[:, None].view(np.uint8)
+        state = self.kernel.sve_state
+        for mvq, rows, src in self._groups(vcpus):
+            spans = self._spans(plan, mvq)
+            whole = len(rows) == len(vcpus)
+            for off, col, length in spans:
+                block = state[src, off:off + length]
+                if whole:
+                    out[:, col:col + length] = block
+                else:
+                    out[rows, col:col + length] = block
+        return out
+
+    def set_one_regs(self, vcpus: np.ndarray, reg_ids: list[int], data: np.ndarray) -> None:
+        plan = self._batch_plan(vcpus, reg_ids)
+        if any(kind == "vls" for _, kind, _, _ in plan):
+            if len(reg_ids) == 1:
+                self._set_vls_many(vcpus, data)
+            else:
+                # SVE_VLS among others: register by register, vCPU by vCPU.
+                super().set_one_regs(vcpus, reg_ids, data)
+            return
+        for v in vcpus.tolist():
+            self.kernel.sync_out(v)
+        recs, vregs = self.records, self.kernel.vregs
+        for size, kind, n, col in plan:
+            raw = np.ascontiguousarray(data[:, col:col + size])
+            if kind == "v":
+                vregs[vcpus, 16 * n:16 * n + 16] = raw
+            elif kind in ("fpsr", "fpcr"):
+                recs[kind][vcpus] = raw.view("<u4")[:, 0]
+            elif kind == "zcr_el1":
+                recs[kind][vcpus] = raw.view("<u8")[:, 0] & np.uint64(F.ZCR_LEN_MASK)
+        state = self.kernel.sve_state
+        for mvq, rows, src in self._groups(vcpus):
+            whole = len(rows) == len(vcpus)
+            for off, col, length in self._spans(plan, mvq):
+                # The VQ-sized part of each register only, as set_one_reg.
+                state[src, off:off + length] = data[:, col:col + length] if whole else data[rows, col:col + length]
+
+    def _set_vls_many(self, vcpus: np.ndarray, data: np.ndarray) -> None:
+        """KVM_REG_ARM64_SVE_VLS on many vCPUs: the kernel's rules once per
+        distinct value (on its first vCPU), then its result copied to the
+        vCPUs with the same value once every value has passed."""
+        words = np.ascontiguousarray(data).view("<u8")
+        first: dict[bytes, int] = {}
+        for row, v in enumerate(vcpus.tolist()):
+            key = data[row].tobytes()
+            if key not in first:
+                err = self.kernel.set_vls(v, words[row])
+                if err:
+                    raise KvmError(-err, f"reg_ids[0] on vCPU {v}: KVM_REG_ARM64_SVE_VLS refused", index=0)
+                first[key] = v
+        recs = self.records
+        src = np.array([first[data[row].tobytes()] for row in range(len(vcpus))], dtype=np.int64)
+        recs["vls"][vcpus] = recs["vls"][src]
+
+    def finalize_many(self, vcpus: np.ndarray, feature: Any) -> None:
+        """KVM_ARM_VCPU_FINALIZE on many vCPUs, in order, stopping at the
+        first refusal (:class:`vgic.KvmError` with its ``index``)."""
+        for k, v in enumerate(vcpus.tolist()):
+            r = self.kernel.finalize(v, feature)
+            if r:
+                raise KvmError(-r, f"KVM_ARM_VCPU_FINALIZE({feature!r}) on vCPU {v}", index=k)
 
     def reset(self, vcpu: int) -> None:
         """KVM's copy of the vCPU's FP/SVE state zeroed (kvm_reset_vcpu);

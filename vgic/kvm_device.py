@@ -23,7 +23,10 @@ from __future__ import annotations
 import errno
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from vgic import cpu_sysregs, ich, regmap, topology, uapi
+from vgic.batchargs import value_array
 from vgic.errors import KvmError
 
 if TYPE_CHECKING:
@@ -208,3 +211,158 @@ def has_attr(part: VgicV3, group: int, attr: int) -> bool:
         info = (attr & uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_MASK) >> uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT
         return info == uapi.VGIC_LEVEL_INFO_LINE_LEVEL
     return False
+
+
+# ------------------------------------------------------------------ batches
+# The register groups as batches: many attributes of one group in one call,
+# each access exactly as its KVM_GET/SET_DEVICE_ATTR (same handlers, same
+# errnos).  Every attribute is parsed first (a bad MPIDR, an unknown
+# encoding or LEVEL_INFO type raises before anything runs, naming its
+# position); the accesses then run in order, and a write batch stops at the
+# first refused value, raising KvmError with its ``index`` (the writes
+# before it took effect, as a VMM's loop of ioctls would leave them).
+_BATCH_GROUPS = (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS,
+                 uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO)
+
+
+def _attr_vcpus(vm: VM, attrs: np.ndarray) -> np.ndarray:
+    """kvm_mpidr_to_vcpu(VGIC_TO_MPIDR(attr)) of every attribute (EINVAL if none)."""
+    aff = attrs >> np.uint64(uapi.KVM_DEV_ARM_VGIC_V3_MPIDR_SHIFT)
+    mpidr = (((aff >> np.uint64(24)) & np.uint64(0xFF)) << np.uint64(32)) | (aff & np.uint64(0xFFFFFF))
+    vcpus = vm._mpidrs.vcpus(mpidr)
+    if vcpus.size and vcpus.min() < 0:
+        k = int(np.argmax(vcpus < 0))
+        raise KvmError(errno.EINVAL, f"attrs[{k}] = {int(attrs[k]):#x}: no vCPU has its affinity", index=k)
+    return vcpus
+
+
+def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of equal consecutive ``keys``."""
+    if keys.size == 0:
+        return []
+    cuts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    edges = [0, *cuts.tolist(), int(keys.size)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _distinct_runs(keys: np.ndarray, vcpus: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of one key whose vCPUs are distinct (a vCPU seen again starts a
+    new run, so a run's vectorised accesses equal the sequential ones)."""
+    out = []
+    for a, b in _runs(keys):
+        start, seen = a, set[int]()
+        for k, v in enumerate(vcpus[a:b].tolist(), a):
+            if v in seen:
+                out.append((start, k))
+                start, seen = k, set[int]()
+            seen.add(v)
+        out.append((start, b))
+    return out
+
+
+def _regs_batch(vm: VM, group: int, attrs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frame, vcpu, offset) arrays of DIST_REGS / REDIST_REGS attributes."""
+    offsets = (attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_OFFSET_MASK)).astype(np.int64)
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS:
+        return np.full(attrs.shape, regmap.FRAME_GICD), np.zeros(attrs.shape, dtype=np.int64), offsets
+    vcpus = _attr_vcpus(vm, attrs)
+    sgi = offsets >= regmap.SGI_BASE_OFFSET
+    frames = np.where(sgi, regmap.FRAME_GICR_SGI, regmap.FRAME_GICR_RD)
+    return frames, vcpus, np.where(sgi, offsets - regmap.SGI_BASE_OFFSET, offsets)
+
+
+def _sysregs_batch(vm: VM, attrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    vcpus = _attr_vcpus(vm, attrs)
+    enc = (attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)).astype(np.int64)
+    for k, e in enumerate(enc.tolist()):
+        if not cpu_sysregs.has(e):
+            raise KvmError(errno.ENXIO, f"attrs[{k}]: system register encoding {e:#x} is not a vGICv3 "
+                                        f"CPU register", index=k)
+    return vcpus, enc
+
+
+def _level_batch(vm: VM, attrs: np.ndarray) -> list[tuple[int, int]]:
+    out = []
+    for k, a in enumerate(attrs.tolist()):
+        try:
+            out.append(_level_info(vm, a))
+        except KvmError as exc:
+            raise KvmError(exc.errno or errno.EINVAL, f"attrs[{k}]: {exc.strerror}", index=k) from None
+    return out
+
+
+def get_attrs(part: VgicV3, group: int, attrs: object) -> np.ndarray:
+    """KVM_GET_DEVICE_ATTR of many attributes of one register group
+    (DIST_REGS, REDIST_REGS, CPU_SYSREGS or LEVEL_INFO): the values as
+    ``uint64``, in order."""
+    group = _check_u("group", group, U32)
+    a = value_array("attrs", attrs, U64)
+    vm = part.vm
+    if group not in _BATCH_GROUPS:
+        raise KvmError(errno.ENXIO, f"group {group} has no batch form")
+    out = np.zeros(a.shape, dtype=np.uint64)
+    if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
+        frames, vcpus, offsets = _regs_batch(vm, group, a)
+        _lock_all_vcpus(vm)
+        for f in np.unique(frames).tolist():         # reads have no side effects: one batch per frame
+            sel = frames == f
+            out[sel] = vm.bus.uaccess_read_batch(f, vcpus[sel], offsets[sel])
+        return out
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
+        vcpus, enc = _sysregs_batch(vm, a)
+        _lock_all_vcpus(vm)
+        for s, e in _distinct_runs(enc, vcpus):
+            try:
+                out[s:e] = cpu_sysregs.read_many(part, vcpus[s:e], int(enc[s]))
+            except KvmError as exc:
+                # Find the refused one: the reads before it are fine.
+                for k in range(s, e):
+                    try:
+                        cpu_sysregs.read(part, int(vcpus[k]), int(enc[k]))
+                    except KvmError:
+                        raise KvmError(exc.errno or errno.EINVAL, f"attrs[{k}]: {exc.strerror}", index=k) from exc
+                raise               # pragma: no cover - a batch refusal is some entry's
+        return out
+    levels = _level_batch(vm, a)
+    _lock_all_vcpus(vm)
+    for k, (vcpu, intid) in enumerate(levels):
+        out[k] = part.gic.line_level_read(vcpu, intid)
+    return out
+
+
+def set_attrs(part: VgicV3, group: int, attrs: object, values: object) -> None:
+    """KVM_SET_DEVICE_ATTR of many attributes of one register group, in
+    order (see the batch rules above)."""
+    group = _check_u("group", group, U32)
+    a = value_array("attrs", attrs, U64)
+    hi = U64 if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS else U32
+    v = value_array("values", values, hi)
+    if v.shape != a.shape:
+        raise ValueError(f"values has {v.shape[0]} entries, attrs {a.shape[0]}")
+    vm = part.vm
+    if group not in _BATCH_GROUPS:
+        raise KvmError(errno.ENXIO, f"group {group} has no batch form")
+    if group in (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_REDIST_REGS):
+        frames, vcpus, offsets = _regs_batch(vm, group, a)
+        _lock_all_vcpus(vm)
+        for s, e in _runs(frames):                   # writes keep their order across frames
+            k, err = vm.bus.uaccess_write_batch(int(frames[s]), vcpus[s:e], offsets[s:e], v[s:e])
+            if k >= 0:
+                k += s
+                raise KvmError(err, f"attrs[{k}]: {regmap.FRAME_NAMES[int(frames[k])]} offset "
+                                    f"{int(offsets[k]):#x} refuses {int(v[k]):#x}", index=k)
+        return
+    if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
+        vcpus, enc = _sysregs_batch(vm, a)
+        _lock_all_vcpus(vm)
+        for s, e in _distinct_runs(enc, vcpus):
+            try:
+                cpu_sysregs.write_many(part, vcpus[s:e], int(enc[s]), v[s:e])
+            except KvmError as exc:
+                k = s + (exc.index or 0)
+                raise KvmError(exc.errno or errno.EINVAL, f"attrs[{k}]: {exc.strerror}", index=k) from None
+        return
+    levels = _level_batch(vm, a)
+    _lock_all_vcpus(vm)
+    for (vcpu, intid), word in zip(levels, v.tolist()):
+        part.gic.line_level_write(vcpu, intid, word)

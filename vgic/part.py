@@ -50,6 +50,10 @@ class Part:
     #: KVM_CREATE_DEVICE type when the part is a KVM device, else None.
     device_type: ClassVar[int | None] = None
 
+    #: The names of the per-vCPU views :meth:`vcpu_attrs` returns (the VCPU
+    #: builds them at their first use).
+    vcpu_attr_names: ClassVar[tuple[str, ...]] = ()
+
     #: True for a part whose entry work precedes the other parts' (the
     #: timer's levels must reach the vGIC before its flush); exits run in
     #: the reverse of the entry order.
@@ -131,6 +135,36 @@ class Part:
         """KVM_SET_ONE_REG of one of :meth:`one_regs`."""
         raise NotImplementedError
 
+    def get_one_regs(self, vcpus: np.ndarray, reg_ids: list[int]) -> np.ndarray:
+        """KVM_GET_ONE_REG of each of ``reg_ids`` (this part's) on each of the
+        distinct vCPUs ``vcpus``: a ``uint8`` array of shape (vCPUs, bytes),
+        each register little-endian in its KVM_REG_SIZE, in ``reg_ids``
+        order.  By default one :meth:`get_one_reg` per value; a part may
+        vectorise it."""
+        sizes = [reg_size(r) for r in reg_ids]
+        out = np.zeros((len(vcpus), sum(sizes)), dtype=np.uint8)
+        for row, v in enumerate(vcpus.tolist()):
+            col = 0
+            for k, (r, size) in enumerate(zip(reg_ids, sizes)):
+                value = _reg_error(k, v, self.get_one_reg, v, r)
+                out[row, col:col + size] = np.frombuffer(_reg_bytes(value, size), dtype=np.uint8)
+                col += size
+        return out
+
+    def set_one_regs(self, vcpus: np.ndarray, reg_ids: list[int], data: np.ndarray) -> None:
+        """KVM_SET_ONE_REG of each of ``reg_ids`` on each of ``vcpus`` from
+        ``data`` (laid out as :meth:`get_one_regs` returns it), vCPU by
+        vCPU in order; by default one :meth:`set_one_reg` per value,
+        stopping at the first refused one."""
+        sizes = [reg_size(r) for r in reg_ids]
+        for row, v in enumerate(vcpus.tolist()):
+            col = 0
+            for k, (r, size) in enumerate(zip(reg_ids, sizes)):
+                raw = data[row, col:col + size].tobytes()
+                value: Any = int.from_bytes(raw, "little") if size <= 8 else raw
+                _reg_error(k, v, self.set_one_reg, v, r, value)
+                col += size
+
     # ------------------------------------------------- vCPU device attributes
     def has_vcpu_attr(self, group: int, attr: int) -> bool:
         """KVM_HAS_DEVICE_ATTR on a vCPU fd: True where this part serves it."""
@@ -191,6 +225,33 @@ class Part:
     def load_state(self, state: Any) -> None:
         """:meth:`check_state` then :meth:`apply_state`: all or nothing."""
         self.apply_state(self.check_state(state))
+
+    def checkpoint(self) -> Any:
+        """This part's state now, in the form :meth:`apply_state` takes (what
+        :meth:`check_state` of :meth:`state` returns), so another part of a
+        VM with the same options can adopt it.  A part may make this cheaper
+        than the round trip through names."""
+        return self.check_state(self.state())
+
+
+def reg_size(reg_id: int) -> int:
+    """A one-reg ID's size in bytes (KVM_REG_SIZE, bits [55:52])."""
+    return 1 << ((reg_id >> 52) & 0xF)
+
+
+def _reg_bytes(value: Any, size: int) -> bytes:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return int(value).to_bytes(size, "little")
+
+
+def _reg_error(k: int, vcpu: int, fn: Any, *args: Any) -> Any:
+    """``fn(*args)``, a refusal re-raised with the register's position ``k``."""
+    from vgic.errors import KvmError
+    try:
+        return fn(*args)
+    except KvmError as exc:
+        raise KvmError(exc.errno or 0, f"reg_ids[{k}] on vCPU {vcpu}: {exc.strerror}", index=k) from exc
 
 
 class KernelPart(Part):

@@ -31,7 +31,7 @@ import numpy as np
 
 from vgic import gtimer as T
 from vgic import sysregs, uapi
-from vgic.errors import KvmError, StateError
+from vgic.errors import KvmError, StateError, VgicError
 from vgic.gic_state import _int, _keys, _list
 from vgic.ich import U32, U64, check_int
 from vgic.part import KernelPart
@@ -133,6 +133,7 @@ class ArchTimer(KernelPart):
     """The arch timers of a VM (``vm.timer``)."""
 
     name = sysregs.ARCH_TIMER
+    vcpu_attr_names = ("timer",)
     enter_early = True
 
     def __init__(self, vm: VM, impl: Any) -> None:
@@ -220,6 +221,16 @@ class ArchTimer(KernelPart):
     def counter(self) -> int:
         return int(self.vm_rec[0]["counter"])
 
+    def set_clock(self, counter: Any) -> None:
+        """Start the model's host counter (CNTPCT_EL0) at ``counter``: for a
+        VM none of whose vCPUs has run and no timer is armed (a VM being
+        restored), so no event can be skipped or replayed."""
+        counter = check_int("counter", counter, 0, U64)
+        if any(v.has_run for v in self.vm.vcpus) or self.records["ptimer_armed"].any() \
+                or self.records["bg_armed"].any():
+            raise VgicError("set_clock: only a VM that has not run can have its clock set")
+        self.vm_rec[0]["counter"] = counter
+
     def advance(self, ticks: Any) -> int:
         return int(self.timers.advance(check_int("ticks", ticks, 0, U64)))
 
@@ -236,6 +247,17 @@ class ArchTimer(KernelPart):
 
     def one_regs(self) -> list[int]:
         return list(ONE_REGS)
+
+    def get_one_regs(self, vcpus: np.ndarray, reg_ids: list[int]) -> np.ndarray:
+        """The batch form: one kernel call per register over all ``vcpus``."""
+        cols = [self.timers.get_reg_batch(vcpus, ONE_REGS[r]).astype("<u8")[:, None] for r in reg_ids]
+        return np.ascontiguousarray(np.hstack(cols or [np.zeros((len(vcpus), 0), "<u8")])).view(np.uint8)
+
+    def set_one_regs(self, vcpus: np.ndarray, reg_ids: list[int], data: np.ndarray) -> None:
+        """The batch form (every 64-bit value is accepted: nothing to refuse)."""
+        words = np.ascontiguousarray(data).view("<u8")
+        for k, r in enumerate(reg_ids):
+            self.timers.set_reg_batch(vcpus, ONE_REGS[r], words[:, k])
 
     def set_counter_offset(self, offset: Any, reserved: Any = 0) -> None:
         """KVM_ARM_SET_COUNTER_OFFSET (``struct kvm_arm_counter_offset``)."""

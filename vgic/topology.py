@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
+
 from vgic import regmap
 from vgic.ich import check_int
 
@@ -42,17 +44,27 @@ class MpidrIndex:
     """KVM's kvm_mpidr_to_vcpu(): the vCPU whose MPIDR affinity (Aff3 and
     Aff2.Aff1.Aff0) equals an MPIDR's, the lowest index if several do."""
 
-    __slots__ = ("_by_aff", "mpidrs")
+    __slots__ = ("_by_aff", "_keys", "_vals", "mpidrs")
 
     def __init__(self, mpidrs: Iterable[int]) -> None:
         self.mpidrs: tuple[int, ...] = tuple(int(m) for m in mpidrs)
         self._by_aff: dict[int, int] = {}
         for vcpu, mpidr in enumerate(self.mpidrs):
             self._by_aff.setdefault(mpidr & regmap.MPIDR_HWID_MASK, vcpu)
+        # The same lookup as sorted arrays, for many MPIDRs at once.
+        keys = sorted(self._by_aff)
+        self._keys = np.array(keys, dtype=np.uint64)
+        self._vals = np.array([self._by_aff[k] for k in keys], dtype=np.int64)
 
     def vcpu(self, mpidr: int) -> int:
         """The vCPU index, or -1 when no vCPU has that affinity."""
         return self._by_aff.get(mpidr & regmap.MPIDR_HWID_MASK, -1)
+
+    def vcpus(self, mpidrs: np.ndarray) -> np.ndarray:
+        """:meth:`vcpu` of every MPIDR in a ``uint64`` array (int64 indices, -1 for none)."""
+        aff = np.asarray(mpidrs, dtype=np.uint64) & np.uint64(regmap.MPIDR_HWID_MASK)
+        pos = np.minimum(np.searchsorted(self._keys, aff), len(self._keys) - 1)
+        return np.where(self._keys[pos] == aff, self._vals[pos], -1)
 
     def all_default(self) -> bool:
         """True when every vCPU has KVM's default MPIDR for its index."""

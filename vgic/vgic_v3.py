@@ -126,6 +126,7 @@ class VgicV3(Part):
     """The vGICv3 of a VM (``vm.gic``): the KVM_DEV_TYPE_ARM_VGIC_V3 device."""
 
     name = sysregs.VGIC_V3
+    vcpu_attr_names = ("hyp", "cpu_if")
     device_type = uapi.KVM_DEV_TYPE_ARM_VGIC_V3
 
     @classmethod
@@ -158,9 +159,8 @@ class VgicV3(Part):
         #: ICC_CTLR_EL1.PRIbits + 1 per vCPU, as userspace may lower it
         #: (CPU_SYSREGS; KVM's vgic_cpu->num_pri_bits).
         self.num_pri_bits: list[int] = [self.pri_bits] * n
-        self._guest: list[GuestCpuIf] = [
-            GuestCpuIf(self.records, i, self.nr_lrs, self.pri_bits, self.pre_bits, _Hooks(self, i), self.icv)
-            for i in range(n)]
+        # Each vCPU's guest CPU interface, built at its first access.
+        self._guest: list[GuestCpuIf | None] = [None] * n
 
     # ------------------------------------------------------------------ MMIO
     def map_frames(self, bus: Any) -> None:
@@ -179,7 +179,12 @@ class VgicV3(Part):
         }
 
     def vcpu_sysregs(self, vcpu: VCPU) -> GuestCpuIf:
-        return self._guest[vcpu.id]
+        g = self._guest[vcpu.id]
+        if g is None:
+            i = vcpu.id
+            g = self._guest[i] = GuestCpuIf(self.records, i, self.nr_lrs, self.pri_bits, self.pre_bits,
+                                            _Hooks(self, i), self.icv)
+        return g
 
     def world_switch(self) -> tuple[Any, Any, Any, Any]:
         # load and put are one kernel call each: hand the kernels over.
@@ -276,6 +281,16 @@ class VgicV3(Part):
     def has_device_attr(self, group: int, attr: int) -> bool:
         """KVM_HAS_DEVICE_ATTR on the vGICv3 device: True where KVM returns 0."""
         return kvm_device.has_attr(self, group, attr)
+
+    def get_device_attrs(self, group: int, attrs: Any) -> np.ndarray:
+        """KVM_GET_DEVICE_ATTR of many attributes of one register group
+        (DIST_REGS, REDIST_REGS, CPU_SYSREGS, LEVEL_INFO), as ``uint64``."""
+        return kvm_device.get_attrs(self, group, attrs)
+
+    def set_device_attrs(self, group: int, attrs: Any, values: Any) -> None:
+        """KVM_SET_DEVICE_ATTR of many attributes of one register group, in
+        order; a refusal raises :class:`vgic.KvmError` with its ``index``."""
+        kvm_device.set_attrs(self, group, attrs, values)
 
     # ---------------------------------------------------------------- state
     _CPU_IF_LISTS = (("vgic_lr", ich.MAX_LRS, U64), ("vgic_ap0r", ich.MAX_APRS, U32),

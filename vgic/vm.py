@@ -10,6 +10,7 @@ interleaved calls have no defined order; use one thread per VM or a lock.
 from __future__ import annotations
 
 import errno
+import functools
 import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,11 +18,14 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from vgic import _backend, fpregs, gtimer, ich, regmap, sysregs, topology, uapi
+from vgic import _backend, fpregs, gtimer, ich, regmap, snapshot, sysregs, topology, uapi
+from vgic.batchargs import value_array
 from vgic.errors import KvmError, StateError, UndefinedInstruction, VgicError
 from vgic.fpsimd import FpSimd
+from vgic.ich import U64
 from vgic.its import Its
-from vgic.part import Part
+from vgic.part import Part, reg_size
+from vgic.snapshot import Snapshot
 from vgic.timer import ArchTimer
 from vgic.topology import default_mpidr
 from vgic.vgic_v3 import VgicV3
@@ -80,16 +84,20 @@ class VCPU:
         self.has_run = False
         #: True between block() and unblock().
         self.blocked = False
-        # Name -> the part accessor serving the guest's access to it.
+        # Name -> the part accessor serving the guest's access to it, filled
+        # a part at a time at the first access (a VM of 512 vCPUs builds
+        # no per-vCPU object it does not use).
         self._sysregs: dict[str, Any] = {}
-        for part in vm.parts:
-            for name, obj in part.vcpu_attrs(self).items():
-                setattr(self, name, obj)
-            accessor = part.vcpu_sysregs(self)
-            if accessor is not None:
-                for row in sysregs.TABLE:
-                    if row.owner == part.name and row.trap != sysregs.EL2:
-                        self._sysregs[row.name] = accessor
+
+    def __getattr__(self, name: str) -> Any:
+        # The parts' per-vCPU views (vcpu.hyp, vcpu.cpu_if, vcpu.timer,
+        # vcpu.fp), built at their first use and kept as attributes.
+        part = self.vm._vcpu_attr_parts.get(name) if name != "vm" else None
+        if part is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        for key, obj in part.vcpu_attrs(self).items():
+            setattr(self, key, obj)
+        return self.__dict__[name]
 
     # ------------------------------------------------------------ world switch
     def load(self) -> None:
@@ -244,8 +252,13 @@ class VCPU:
             return acc, reg
         row = sysregs.lookup(reg)               # UndefinedInstruction if unknown
         acc = self._sysregs.get(row.name)
-        if acc is None:                          # an EL2 register, or no part serves it
-            raise UndefinedInstruction(reg, f"{row.name} is not accessible to the guest")
+        if acc is None:
+            part = self.vm._sysreg_parts.get(row.name)
+            acc = part.vcpu_sysregs(self) if part is not None else None
+            if part is None or acc is None:      # an EL2 register, or no part serves it
+                raise UndefinedInstruction(reg, f"{row.name} is not accessible to the guest")
+            for name in _guest_sysregs(part.name):
+                self._sysregs[name] = acc
         return acc, reg
 
     def sysreg_read(self, reg: Any) -> int:
@@ -279,8 +292,28 @@ class VCPU:
         return f"<vgic.VCPU {self.id} mpidr={self.mpidr:#x}>"
 
 
+@functools.cache
+def _guest_sysregs(owner: str) -> tuple[str, ...]:
+    """The system registers a part serves to the guest (its rows of the
+    table that do not trap to EL2), looked up once per part."""
+    return tuple(row.name for row in sysregs.TABLE if row.owner == owner and row.trap != sysregs.EL2)
+
+
 def _check_int(name: str, value: Any, lo: int, hi: int) -> int:
     return ich.check_int(name, value, lo, hi)
+
+
+class snapshot_restore:
+    """A method callable on the class (with the class) and on an instance
+    (with the instance), as ``VM.restore`` is."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj: Any, cls: Any) -> Any:
+        target = cls if obj is None else obj
+        return functools.partial(self.fn, target)
 
 
 class VM:
@@ -436,6 +469,10 @@ class VM:
         self._enter = tuple(s[2] for s in enter_steps if s[2] is not None)
         self._exit = tuple(s[3] for s in reversed(enter_steps) if s[3] is not None)
         self._one_regs: dict[int, Part] = {r: p for p in self.parts for r in p.one_regs()}
+        # Which part builds each per-vCPU view and serves each guest system
+        # register (the VCPU asks at first use).
+        self._vcpu_attr_parts: dict[str, Part] = {n: p for p in self.parts for n in p.vcpu_attr_names}
+        self._sysreg_parts: dict[str, Part] = {n: p for p in self.parts for n in _guest_sysregs(p.name)}
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         self._nr_running = 0
         # The hot entry points are the bus's own methods, bound once, so a
@@ -721,13 +758,95 @@ class VM:
         """KVM_HAS_DEVICE_ATTR on the vGICv3 device: True where KVM returns 0."""
         return self.gic is not None and self.gic.has_device_attr(group, attr)
 
+    def get_device_attrs(self, group: int, attrs: Any) -> np.ndarray:
+        """:meth:`get_device_attr` of many attributes of one register group
+        (DIST_REGS, REDIST_REGS, CPU_SYSREGS, LEVEL_INFO) in one call: a
+        1-D integer array in, the values (``uint64``) out.  Each access is
+        the one KVM_GET_DEVICE_ATTR makes; every attribute is parsed before
+        any runs (:class:`vgic.KvmError` with ``index`` naming a bad one)."""
+        return self._vgic("KVM_GET_DEVICE_ATTR").get_device_attrs(group, attrs)
+
+    def set_device_attrs(self, group: int, attrs: Any, values: Any) -> None:
+        """:meth:`set_device_attr` of many attributes of one register group,
+        in order, as that many KVM_SET_DEVICE_ATTR calls: at the first value
+        KVM refuses the batch stops and raises :class:`vgic.KvmError` whose
+        ``index`` names it (the writes before it took effect)."""
+        self._vgic("KVM_SET_DEVICE_ATTR").set_device_attrs(group, attrs, values)
+
     @property
     def devices(self) -> dict[int, Part]:
         """The VM's KVM devices by KVM_CREATE_DEVICE type."""
         return {p.device_type: p for p in self.parts if p.device_type is not None}
 
+    # ----------------------------------------------------- one-reg batches
+    def _one_reg_batch(self, reg_ids: Any, vcpus: Any) -> tuple[np.ndarray, list[int], list[tuple[Part, int, int]]]:
+        """Checked vCPUs, IDs, and the runs of IDs one part serves: (part, start, end)."""
+        ids = value_array("reg_ids", reg_ids, U64).tolist()
+        vc = self._batch_ids(vcpus, running=None)
+        runs: list[tuple[Part, int, int]] = []
+        for k, r in enumerate(ids):
+            part = self._one_regs.get(r)
+            if part is None:
+                part = next((p for p in self.parts if p.claims_one_reg(r)), None)
+            if part is None:
+                raise KvmError(errno.ENOENT, f"reg_ids[{k}] = {r:#x} is not a register of this VM's vCPUs", index=k)
+            if runs and runs[-1][0] is part:
+                runs[-1] = (part, runs[-1][1], k + 1)
+            else:
+                runs.append((part, k, k + 1))
+        running = [i for i in vc.tolist() if self.vcpus[i].running]
+        if running:
+            raise KvmError(errno.EBUSY, f"vCPU {running[0]} is running")
+        return vc, ids, runs
+
+    def get_one_regs(self, reg_ids: Any, vcpus: Any = None) -> np.ndarray:
+        """KVM_GET_ONE_REG of many registers on many vCPUs in one call: every
+        ID of ``reg_ids`` on every vCPU (all, or the distinct indices in
+        ``vcpus``).  Returns ``uint8`` of shape (vCPUs, bytes): per vCPU the
+        registers' values in ``reg_ids`` order, each little-endian in its
+        KVM_REG_SIZE, as KVM_GET_ONE_REG writes them.  A refused register
+        raises :class:`vgic.KvmError` (``index``: its position in ``reg_ids``)."""
+        vc, ids, runs = self._one_reg_batch(reg_ids, vcpus)
+        return np.concatenate([np.zeros((len(vc), 0), dtype=np.uint8)]
+                              + [p.get_one_regs(vc, ids[a:b]) for p, a, b in runs], axis=1)
+
+    def set_one_regs(self, reg_ids: Any, data: Any, vcpus: Any = None) -> None:
+        """KVM_SET_ONE_REG of many registers on many vCPUs from ``data``
+        (``uint8``, laid out as :meth:`get_one_regs` returns it).  Where a
+        part can, the whole batch is checked before anything is written;
+        otherwise the writes run vCPU by vCPU and stop at the refused one,
+        raising :class:`vgic.KvmError` with its ``index``."""
+        vc, ids, runs = self._one_reg_batch(reg_ids, vcpus)
+        arr = np.asarray(data)
+        sizes = [reg_size(r) for r in ids]
+        if arr.dtype != np.uint8 or arr.shape != (len(vc), sum(sizes)):
+            raise ValueError(f"data must be uint8 of shape ({len(vc)}, {sum(sizes)}), "
+                             f"not {arr.dtype} {arr.shape}")
+        col = [0]
+        for size in sizes:
+            col.append(col[-1] + size)
+        for p, a, b in runs:
+            try:
+                p.set_one_regs(vc, ids[a:b], np.ascontiguousarray(arr[:, col[a]:col[b]]))
+            except KvmError as exc:
+                if exc.index is None:
+                    raise
+                raise KvmError(exc.errno or 0, str(exc.strerror).replace(
+                    f"reg_ids[{exc.index}]", f"reg_ids[{exc.index + a}]", 1), index=exc.index + a) from exc
+
+    def finalize_vcpus(self, feature: int, vcpus: Any = None) -> None:
+        """``vcpu.finalize(feature)`` of many vCPUs (all, or the distinct
+        indices in ``vcpus``) in order; a refusal raises
+        :class:`vgic.KvmError` whose ``index`` names the vCPU's position
+        (the ones before it are finalized)."""
+        vc = self._batch_ids(vcpus, running=None)
+        running = [i for i in vc.tolist() if self.vcpus[i].running]
+        if running:
+            raise KvmError(errno.EBUSY, f"vCPU {running[0]} is running")
+        self.fp.finalize_many(vc, feature)
+
     # ----------------------------------------------------- batch world switch
-    def _batch_ids(self, vcpus: Any, running: bool) -> np.ndarray:
+    def _batch_ids(self, vcpus: Any, running: bool | None) -> np.ndarray:
         n = self.nr_vcpus
         if vcpus is None:
             ids = np.arange(n, dtype=np.int64)
@@ -745,7 +864,7 @@ class VM:
             if np.unique(ids).size != ids.size:
                 raise ValueError("vcpus names a vCPU twice")
         all_vcpus = self.vcpus
-        for i in ids.tolist():
+        for i in ids.tolist() if running is not None else ():
             if all_vcpus[i].running != running:
                 state = "already running" if not running else "not running"
                 raise VgicError(f"vCPU {i} is {state}")
@@ -783,6 +902,51 @@ class VM:
             part.put_batch(loaded)
         for i in ids.tolist():
             self.vcpus[i].loaded = False
+
+    # -------------------------------------------------------------- snapshots
+    def save(self, ram: bool = True) -> Snapshot:
+        """A :class:`vgic.Snapshot` of the VM, taken through KVM's userspace
+        ABI in the order VMMs use (see :mod:`vgic.snapshot`).  As in KVM,
+        loaded vCPUs are put, and the ITS and LPI pending tables are written
+        to guest RAM (SAVE_TABLES, SAVE_PENDING_TABLES) before RAM is
+        copied; ``ram=False`` leaves RAM out (the caller saves it after this
+        call).  :class:`vgic.SnapshotError` if a vCPU is running or blocked."""
+        return snapshot.take(self, ram)
+
+    @snapshot_restore
+    def restore(cls_or_self: Any, snap: Snapshot, **options: Any) -> Any:
+        """Restore a snapshot through KVM's ABI, in its documented order.
+
+        ``vgic.VM.restore(snap)`` builds a new VM from the snapshot's options
+        (host choices - ``backend``, ``nr_lrs``, ``lr_order``,
+        ``timer_policy``, ``fp_policy``, ``host_sve``, ``sve_vqs``,
+        ``its_max_ites``, and ``memory`` to restore into a caller's RAM
+        buffer - may be given) and returns it; its host counter starts where
+        the snapshot's was.  ``vm.restore(snap)`` restores onto this VM,
+        which must have the snapshot's guest geometry; it becomes what a
+        fresh VM restored from ``snap`` would be (its host counter keeps
+        running) and returns None.  Either way everything is checked first
+        and a refusal raises :class:`vgic.SnapshotError` (a refusal of
+        KVM's ABI chained as its cause), changing nothing."""
+        if isinstance(cls_or_self, VM):
+            if options:
+                raise TypeError(f"vm.restore(snap) takes no options, got {sorted(options)}")
+            snapshot.restore_onto(cls_or_self, snap)
+            return None
+        return snapshot.restore_new(cls_or_self, snap, options)
+
+    def _adopt(self, other: VM) -> None:
+        """Take ``other``'s whole state (a VM with this one's options; its
+        RAM into this VM's buffer).  Nothing here can fail."""
+        states = [(mine, theirs.checkpoint()) for mine, theirs in zip(self.parts, other.parts)]
+        for v in self.vcpus:
+            if v.loaded:
+                v.put()
+        for mine, cp in states:
+            mine.apply_state(cp)
+        for mine_v, theirs_v in zip(self.vcpus, other.vcpus):
+            mine_v.loaded, mine_v.has_run, mine_v.blocked = theirs_v.loaded, theirs_v.has_run, theirs_v.blocked
+        self.memory[:] = other.memory
 
     # ------------------------------------------------------------ named state
     def _vm_state(self) -> dict[str, Any]:

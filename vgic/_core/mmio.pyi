@@ -70,3 +70,11 @@ class Bus:
         register) with KVM's uaccess semantics (0 if no region)."""
     def uaccess_write(self, frame: int, vcpu: int, offset: int, value: int, size: int = 4) -> int:
         """A userspace write of ``size`` bytes (4 or 8); returns 0 or a negative errno."""
+    def uaccess_read_batch(self, frame: int, vcpus: npt.ArrayLike, offsets: npt.ArrayLike,
+                           size: int = 4) -> npt.NDArray[np.uint64]:
+        """:meth:`uaccess_read` of many registers of one frame, in order
+        (arguments checked first); the values as ``uint64``."""
+    def uaccess_write_batch(self, frame: int, vcpus: npt.ArrayLike, offsets: npt.ArrayLike,
+                            values: npt.ArrayLike, size: int = 4) -> tuple[int, int]:
+        """:meth:`uaccess_write` of many registers, in order, stopping at the
+        first refused one: its ``(index, errno)``, or ``(-1, 0)``."""

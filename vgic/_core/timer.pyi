@@ -41,6 +41,10 @@ class Timers:
         """Move the counter on, firing due events in order; how many fired."""
     def get_reg(self, vcpu: int, which: int) -> int:
         """KVM_GET_ONE_REG of a ``ONEREG_*`` timer register."""
+    def get_reg_batch(self, vcpus: npt.ArrayLike, which: int) -> npt.NDArray[np.uint64]:
+        """:meth:`get_reg` of one register on many vCPUs: the values."""
+    def set_reg_batch(self, vcpus: npt.ArrayLike, which: int, values: npt.ArrayLike) -> None:
+        """:meth:`set_reg` of one register on many vCPUs, in order."""
     def set_reg(self, vcpu: int, which: int, value: int) -> None:
         """KVM_SET_ONE_REG of a ``ONEREG_*`` timer register."""
     def set_counter_offset(self, offset: int) -> None:

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ..batchargs import index_array, value_array
 from ..errors import UnmappedAccess
 from ..ich import U32, U64, check_int
 from ..regmap import FRAME_NAMES, FRAME_SHIFT, FRAME_SIZE, FRAMES, HALTING_OPS, MAX_VCPUS, W8, W32, W64, Region
@@ -469,3 +470,51 @@ class Bus:
             return 0
         bound, intid, f, v, off = found
         return bound.ops.uaccess_write(self._states[f], v, off, intid, sz, value)
+
+    def _ubatch_args(self, frame: Any, vcpus: Any, offsets: Any) -> tuple[int, np.ndarray, np.ndarray]:
+        # Every vCPU index and offset of a batch, checked before any access.
+        f = _frame_index(frame)
+        if self._states[f] is None:
+            raise ValueError(f"frame {FRAME_NAMES[f]} is not attached")
+        vc = index_array("vcpus", vcpus)
+        off = index_array("offsets", offsets)
+        if vc.shape[0] != off.shape[0]:
+            raise ValueError(f"vcpus has {vc.shape[0]} entries, offsets {off.shape[0]}")
+        if vc.size:
+            bad = (vc < 0) | (vc >= self._nr_vcpus)
+            if bad.any():
+                k = int(np.argmax(bad))
+                raise ValueError(f"vcpus[{k}] = {int(vc[k])} is not a vCPU index (0..{self._nr_vcpus - 1})")
+            if off.min() < 0:
+                k = int(np.argmax(off < 0))
+                raise ValueError(f"offsets[{k}] = {int(off[k])} is negative")
+        return f, vc, off
+
+    def uaccess_read_batch(self, frame: int, vcpus: Any, offsets: Any, size: int = 4) -> np.ndarray:
+        """:meth:`uaccess_read` of many registers of one frame, in order:
+        ``vcpus`` and ``offsets`` are 1-D integer arrays of one length (all
+        checked before any access); returns the values as ``uint64``."""
+        sz = _uaccess_size(size)
+        f, vc, off = self._ubatch_args(frame, vcpus, offsets)
+        out = np.zeros(vc.shape[0], dtype=np.uint64)
+        for k, (v, o) in enumerate(zip(vc.tolist(), off.tolist())):
+            out[k] = self.uaccess_read(f, v, o, sz)
+        return out
+
+    def uaccess_write_batch(self, frame: int, vcpus: Any, offsets: Any, values: Any,
+                            size: int = 4) -> tuple[int, int]:
+        """:meth:`uaccess_write` of many registers of one frame, in order, as
+        that many single writes stopping at the first refused one: returns
+        ``(index, errno)`` of that write (its errno positive), or ``(-1, 0)``
+        when every write succeeded.  Arguments are checked before anything
+        is written."""
+        sz = _uaccess_size(size)
+        f, vc, off = self._ubatch_args(frame, vcpus, offsets)
+        vals = value_array("values", values, U32 if sz == 4 else U64)
+        if vals.shape[0] != vc.shape[0]:
+            raise ValueError(f"values has {vals.shape[0]} entries, offsets {vc.shape[0]}")
+        for k, (v, o, x) in enumerate(zip(vc.tolist(), off.tolist(), vals.tolist())):
+            ret = self.uaccess_write(f, v, o, x, sz)
+            if ret:
+                return k, -ret
+        return -1, 0

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from .. import gtimer as T
+from ..batchargs import value_array
 from ..errors import KvmError
 from ..ich import check_int, vcpu_indices
 from ._batch import BatchSteps
@@ -553,6 +554,23 @@ class Timers(BatchSteps):
         if which == T.ONEREG_PTIMER_CVAL:
             return int(r["cntp_cval"])
         return self._pnow()
+
+    def get_reg_batch(self, vcpus: Any, which: Any) -> np.ndarray:
+        """:meth:`get_reg` of one register on many vCPUs (checked first):
+        the values as ``uint64``."""
+        ids = vcpu_indices(vcpus, len(self.records))
+        which = check_int("which", which, 0, T.ONEREG_PTIMER_CNT)
+        return np.array([self.get_reg(i, which) for i in ids.tolist()], dtype=np.uint64)
+
+    def set_reg_batch(self, vcpus: Any, which: Any, values: Any) -> None:
+        """:meth:`set_reg` of one register on many vCPUs, in order (checked first)."""
+        ids = vcpu_indices(vcpus, len(self.records))
+        which = check_int("which", which, 0, T.ONEREG_PTIMER_CNT)
+        vals = value_array("values", values, T.U64)
+        if vals.shape[0] != ids.shape[0]:
+            raise ValueError(f"values has {vals.shape[0]} entries, vcpus {ids.shape[0]}")
+        for i, x in zip(ids.tolist(), vals.tolist()):
+            self.set_reg(i, which, x)
 
     def set_reg(self, vcpu: Any, which: Any, value: Any) -> None:
         """KVM_SET_ONE_REG of a timer register: CTL stored without ISTATUS,
