@@ -710,6 +710,62 @@ def restore_onto(vm: VM, snap: Snapshot) -> None:
     vm._adopt(fresh)
 
 
+# ------------------------------------------------------------ what a restore keeps
+# What KVM's ABI does not carry, by part: the host's side and the model's
+# history.  Everything else a restore reproduces exactly.
+_NOT_CARRIED = {
+    # A vCPU that ran has done its first-run work; a restored one has not yet.
+    "vm": ("has_run",),
+    # The timers' first-run mapping, the hardware timer registers, the
+    # emulated ptimer's and the background timer's host timers (armed at
+    # the next put or block), and the access counts.
+    "arch_timer": ("ppis_frozen", "enabled", "hw", "host_active", "ptimer_at", "bg_at", "sysreg_reads",
+                   "sysreg_writes", "gic_active_writes", "host_irqs"),
+    # The host task's FP state, the modelled CPU's register file and what
+    # KVM moved.
+    "fpsimd": ("host_fpsr", "host_fpcr", "host_state", "hw", "hw_fpsr", "hw_fpcr", "hw_zcr_el1", "hw_zcr_el2",
+               "hw_vq", "owner", "guest_bytes", "host_bytes", "traps", "zcr_writes"),
+    # The ap_lists (rebuilt from the interrupts' state as KVM's uaccess
+    # writes queue them), KVM's saved list registers and the hardware's.
+    "vgic_v3": ("ap_list", "in_lr", "vgic_lr", "vgic_hcr", "used_lrs", "physical_deactivations",
+                "active_spis"),
+}
+
+
+def comparable(state: dict[str, Any]) -> dict[str, Any]:
+    """``vm.state()`` restricted to what a snapshot carries: what two VMs
+    share after one is restored from a snapshot of the other (see
+    ``_NOT_CARRIED``; ICH_VMCR_EL2.VFIQEn, which KVM sets on every
+    userspace write, is masked).  One more difference is KVM's own: a
+    GITS_CBASER the guest never wrote (0) reads back sanitised after a
+    restore, as KVM sanitises every write.  For tests and tools."""
+    from vgic import ich
+    from vgic.state import STAMPS, drop
+    out: dict[str, Any] = drop(state, STAMPS)
+
+    def strip(d: Any, keys: tuple[str, ...]) -> None:
+        for k in keys:
+            d.pop(k, None)
+
+    for v in out["vm"]["vcpus"]:
+        strip(v, _NOT_CARRIED["vm"])
+    for name in ("arch_timer", "fpsimd", "vgic_v3"):
+        part = out.get(name)
+        if part is None:
+            continue
+        strip(part, _NOT_CARRIED[name])
+        for v in part["vcpus"]:
+            strip(v, _NOT_CARRIED[name])
+            if name == "vgic_v3":
+                for k in [k for k in v if k.startswith("ICH_")]:
+                    del v[k]
+                saved = v.get("vgic_v3", {})
+                strip(saved, _NOT_CARRIED[name])
+                if "vgic_vmcr" in saved:
+                    saved["vgic_vmcr"] &= ~ich.VMCR_FIQEN
+    return out
+
+
 __all__ = ["Snapshot", "Section", "FORMAT_VERSION", "SnapshotError", "take", "restore_new", "restore_onto",
-           "geometry", "check_geometry", "GUEST_GEOMETRY", "HOST_OPTIONS"]
+           "geometry", "check_geometry", "comparable", "GUEST_GEOMETRY", "HOST_OPTIONS"]
 del errno
