@@ -70,7 +70,8 @@ def _fmt_value(value: int | bytes, wide: bool) -> str:
     return f"{value:#x}"
 
 
-def _cmd_snapshot_show(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _cmd_snapshot_show(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = sys.stdout if out is None else out
     snap = _load(args.file)
     g = snap.geometry
     print(f"{args.file}: vgic snapshot format {'.'.join(map(str, snap.format_version))}, "
@@ -113,7 +114,8 @@ def _section_registers(snap: Any, name: str) -> Iterator[tuple[str, str, int | b
     return one.registers()
 
 
-def _cmd_snapshot_diff(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _cmd_snapshot_diff(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = sys.stdout if out is None else out
     a, b = _load(args.a), _load(args.b)
     lines = a.diff(b)
     for line in lines[:args.limit] if args.limit else lines:
