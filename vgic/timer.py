@@ -374,6 +374,15 @@ class ArchTimer(KernelPart):
         v["kicks"] = int(np.count_nonzero(recs["kick"]))
         return vm_rec, recs, host
 
+    def checkpoint(self) -> Any:
+        """What :meth:`check_state` of :meth:`state` returns, read directly."""
+        recs = self.records.copy()
+        vm_rec = self.vm_rec.copy()
+        vm_rec[0]["kicks"] = int(np.count_nonzero(recs["kick"]))
+        gic = self.vm.gic
+        host = [gic.gic.host_active(i) if gic is not None else 0 for i in range(len(recs))]
+        return vm_rec, recs, host
+
     def apply_state(self, checked: Any) -> None:
         vm_rec, recs, host = checked
         self.vm_rec[:] = vm_rec
