@@ -29,6 +29,7 @@ KVM cannot read back (ICC_BPR1_EL1's own field while CBPR is set).
 from __future__ import annotations
 
 import errno
+import os
 import struct
 import zlib
 from collections.abc import Iterator
@@ -310,9 +311,14 @@ class Snapshot:
 
     @classmethod
     def load(cls, path: Any) -> Snapshot:
-        """Read a snapshot file (memory-mapped: RAM is not copied)."""
+        """Read a snapshot file, memory-mapped: its arrays and RAM are views
+        of the file's pages, read as they are used (the CRC reads them once)."""
+        import mmap
         with open(path, "rb") as f:
-            data = f.read()
+            size = os.fstat(f.fileno()).st_size
+            if size == 0:
+                raise SnapshotError(f"{path}: an empty file is not a snapshot")
+            data = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         return cls.from_bytes(data)
 
     def __repr__(self) -> str:
