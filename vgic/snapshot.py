@@ -738,13 +738,29 @@ _NOT_CARRIED = {
 }
 
 
+def _sanitised_cbaser(value: int) -> int:
+    """GITS_CBASER as KVM stores a write of ``value`` (vgic_sanitise_its_cbaser,
+    docs/its-facts-A.md): InnerCache nCnB/nC become RaWb, Outer Shareable
+    becomes Inner, OuterCache other than SameAsInner/nC becomes
+    SameAsInner, address bits [15:12] cleared.  Idempotent."""
+    inner = (value >> 59) & 7
+    if inner in (0, 1):
+        value = (value & ~(7 << 59)) | (3 << 59)
+    if (value >> 10) & 3 == 2:
+        value = (value & ~(3 << 10)) | (1 << 10)
+    if (value >> 53) & 7 >= 2:
+        value &= ~(7 << 53)
+    return value & ~(0xF << 12)
+
+
 def comparable(state: dict[str, Any]) -> dict[str, Any]:
     """``vm.state()`` restricted to what a snapshot carries: what two VMs
     share after one is restored from a snapshot of the other (see
-    ``_NOT_CARRIED``; ICH_VMCR_EL2.VFIQEn, which KVM sets on every
-    userspace write, is masked).  One more difference is KVM's own: a
-    GITS_CBASER the guest never wrote (0) reads back sanitised after a
-    restore, as KVM sanitises every write.  For tests and tools."""
+    ``_NOT_CARRIED``, and the host options a restore may change), with
+    what KVM changes on every userspace write applied to both sides:
+    ICH_VMCR_EL2.VFIQEn masked, GITS_CBASER sanitised (a CBASER the guest
+    never wrote, 0, reads back with InnerCache RaWb after a restore, as it
+    does after KVM's).  For tests and tools."""
     from vgic import ich
     from vgic.state import STAMPS, drop
     out: dict[str, Any] = drop(state, STAMPS)
@@ -755,6 +771,13 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
 
     for v in out["vm"]["vcpus"]:
         strip(v, _NOT_CARRIED["vm"])
+    # The host's choices a restore may change (HOST_OPTIONS).
+    strip(out["vm"], ("nr_lrs", "lr_order"))
+    strip(out.get("arch_timer", {}), ("policy",))
+    strip(out.get("fpsimd", {}), ("policy", "host_sve", "host_vqs"))
+    its = out.get("its")
+    if its is not None and "GITS_CBASER" in its:
+        its["GITS_CBASER"] = _sanitised_cbaser(its["GITS_CBASER"])
     for name in ("arch_timer", "fpsimd", "vgic_v3"):
         part = out.get(name)
         if part is None:
