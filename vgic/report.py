@@ -895,12 +895,24 @@ def _snapshot_answer(rows: list[Row]) -> Answer:
                          f"restore")
     text = "Fitted over each sweep (the others at the base VM), " + "; ".join(parts) + ". "
     vs = sweep("vq")
-    if len(vs) >= 2:
-        lo, hi = vs[0], vs[-1]
-        text += (f"Vector length moves the bytes: from {int(_f(lo, 'vector_bits'))} to "
-                 f"{int(_f(hi, 'vector_bits'))} bits the payload grows from {_f(lo, 'payload_kib'):,.0f} to "
-                 f"{_f(hi, 'payload_kib'):,.0f} KiB and a save from {_fmt(_f(lo, 'save_ms'))} to "
-                 f"{_fmt(_f(hi, 'save_ms'))} ms. ")
+    sve = [r for r in vs if _f(r, "vector_bits") > 0]
+    none = [r for r in vs if _f(r, "vector_bits") == 0]
+    if len(sve) >= 2:
+        lo, hi = sve[0], sve[-1]
+        same = abs(_f(hi, "payload_kib") - _f(lo, "payload_kib")) < 1e-6 * _f(hi, "payload_kib")
+        values["sve_payload_independent_of_vl"] = same
+        if same:
+            text += (f"Vector length does not move the bytes: KVM's one-reg ABI carries each Z register as "
+                     f"2048 bits (slice 0) and each P register and FFR as 256, zero-padded above the vCPU's "
+                     f"length, so the payload is {_f(hi, 'payload_kib'):,.0f} KiB from "
+                     f"{int(_f(lo, 'vector_bits'))} to {int(_f(hi, 'vector_bits'))} bits")
+            if none:
+                text += f" (against {_f(none[0], 'payload_kib'):,.0f} KiB without SVE)"
+            text += (f" and a save takes {_fmt(_f(lo, 'save_ms'))} to {_fmt(_f(hi, 'save_ms'))} ms; the padding "
+                     "is what zstd compression (`to_bytes(compress=\"zstd\")`) removes. ")
+        else:
+            text += (f"From {int(_f(lo, 'vector_bits'))} to {int(_f(hi, 'vector_bits'))} bits the payload "
+                     f"grows from {_f(lo, 'payload_kib'):,.0f} to {_f(hi, 'payload_kib'):,.0f} KiB. ")
     worst = max(_f(r, "bytes_ratio") for r in rows)
     text += f"The file is at most {worst:.3f}× the raw register payload (target: 1.2×). "
     target = [r for r in rows if r["sweep"] == "target"]
