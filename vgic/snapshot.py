@@ -586,6 +586,14 @@ def _take(vm: VM, ram: bool) -> Snapshot:
 
 
 # ----------------------------------------------------------------------- restoring
+#: The value type of each group's arrays.
+_GROUP_DTYPES: dict[str, np.dtype[Any]] = {
+    DIST_REGS: np.dtype("<u4"), REDIST_REGS: np.dtype("<u4"), LEVEL_INFO: np.dtype("<u4"),
+    CPU_SYSREGS: np.dtype("<u8"), ITS_REGS: np.dtype("<u8"), TIMER_CTRL: np.dtype("<u8"), ONE_REG: np.dtype(np.uint8)}
+#: The VM-wide sections (the others have one row per vCPU).
+_VM_WIDE = frozenset({"timer.ppis", "vgic.dist_config", "vgic.dist_state", "vgic.spi_levels", "its.regs",
+                      "its.ctlr"})
+
 #: The sections in the order a restore applies them.
 RESTORE_ORDER = ("timer.ppis", "vgic.dist_config", "vgic.redist_config", "vgic.spi_levels", "vgic.ppi_levels",
                  "vgic.dist_state", "vgic.redist_state", "vgic.cpu_sysregs", "its.regs", "its.ctlr", "fpsimd.vls",
@@ -594,6 +602,7 @@ RESTORE_ORDER = ("timer.ppis", "vgic.dist_config", "vgic.redist_config", "vgic.s
 
 def check_geometry(snap: Snapshot, options: dict[str, Any]) -> None:
     """The guest-visible geometry of ``snap`` equals ``options`` (SnapshotError)."""
+    _check_meta(snap.meta)
     g = snap.meta["vm"]
     for key in GUEST_GEOMETRY:
         if g.get(key) != options.get(key) and not (key == "its_base" and not g.get("its")):
@@ -614,12 +623,32 @@ def _check_sections(snap: Snapshot, vm: VM) -> None:
         want.update({"its.regs": ITS_IDS, "its.ctlr": [regmap.GITS_CTLR]})
     if vm.sve:
         want["fpsimd.vls"] = [fpregs.KVM_REG_ARM64_SVE_VLS]
+    _check_meta(snap.meta)
     missing = set(want) - set(snap.sections)
     extra = set(snap.sections) - set(want) - {"fpsimd.regs", "timer.regs"}
     _need(not missing and not extra and {"fpsimd.regs", "timer.regs"} <= set(snap.sections),
           f"restore: sections {sorted(missing | extra) or ['fpsimd.regs', 'timer.regs']} do not fit this VM")
     for name, ids in want.items():
         _need(snap.sections[name].ids.tolist() == ids, f"restore: section {name} holds other registers")
+    # The arrays themselves (a Snapshot may be built by hand, not read):
+    # each group's value type, one row per vCPU, one value per register.
+    nv = vm.nr_vcpus
+    for name, sec in snap.sections.items():
+        where = f"restore: section {name}"
+        _need(isinstance(sec, Section) and sec.name == name, f"{where}: not a Section of that name")
+        ids, vals = sec.ids, sec.values
+        _need(isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.dtype == np.uint64, f"{where}: ids must be uint64")
+        _need(isinstance(vals, np.ndarray) and vals.dtype == _GROUP_DTYPES[sec.group], f"{where}: values must be "
+              f"{_GROUP_DTYPES[sec.group]} for {sec.group}")
+        per = name not in _VM_WIDE
+        _need(sec.per_vcpu == per, f"{where}: per_vcpu must be {per}")
+        width = sum(reg_size(int(i)) for i in ids.tolist()) if sec.group == ONE_REG else len(ids)
+        shape = (nv, width) if per else (width,)
+        _need(vals.shape == shape, f"{where}: values have shape {vals.shape}, expected {shape}")
+    if snap.ram is not None:
+        ram = snap.ram
+        _need(isinstance(ram, np.ndarray) and ram.dtype == np.uint8 and ram.ndim == 1 and ram.size == vm.memory.size,
+              f"restore: RAM must be {vm.memory.size} uint8 bytes")
 
 
 def apply(vm: VM, snap: Snapshot, counter: int | None) -> None:
@@ -675,7 +704,8 @@ def restore_new(cls: type[VM], snap: Snapshot, options: dict[str, Any]) -> VM:
     """:meth:`vgic.VM.restore` called on the class: a new VM."""
     if not isinstance(snap, Snapshot):
         raise TypeError(f"restore: expected a vgic.Snapshot, not {type(snap).__name__}")
-    kwargs = {k: v for k, v in snap.geometry.items()}
+    _check_meta(snap.meta)
+    kwargs = {k: snap.meta["vm"][k] for k in (*GUEST_GEOMETRY, *HOST_OPTIONS) if k in snap.meta["vm"]}
     bad = set(options) - set(HOST_OPTIONS) - {"backend", "memory"}
     if bad:
         raise TypeError(f"restore: {sorted(bad)} are not host options ({', '.join(HOST_OPTIONS)}, backend, memory)")
@@ -684,7 +714,7 @@ def restore_new(cls: type[VM], snap: Snapshot, options: dict[str, Any]) -> VM:
         kwargs.pop("ram_size")
     try:
         vm = cls(**kwargs)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, MemoryError, OverflowError) as exc:
         raise SnapshotError(f"restore: the snapshot's VM cannot be built: {exc}") from exc
     if kwargs.get("memory") is not None and vm.memory.size != snap.meta["vm"]["ram_size"]:
         raise SnapshotError(f"restore: memory has {vm.memory.size} bytes, "
