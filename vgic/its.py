@@ -167,7 +167,9 @@ class Its(Part):
             else:
                 raise KvmError(errno.ENXIO, f"CTRL attribute {attr} is not an ITS control")
             if r < 0:
-                raise KvmError(-r, f"ITS CTRL attribute {attr}")
+                what = ("KVM_DEV_ARM_ITS_SAVE_TABLES" if attr == uapi.KVM_DEV_ARM_ITS_SAVE_TABLES
+                        else "KVM_DEV_ARM_ITS_RESTORE_TABLES")
+                raise KvmError(-r, f"{what} refused")
             return
         if group == uapi.KVM_DEV_ARM_VGIC_GRP_ITS_REGS:
             value = _check_u("value", value, U64)

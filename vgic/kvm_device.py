@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vgic import cpu_sysregs, ich, regmap, topology, uapi
+from vgic import cpu_sysregs, ich, regmap, regnames, topology, uapi
 from vgic.batchargs import value_array
 from vgic.errors import KvmError
 
@@ -349,8 +349,9 @@ def set_attrs(part: VgicV3, group: int, attrs: object, values: object) -> None:
             k, err = vm.bus.uaccess_write_batch(int(frames[s]), vcpus[s:e], offsets[s:e], v[s:e])
             if k >= 0:
                 k += s
-                raise KvmError(err, f"attrs[{k}]: {regmap.FRAME_NAMES[int(frames[k])]} offset "
-                                    f"{int(offsets[k]):#x} refuses {int(v[k]):#x}", index=k)
+                name = (regnames.dist_name(int(offsets[k])) if group == uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS
+                        else regnames.redist_name(int(a[k] & np.uint64(uapi.KVM_DEV_ARM_VGIC_OFFSET_MASK))))
+                raise KvmError(err, f"attrs[{k}]: {name} refuses {int(v[k]):#x}", index=k)
         return
     if group == uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS:
         vcpus, enc = _sysregs_batch(vm, a)

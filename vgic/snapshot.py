@@ -126,12 +126,19 @@ def dist_state_ids(nr_irqs: int) -> list[int]:
 
 
 _SGI = regmap.SGI_BASE_OFFSET
-#: REDIST_REGS before the line levels: the LPI tables, then the SGI/PPI
-#: configuration and priorities.
-REDIST_CONFIG_IDS = [regmap.GICR_PROPBASER, regmap.GICR_PROPBASER + 4, regmap.GICR_PENDBASER,
-                     regmap.GICR_PENDBASER + 4, _SGI + regmap.GICR_IGROUPR0, _SGI + regmap.GICR_ICFGR0,
-                     _SGI + regmap.GICR_ICFGR0 + 4,
-                     *(_SGI + regmap.GICR_IPRIORITYR0 + 4 * n for n in range(8))]
+_LPI_TABLES = [regmap.GICR_PROPBASER, regmap.GICR_PROPBASER + 4, regmap.GICR_PENDBASER, regmap.GICR_PENDBASER + 4]
+_SGI_CONFIG = [_SGI + regmap.GICR_IGROUPR0, _SGI + regmap.GICR_ICFGR0, _SGI + regmap.GICR_ICFGR0 + 4,
+               *(_SGI + regmap.GICR_IPRIORITYR0 + 4 * n for n in range(8))]
+
+
+def redist_config_ids(lpis: bool) -> list[int]:
+    """REDIST_REGS before the line levels: the LPI tables (only where the
+    redistributors have LPIs, GICR_TYPER.PLPIS: without them KVM sanitises a
+    written 0, and QEMU moves them only with PLPIS), then the SGI/PPI
+    configuration and priorities."""
+    return (_LPI_TABLES if lpis else []) + _SGI_CONFIG
+
+
 #: REDIST_REGS after them: pending, active, enable, and GICR_CTLR last (its
 #: EnableLPIs reads the pending table RAM now holds).
 REDIST_STATE_IDS = [_SGI + regmap.GICR_ISPENDR0, _SGI + regmap.GICR_ISACTIVER0, _SGI + regmap.GICR_ISENABLER0,
@@ -148,6 +155,24 @@ def cpu_sysreg_ids(pri_bits: int) -> list[int]:
              + ["ICC_CTLR_EL1", "ICC_PMR_EL1", "ICC_BPR0_EL1", "ICC_BPR1_EL1", "ICC_IGRPEN0_EL1", "ICC_IGRPEN1_EL1"])
     by_name = {row.name: attr for attr, row in sysregs.CPU_SYSREGS.items()}
     return [by_name[n] for n in names]
+
+
+def fp_reg_ids(sve: bool) -> list[int]:
+    """The FP/SVE one-regs of a vCPU in KVM_GET_REG_LIST's order, SVE_VLS
+    (its own section, before finalize) left out: FPSR and FPCR with the
+    core registers, then Z0-Z31, P0-P15, FFR and ZCR_EL1 for an SVE vCPU;
+    V0-V31, FPSR, FPCR otherwise (kvm-facts §8)."""
+    core = [fpregs.KVM_REG_ARM_CORE_FPSR, fpregs.KVM_REG_ARM_CORE_FPCR]
+    if not sve:
+        return [fpregs.core_vreg(n) for n in range(fpregs.NR_ZREGS)] + core
+    return (core + [fpregs.sve_zreg(n, 0) for n in range(fpregs.NR_ZREGS)]
+            + [fpregs.sve_preg(n, 0) for n in range(fpregs.NR_PREGS)] + [fpregs.sve_ffr(0), fpregs.KVM_REG_ZCR_EL1])
+
+
+def timer_reg_ids() -> list[int]:
+    """The timer one-regs of a vCPU, in the arch timer part's order."""
+    from vgic.timer import ONE_REGS
+    return list(ONE_REGS)
 
 
 #: ITS_REGS in restore order (kvm-facts §5.7): GITS_CBASER first, the other
@@ -513,6 +538,12 @@ def take(vm: VM, ram: bool = True) -> Snapshot:
 
 
 def _take(vm: VM, ram: bool) -> Snapshot:
+    # Refusals known in advance come before anything writes guest RAM.
+    if vm.sve:
+        for v in vm.vcpus:
+            if not vm.fp.records[v.id]["finalized"]:
+                raise SnapshotError(f"save: vCPU {v.id} has SVE and is not finalized "
+                                    f"(KVM_GET_REG_LIST would fail with EPERM)")
     got: dict[str, Section] = {}
     nv = vm.nr_vcpus
 
@@ -531,7 +562,7 @@ def _take(vm: VM, ram: bool) -> Snapshot:
                                           vals[:len(cfg)])
         got["vgic.dist_state"] = Section("vgic.dist_state", DIST_REGS, False, np.array(st, dtype=np.uint64),
                                          vals[len(cfg):])
-        per_vcpu("vgic.redist_config", REDIST_REGS, REDIST_CONFIG_IDS)
+        per_vcpu("vgic.redist_config", REDIST_REGS, redist_config_ids(vm.has_its))
         per_vcpu("vgic.redist_state", REDIST_REGS, REDIST_STATE_IDS)
         per_vcpu("vgic.cpu_sysregs", CPU_SYSREGS, cpu_sysreg_ids(vm.pri_bits))
         spis = np.arange(32, vm.nr_irqs, 32, dtype=np.uint64)
@@ -555,16 +586,9 @@ def _take(vm: VM, ram: bool) -> Snapshot:
         got["timer.ppis"] = Section("timer.ppis", TIMER_CTRL, False, np.array(TIMER_PPI_IDS, dtype=np.uint64),
                                     np.array(ppis, dtype="<u8"))
     if vm.sve:
-        for v in vm.vcpus:
-            if not vm.fp.records[v.id]["finalized"]:
-                raise SnapshotError(f"save: vCPU {v.id} has SVE and is not finalized "
-                                    f"(KVM_GET_REG_LIST would fail with EPERM)")
         vls = [fpregs.KVM_REG_ARM64_SVE_VLS]
         got["fpsimd.vls"] = Section("fpsimd.vls", ONE_REG, True, np.array(vls, dtype=np.uint64), vm.get_one_regs(vls))
-    reg_list = vm.vcpus[0].get_reg_list()
-    fp_ids = [r for r in reg_list if vm._one_regs.get(r) is vm.fp or vm.fp.claims_one_reg(r)]
-    fp_ids = [r for r in fp_ids if r != fpregs.KVM_REG_ARM64_SVE_VLS]
-    timer_ids = [r for r in reg_list if vm._one_regs.get(r) is vm.timer]
+    fp_ids, timer_ids = fp_reg_ids(vm.sve), timer_reg_ids()
     got["fpsimd.regs"] = Section("fpsimd.regs", ONE_REG, True, np.array(fp_ids, dtype=np.uint64),
                                  vm.get_one_regs(fp_ids))
     got["timer.regs"] = Section("timer.regs", ONE_REG, True, np.array(timer_ids, dtype=np.uint64),
@@ -615,7 +639,7 @@ def _check_sections(snap: Snapshot, vm: VM) -> None:
     want: dict[str, list[int]] = {}
     if vm.gic is not None:
         want.update({"vgic.dist_config": dist_config_ids(vm.nr_irqs), "vgic.dist_state": dist_state_ids(vm.nr_irqs),
-                     "vgic.redist_config": REDIST_CONFIG_IDS, "vgic.redist_state": REDIST_STATE_IDS,
+                     "vgic.redist_config": redist_config_ids(vm.has_its), "vgic.redist_state": REDIST_STATE_IDS,
                      "vgic.cpu_sysregs": cpu_sysreg_ids(vm.pri_bits),
                      "vgic.spi_levels": list(range(32, vm.nr_irqs, 32)), "vgic.ppi_levels": [0],
                      "timer.ppis": TIMER_PPI_IDS})
@@ -624,27 +648,31 @@ def _check_sections(snap: Snapshot, vm: VM) -> None:
     if vm.sve:
         want["fpsimd.vls"] = [fpregs.KVM_REG_ARM64_SVE_VLS]
     _check_meta(snap.meta)
+    want["fpsimd.regs"] = fp_reg_ids(vm.sve)
+    want["timer.regs"] = timer_reg_ids()
     missing = set(want) - set(snap.sections)
-    extra = set(snap.sections) - set(want) - {"fpsimd.regs", "timer.regs"}
-    _need(not missing and not extra and {"fpsimd.regs", "timer.regs"} <= set(snap.sections),
-          f"restore: sections {sorted(missing | extra) or ['fpsimd.regs', 'timer.regs']} do not fit this VM")
-    for name, ids in want.items():
-        _need(snap.sections[name].ids.tolist() == ids, f"restore: section {name} holds other registers")
+    extra = set(snap.sections) - set(want)
+    _need(not missing and not extra, f"restore: sections {sorted(missing | extra)} do not fit this VM "
+                                     f"({'missing' if missing else 'not expected'})")
     # The arrays themselves (a Snapshot may be built by hand, not read):
     # each group's value type, one row per vCPU, one value per register.
     nv = vm.nr_vcpus
     for name, sec in snap.sections.items():
         where = f"restore: section {name}"
         _need(isinstance(sec, Section) and sec.name == name, f"{where}: not a Section of that name")
-        ids, vals = sec.ids, sec.values
-        _need(isinstance(ids, np.ndarray) and ids.ndim == 1 and ids.dtype == np.uint64, f"{where}: ids must be uint64")
+        sids, vals = sec.ids, sec.values
+        _need(sec.group in _GROUP_DTYPES, f"{where}: group {sec.group!r} is not an ABI group")
+        _need(isinstance(sids, np.ndarray) and sids.ndim == 1 and sids.dtype == np.uint64,
+              f"{where}: ids must be uint64")
         _need(isinstance(vals, np.ndarray) and vals.dtype == _GROUP_DTYPES[sec.group], f"{where}: values must be "
               f"{_GROUP_DTYPES[sec.group]} for {sec.group}")
         per = name not in _VM_WIDE
         _need(sec.per_vcpu == per, f"{where}: per_vcpu must be {per}")
-        width = sum(reg_size(int(i)) for i in ids.tolist()) if sec.group == ONE_REG else len(ids)
+        width = sum(reg_size(int(i)) for i in sids.tolist()) if sec.group == ONE_REG else len(sids)
         shape = (nv, width) if per else (width,)
         _need(vals.shape == shape, f"{where}: values have shape {vals.shape}, expected {shape}")
+    for name, ids in want.items():
+        _need(snap.sections[name].ids.tolist() == ids, f"restore: section {name} holds other registers")
     if snap.ram is not None:
         ram = snap.ram
         _need(isinstance(ram, np.ndarray) and ram.dtype == np.uint8 and ram.ndim == 1 and ram.size == vm.memory.size,
@@ -658,7 +686,6 @@ def apply(vm: VM, snap: Snapshot, counter: int | None) -> None:
     half-restored: callers discard it)."""
     _check_sections(snap, vm)
     S = snap.sections
-    nv = vm.nr_vcpus
     if snap.ram is not None:
         vm.memory[:] = snap.ram                 # (a) guest memory first
     host = snap.meta["host"]
@@ -695,9 +722,7 @@ def apply(vm: VM, snap: Snapshot, counter: int | None) -> None:
         vm.set_one_regs(vls.ids, vls.values)
         vm.finalize_vcpus(fpregs.KVM_ARM_VCPU_SVE)
     for name in ("fpsimd.regs", "timer.regs"):
-        sec = S[name]
-        _need(sec.per_vcpu and sec.values.shape[0] == nv, f"restore: section {name} is not per vCPU")
-        vm.set_one_regs(sec.ids, sec.values)
+        vm.set_one_regs(S[name].ids, S[name].values)
 
 
 def restore_new(cls: type[VM], snap: Snapshot, options: dict[str, Any]) -> VM:
@@ -826,5 +851,6 @@ def comparable(state: dict[str, Any]) -> dict[str, Any]:
 
 
 __all__ = ["Snapshot", "Section", "FORMAT_VERSION", "SnapshotError", "take", "restore_new", "restore_onto",
-           "geometry", "check_geometry", "comparable", "GUEST_GEOMETRY", "HOST_OPTIONS"]
+           "geometry", "check_geometry", "comparable", "GUEST_GEOMETRY", "HOST_OPTIONS", "fp_reg_ids",
+           "timer_reg_ids", "redist_config_ids"]
 del errno

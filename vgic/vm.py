@@ -177,8 +177,9 @@ class VCPU:
             raise KvmError(errno.EBUSY, f"vCPU {self.id} is running")
         return part, reg_id
 
-    def get_one_reg(self, reg_id: int) -> int:
-        """KVM_GET_ONE_REG (``vgic.uapi`` IDs: KVM_REG_ARM_TIMER_CTL, ...)."""
+    def get_one_reg(self, reg_id: int) -> int | bytes:
+        """KVM_GET_ONE_REG (``vgic.uapi`` IDs: KVM_REG_ARM_TIMER_CTL, ...): an
+        int for a register of up to 64 bits, bytes for a wider one."""
         part, reg_id = self._one_reg_part(reg_id)
         return part.get_one_reg(self.id, reg_id)
 
