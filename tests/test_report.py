@@ -37,9 +37,10 @@ CATEGORIES = {
     "timer_policy": {"workload": {"load_put", "timer_10ms"}, "policy": {"lazy", "eager"}},
     "its_pending_sync": {},
     "sve_switch": {"policy": {"lazy", "eager"}},
+    "snapshot": {"sweep": {"vcpus", "irqs", "lpis", "vq", "target"}},
 }
 #: Columns that may be zero (counts of things a cell may not do at all).
-MAY_BE_ZERO = {"traps_per_entry", "fp_use_pct"}
+MAY_BE_ZERO = {"traps_per_entry", "fp_use_pct", "lpis", "vector_bits"}
 
 
 @pytest.fixture(scope="module")
@@ -328,7 +329,7 @@ def test_run_uses_what_measure_returns(tmp_path, monkeypatch):
 
 def test_register(monkeypatch):
     monkeypatch.setattr(R, "EXPERIMENTS", R.EXPERIMENTS)
-    extra = R.Experiment(name="snapshot", title="t", thread="t", thread_file="t", question="q", method="m",
+    extra = R.Experiment(name="extra_experiment", title="t", thread="t", thread_file="t", question="q", method="m",
                          columns=("x",), measure=lambda ctx: [{"x": 1}],
                          answer=lambda rows: R.Answer(("x",), (("1",),), "a", {}),
                          plot=R.PlotSpec("t", (R.Panel("x", ("x",), "x", "x"),)))
