@@ -279,6 +279,17 @@ class VCPU:
         acc.write(reg, value)
         self.vm._service_kicks()
 
+    def pending_interrupt(self) -> str | None:
+        """The exception the vCPU's virtual CPU interface signals while it
+        runs: ``"irq"`` (a Group 1 vIRQ), ``"fiq"`` (a Group 0 vFIQ) or
+        None - what an emulator checks to take the interrupt into the guest
+        (PSTATE.I/F masking is the emulator's).  ``VgicError`` unless the
+        vCPU is running."""
+        if not self.running:
+            raise VgicError(f"vCPU {self.id} is not running: enter() it first")
+        acc, _ = self._accessor("ICC_IAR1_EL1")
+        return {1: "irq", 0: "fiq"}.get(acc.signalled())
+
     @property
     def rd_base(self) -> int:
         """Guest physical address of this vCPU's redistributor RD_base frame."""
