@@ -6,6 +6,7 @@
     vgic snapshot diff A B                     which registers differ (exit 1 if any)
     vgic replay TRACE.npy [options]            replay an MMIO trace, report throughput
     vgic report [--quick] OUTDIR               the threads' experiments: CSV, PNG, Markdown
+    vgic run IMAGE [-smp N]                    an aarch64 image on Unicorn with vgic as its GIC ([run] extra)
 
 Each subcommand has ``--help``.  Anything that runs for more than a second
 or two shows a progress bar on stderr (``--no-progress`` turns them off).
