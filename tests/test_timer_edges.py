@@ -581,3 +581,28 @@ def test_move_counter_behind_while_loaded(backend, policy, t):
     assert not v.sysreg_read(t.ctl) & ISTATUS
     assert ack(v) == SPURIOUS
     v.exit()
+
+
+def test_next_timer_event_is_the_earliest_armed_host_timer():
+    """vm.next_timer_event(): the earliest of the armed host timers - the
+    emulated ptimer's soft timer and a blocked vCPU's background timer (KVM
+    arms both as hrtimers, timer-facts §B) - or None with nothing armed."""
+    import vgic
+    vm = vgic.VM(nr_vcpus=2)
+    assert vm.next_timer_event() is None
+    a, b = vm.vcpus
+    a.enter()
+    a.sysreg_write("CNTV_CVAL_EL0", 5000)
+    a.sysreg_write("CNTV_CTL_EL0", 1)
+    a.exit()
+    a.block()                                   # background timer at the vtimer's expiry
+    assert vm.next_timer_event() == 5000
+    b.enter()
+    b.sysreg_write("CNTP_CVAL_EL0", 3000)       # the emulated ptimer arms its soft timer
+    b.sysreg_write("CNTP_CTL_EL0", 1)
+    b.exit()
+    assert vm.next_timer_event() == 3000        # (while b is loaded)
+    b.put()                                     # kvm_timer_vcpu_put cancels the emulated timer
+    assert vm.next_timer_event() == 5000
+    vm.advance(5000)
+    assert vm.next_timer_event() is None        # the background timer fired

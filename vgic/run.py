@@ -973,10 +973,7 @@ class Machine:
     def next_timer_event(self) -> int | None:
         """The counter value at which the next armed timer event (a blocked
         vCPU's background timer, an emulated physical timer) fires, or None."""
-        rec = self.vm.timer.records
-        times = [int(t) for t in rec["bg_at"][rec["bg_armed"].astype(bool)]]
-        times += [int(t) for t in rec["ptimer_at"][rec["ptimer_armed"].astype(bool)]]
-        return min(times) if times else None
+        return self.vm.next_timer_event()
 
     def _idle(self) -> bool:
         # Every powered-on vCPU is blocked: jump the counter to the next

@@ -231,6 +231,15 @@ class ArchTimer(KernelPart):
             raise VgicError("set_clock: only a VM that has not run can have its clock set")
         self.vm_rec[0]["counter"] = counter
 
+    def next_event(self) -> int | None:
+        """The counter value at which the next armed host timer fires (a
+        blocked vCPU's background timer, an emulated physical timer), or
+        None: how far an idle emulator may move the counter."""
+        rec = self.records
+        times = [int(t) for t in rec["bg_at"][rec["bg_armed"].astype(bool)]]
+        times += [int(t) for t in rec["ptimer_at"][rec["ptimer_armed"].astype(bool)]]
+        return min(times) if times else None
+
     def advance(self, ticks: Any) -> int:
         return int(self.timers.advance(check_int("ticks", ticks, 0, U64)))
 

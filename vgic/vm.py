@@ -578,6 +578,12 @@ class VM:
         self._service_kicks()
         return fired
 
+    def next_timer_event(self) -> int | None:
+        """The counter value at which the next timer event is due (a blocked
+        vCPU's background timer, an emulated physical timer), or None.  An
+        emulator whose vCPUs all wait in WFI may ``advance`` to it."""
+        return self.timer.next_event()
+
     def set_counter_offset(self, counter_offset: int, reserved: int = 0) -> None:
         """KVM_ARM_SET_COUNTER_OFFSET: the VM's virtual and physical counter
         offsets; from then on TIMER_CNT/PTIMER_CNT one-reg writes are
