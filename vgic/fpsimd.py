@@ -423,22 +423,39 @@ class FpSimd(KernelPart):
                 # The VQ-sized part of each register only, as set_one_reg.
                 state[src, off:off + length] = data[:, col:col + length] if whole else data[rows, col:col + length]
 
+    def _vls_refusal(self, vcpu: int, words: np.ndarray) -> int:
+        """The errno KVM_SET_ONE_REG(SVE_VLS) gives ``vcpu`` for ``words``,
+        or 0, in the kernel's order (its ``set_vls``): ENOENT without SVE,
+        EPERM once finalized, EINVAL for a set the host cannot give
+        (empty, beyond VQ 16, or not the host's set up to its largest VQ)."""
+        r = self.records[vcpu]
+        if not r["sve"]:
+            return errno.ENOENT
+        if r["finalized"]:
+            return errno.EPERM
+        vqs = F.vls_set(words)
+        if not vqs or max(vqs) > F.SVE_VQ_MAX:
+            return errno.EINVAL
+        host = set(self.kernel.host_vqs)
+        if any((vq in vqs) != (vq in host) for vq in range(1, max(vqs) + 1)):
+            return errno.EINVAL
+        return 0
+
     def _set_vls_many(self, vcpus: np.ndarray, data: np.ndarray) -> None:
-        """KVM_REG_ARM64_SVE_VLS on many vCPUs: the kernel's rules once per
-        distinct value (on its first vCPU), then its result copied to the
-        vCPUs with the same value once every value has passed."""
+        """KVM_REG_ARM64_SVE_VLS on many vCPUs, as that many single writes in
+        order: the vCPUs before the first refused one get their value."""
         words = np.ascontiguousarray(data).view("<u8")
-        first: dict[bytes, int] = {}
-        for row, v in enumerate(vcpus.tolist()):
-            key = data[row].tobytes()
-            if key not in first:
-                err = self.kernel.set_vls(v, words[row])
-                if err:
-                    raise KvmError(-err, f"reg_ids[0] on vCPU {v}: KVM_REG_ARM64_SVE_VLS refused", index=0)
-                first[key] = v
+        verdict: dict[tuple[bytes, bool, bool], int] = {}
         recs = self.records
-        src = np.array([first[data[row].tobytes()] for row in range(len(vcpus))], dtype=np.int64)
-        recs["vls"][vcpus] = recs["vls"][src]
+        for row, v in enumerate(vcpus.tolist()):
+            key = (data[row].tobytes(), bool(recs["sve"][v]), bool(recs["finalized"][v]))
+            err = verdict.get(key)
+            if err is None:
+                err = verdict[key] = self._vls_refusal(v, words[row])
+            if err:
+                recs["vls"][vcpus[:row]] = words[:row]
+                raise KvmError(err, f"reg_ids[0] on vCPU {v}: KVM_REG_ARM64_SVE_VLS refused", index=0)
+        recs["vls"][vcpus] = words
 
     def finalize_many(self, vcpus: np.ndarray, feature: Any) -> None:
         """KVM_ARM_VCPU_FINALIZE on many vCPUs, in order, stopping at the

@@ -225,15 +225,20 @@ _BATCH_GROUPS = (uapi.KVM_DEV_ARM_VGIC_GRP_DIST_REGS, uapi.KVM_DEV_ARM_VGIC_GRP_
                  uapi.KVM_DEV_ARM_VGIC_GRP_CPU_SYSREGS, uapi.KVM_DEV_ARM_VGIC_GRP_LEVEL_INFO)
 
 
-def _attr_vcpus(vm: VM, attrs: np.ndarray) -> np.ndarray:
-    """kvm_mpidr_to_vcpu(VGIC_TO_MPIDR(attr)) of every attribute (EINVAL if none)."""
+def _attr_vcpus(vm: VM, attrs: np.ndarray, strict: bool = True) -> np.ndarray:
+    """kvm_mpidr_to_vcpu(VGIC_TO_MPIDR(attr)) of every attribute: EINVAL
+    naming the first without a vCPU, or (``strict=False``) -1 there."""
     aff = attrs >> np.uint64(uapi.KVM_DEV_ARM_VGIC_V3_MPIDR_SHIFT)
     mpidr = (((aff >> np.uint64(24)) & np.uint64(0xFF)) << np.uint64(32)) | (aff & np.uint64(0xFFFFFF))
     vcpus = vm._mpidrs.vcpus(mpidr)
-    if vcpus.size and vcpus.min() < 0:
+    if strict and vcpus.size and vcpus.min() < 0:
         k = int(np.argmax(vcpus < 0))
-        raise KvmError(errno.EINVAL, f"attrs[{k}] = {int(attrs[k]):#x}: no vCPU has its affinity", index=k)
+        raise _no_vcpu(attrs, k)
     return vcpus
+
+
+def _no_vcpu(attrs: np.ndarray, k: int) -> KvmError:
+    return KvmError(errno.EINVAL, f"attrs[{k}] = {int(attrs[k]):#x}: no vCPU has its affinity", index=k)
 
 
 def _runs(keys: np.ndarray) -> list[tuple[int, int]]:
@@ -272,9 +277,13 @@ def _regs_batch(vm: VM, group: int, attrs: np.ndarray) -> tuple[np.ndarray, np.n
 
 
 def _sysregs_batch(vm: VM, attrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    vcpus = _attr_vcpus(vm, attrs)
+    # Attribute by attribute as KVM parses each: its MPIDR (EINVAL), then
+    # its encoding (ENXIO); the first bad attribute is the one named.
+    vcpus = _attr_vcpus(vm, attrs, strict=False)
     enc = (attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)).astype(np.int64)
-    for k, e in enumerate(enc.tolist()):
+    for k, (v, e) in enumerate(zip(vcpus.tolist(), enc.tolist())):
+        if v < 0:
+            raise _no_vcpu(attrs, k)
         if not cpu_sysregs.has(e):
             raise KvmError(errno.ENXIO, f"attrs[{k}]: system register encoding {e:#x} is not a vGICv3 "
                                         f"CPU register", index=k)

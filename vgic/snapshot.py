@@ -431,13 +431,9 @@ def _decode(data: Any) -> Snapshot:
     header = msgpack.unpackb(view[_FIXED.size:_FIXED.size + hlen], raw=False, strict_map_key=True,
                              use_list=True)
     payload = view[_FIXED.size + hlen:]
-    if flags & FLAG_ZSTD:
-        try:
-            import zstandard
-        except ImportError:
-            raise SnapshotError("snapshot: compressed with zstd; install the zstandard package") from None
-        payload = memoryview(zstandard.ZstdDecompressor().decompress(bytes(payload), max_output_size=1 << 40))
     _need(isinstance(header, dict) and set(header) >= {"meta", "sections", "ram"}, "snapshot: bad header")
+    if flags & FLAG_ZSTD:
+        payload = _decompress(payload, header)
     meta = header["meta"]
     _check_meta(meta)
     specs = header["sections"]
@@ -468,6 +464,36 @@ def _decode(data: Any) -> Snapshot:
         ram = _array(payload, {**rs, "dtype": "u1", "shape": [rs.get("nbytes")]}, "ram")
         _need(ram.size == meta["vm"]["ram_size"], f"ram: {ram.size} bytes, geometry says {meta['vm']['ram_size']}")
     return Snapshot(meta, sections, ram)
+
+
+def _decompress(payload: memoryview, header: dict[str, Any]) -> memoryview:
+    """The zstd payload, decompressed to exactly the size the header's
+    arrays end at: a frame that would grow larger is refused before it
+    is inflated, whatever it declares."""
+    try:
+        import zstandard
+    except ImportError:
+        raise SnapshotError("snapshot: compressed with zstd; install the zstandard package") from None
+    specs = header["sections"] if isinstance(header["sections"], list) else []
+    ends = [0]
+    for spec in [*specs, header["ram"]]:
+        if isinstance(spec, dict):
+            off, nbytes = spec.get("offset"), spec.get("nbytes")
+            if not (isinstance(off, int) and isinstance(nbytes, int) and off >= 0 and nbytes >= 0):
+                raise SnapshotError("snapshot: bad offset/nbytes")
+            ends.append(off + nbytes)
+    need = max(ends)
+    try:
+        declared = zstandard.frame_content_size(bytes(payload[:18]))
+    except zstandard.ZstdError as exc:
+        raise SnapshotError(f"snapshot: the payload is not a zstd frame: {exc}") from None
+    _need(declared in (-1, need), f"snapshot: the zstd frame holds {declared} bytes, the header {need}")
+    try:
+        out = zstandard.ZstdDecompressor().decompress(bytes(payload), max_output_size=need)
+    except zstandard.ZstdError as exc:
+        raise SnapshotError(f"snapshot: the zstd payload does not decompress to {need} bytes: {exc}") from None
+    _need(len(out) == need, f"snapshot: the zstd payload holds {len(out)} bytes, the header {need}")
+    return memoryview(out)
 
 
 def _array(payload: memoryview, spec: dict[str, Any], where: str) -> np.ndarray:
@@ -507,6 +533,7 @@ def _check_meta(meta: Any) -> None:
     _need(isinstance(g.get("sve_vqs"), list) and all(type(x) is int for x in g["sve_vqs"]),
           "snapshot: meta.vm.sve_vqs is not a list of integers")
     h = meta["host"]
+    _need({"CNTPCT_EL0", "counter_offset"} <= set(h), "snapshot: meta.host needs CNTPCT_EL0 and counter_offset")
     _need(type(h.get("CNTPCT_EL0")) is int and 0 <= h["CNTPCT_EL0"] < 1 << 64, "snapshot: meta.host.CNTPCT_EL0")
     off = h.get("counter_offset")
     _need(off is None or (type(off) is int and 0 <= off < 1 << 64), "snapshot: meta.host.counter_offset")
@@ -614,6 +641,12 @@ def _take(vm: VM, ram: bool) -> Snapshot:
 _GROUP_DTYPES: dict[str, np.dtype[Any]] = {
     DIST_REGS: np.dtype("<u4"), REDIST_REGS: np.dtype("<u4"), LEVEL_INFO: np.dtype("<u4"),
     CPU_SYSREGS: np.dtype("<u8"), ITS_REGS: np.dtype("<u8"), TIMER_CTRL: np.dtype("<u8"), ONE_REG: np.dtype(np.uint8)}
+#: Each section's ABI group.
+_SECTION_GROUPS = {
+    "timer.ppis": TIMER_CTRL, "vgic.dist_config": DIST_REGS, "vgic.redist_config": REDIST_REGS,
+    "vgic.spi_levels": LEVEL_INFO, "vgic.ppi_levels": LEVEL_INFO, "vgic.dist_state": DIST_REGS,
+    "vgic.redist_state": REDIST_REGS, "vgic.cpu_sysregs": CPU_SYSREGS, "its.regs": ITS_REGS, "its.ctlr": ITS_REGS,
+    "fpsimd.vls": ONE_REG, "fpsimd.regs": ONE_REG, "timer.regs": ONE_REG}
 #: The VM-wide sections (the others have one row per vCPU).
 _VM_WIDE = frozenset({"timer.ppis", "vgic.dist_config", "vgic.dist_state", "vgic.spi_levels", "its.regs",
                       "its.ctlr"})
@@ -661,7 +694,8 @@ def _check_sections(snap: Snapshot, vm: VM) -> None:
         where = f"restore: section {name}"
         _need(isinstance(sec, Section) and sec.name == name, f"{where}: not a Section of that name")
         sids, vals = sec.ids, sec.values
-        _need(sec.group in _GROUP_DTYPES, f"{where}: group {sec.group!r} is not an ABI group")
+        _need(sec.group == _SECTION_GROUPS.get(name), f"{where}: its group is {_SECTION_GROUPS.get(name)}, "
+                                                        f"not {sec.group!r}")
         _need(isinstance(sids, np.ndarray) and sids.ndim == 1 and sids.dtype == np.uint64,
               f"{where}: ids must be uint64")
         _need(isinstance(vals, np.ndarray) and vals.dtype == _GROUP_DTYPES[sec.group], f"{where}: values must be "

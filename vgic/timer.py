@@ -263,7 +263,13 @@ class ArchTimer(KernelPart):
         return np.ascontiguousarray(np.hstack(cols or [np.zeros((len(vcpus), 0), "<u8")])).view(np.uint8)
 
     def set_one_regs(self, vcpus: np.ndarray, reg_ids: list[int], data: np.ndarray) -> None:
-        """The batch form (every 64-bit value is accepted: nothing to refuse)."""
+        """The batch form (every 64-bit value is accepted: nothing to refuse).
+        Register by register over the vCPUs, which equals vCPU by vCPU
+        while none is loaded; a loaded vCPU's timer is reloaded after each
+        write (TIMER_CNT moves the VM's offset), so then vCPU by vCPU."""
+        if self.records["vcpu_loaded"][vcpus].any():
+            super().set_one_regs(vcpus, reg_ids, data)
+            return
         words = np.ascontiguousarray(data).view("<u8")
         for k, r in enumerate(reg_ids):
             self.timers.set_reg_batch(vcpus, ONE_REGS[r], words[:, k])

@@ -304,6 +304,20 @@ class VCPU:
         return f"<vgic.VCPU {self.id} mpidr={self.mpidr:#x}>"
 
 
+@contextmanager
+def _rebased(start: int) -> Iterator[None]:
+    """A part's refusal of a register at ``index`` within its run of IDs,
+    named at its place in the whole batch (``start`` + index)."""
+    try:
+        yield
+    except KvmError as exc:
+        if exc.index is None or not start:
+            raise
+        k = exc.index + start
+        raise KvmError(exc.errno or 0, str(exc.strerror).replace(f"reg_ids[{exc.index}]", f"reg_ids[{k}]", 1),
+                       index=k) from exc
+
+
 @functools.cache
 def _guest_sysregs(owner: str) -> tuple[str, ...]:
     """The system registers a part serves to the guest (its rows of the
@@ -825,8 +839,11 @@ class VM:
         KVM_REG_SIZE, as KVM_GET_ONE_REG writes them.  A refused register
         raises :class:`vgic.KvmError` (``index``: its position in ``reg_ids``)."""
         vc, ids, runs = self._one_reg_batch(reg_ids, vcpus)
-        return np.concatenate([np.zeros((len(vc), 0), dtype=np.uint8)]
-                              + [p.get_one_regs(vc, ids[a:b]) for p, a, b in runs], axis=1)
+        cols = [np.zeros((len(vc), 0), dtype=np.uint8)]
+        for p, a, b in runs:
+            with _rebased(a):
+                cols.append(p.get_one_regs(vc, ids[a:b]))
+        return np.concatenate(cols, axis=1)
 
     def set_one_regs(self, reg_ids: Any, data: Any, vcpus: Any = None) -> None:
         """KVM_SET_ONE_REG of many registers on many vCPUs from ``data``
@@ -844,13 +861,8 @@ class VM:
         for size in sizes:
             col.append(col[-1] + size)
         for p, a, b in runs:
-            try:
+            with _rebased(a):
                 p.set_one_regs(vc, ids[a:b], np.ascontiguousarray(arr[:, col[a]:col[b]]))
-            except KvmError as exc:
-                if exc.index is None:
-                    raise
-                raise KvmError(exc.errno or 0, str(exc.strerror).replace(
-                    f"reg_ids[{exc.index}]", f"reg_ids[{exc.index + a}]", 1), index=exc.index + a) from exc
 
     def finalize_vcpus(self, feature: int, vcpus: Any = None) -> None:
         """``vcpu.finalize(feature)`` of many vCPUs (all, or the distinct
