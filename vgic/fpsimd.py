@@ -339,8 +339,10 @@ class FpSimd(KernelPart):
         """(state offset, column, bytes) of the Z/P/FFR registers at max VQ
         ``mvq``, neighbours merged where both sides are contiguous (at VQ 16
         the whole payload is one span)."""
+        # A padded register (a VQ below 16) leaves a gap in the columns, so
+        # the column check alone stops a merge across it.
         spans: list[list[int]] = []
-        for size, kind, n, col in plan:
+        for _size, kind, n, col in plan:
             if kind not in ("z", "p", "ffr"):
                 continue
             if kind == "z":
@@ -350,12 +352,11 @@ class FpSimd(KernelPart):
             else:
                 off, length = F.ffr_offset(mvq), 2 * mvq
             last = spans[-1] if spans else None
-            if last is not None and last[0] + last[2] == off and last[1] + last[2] == col and last[3] == last[2]:
+            if last is not None and last[0] + last[2] == off and last[1] + last[2] == col:
                 last[2] += length
-                last[3] = last[2] if length == size else -1
             else:
-                spans.append([off, col, length, length if length == size else -1])
-        return [(o, c, n) for o, c, n, _ in spans]
+                spans.append([off, col, length])
+        return [(o, c, n) for o, c, n in spans]
 
     def _groups(self, vcpus: np.ndarray) -> list[tuple[int, np.ndarray, Any]]:
         """(max VQ, rows of the batch, rows of the state: a slice when they
