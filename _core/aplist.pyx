@@ -492,6 +492,32 @@ cdef class ApLists:
         """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
         return self._row(self._vcpu(vcpu))
 
+    def pending_irq(self, vcpu, pmr):
+        """kvm_vgic_vcpu_pending_irq()'s walk of vCPU ``vcpu``'s ap_list: True
+        if an interrupt on it is pending, enabled, not active and of a
+        priority below ``pmr`` (ICH_VMCR_EL2.VPMR), and the distributor is
+        enabled - what makes a blocked vCPU runnable.  What became
+        deliverable to it since its last entry is queued first, where KVM's
+        vgic_queue_irq_unlock had put it the moment it became deliverable."""
+        cdef int v = self._vcpu(vcpu)
+        cdef uint32_t mask = <uint32_t>int_arg(pmr, "pmr", 0, 0xFF)
+        cdef GicState *g = self.s.g
+        cdef int32_t idx
+        cdef uint32_t intid, b, bit
+        if not g.s.dist_enabled:
+            return False
+        queue_new(&self.s, v)
+        idx = g.ap_head[v]
+        while idx >= 0:
+            intid = index_intid(g, <uint32_t>idx)
+            b = <uint32_t>idx >> 5
+            bit = 1u << (intid & 31)
+            if ((g.bm[BM_ENABLED][b] & bit) and is_pending(g, b, bit) and not (g.bm[BM_ACTIVE][b] & bit)
+                    and g.priority[idx] < mask):
+                return True
+            idx = g.ap_next[idx]
+        return False
+
     def queued_on(self, vcpu, intid):
         """The vCPU whose ap_list holds INTID ``intid`` (private INTIDs are
         vCPU ``vcpu``'s), or -1 (KVM's ``irq->vcpu``)."""

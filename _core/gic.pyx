@@ -231,6 +231,13 @@ cdef class Gic(CState):
         """LPI INTIDs this state can hold: NR_LPIS with an ITS, else 0."""
         return self.st.nr_lpis
 
+    @property
+    def seq_counter(self):
+        """Moves whenever an interrupt becomes deliverable (active, or enabled
+        and pending) or the guest enables the distributor: where KVM's
+        vgic_queue_irq_unlock / vgic_kick_vcpus kick vCPUs."""
+        return self.st.s.seq_counter
+
     def lpis(self):
         """The LPIs that exist (KVM: have a struct vgic_irq), in INTID order."""
         self._ready()

@@ -21,7 +21,9 @@ from libc.stdint cimport uint8_t, uint32_t, uint64_t
 from vgic._core.args cimport index_arg, int_arg
 from vgic._core.vcpu_if cimport VcpuIf
 from vgic._core.consts cimport (LR_VINTID_MASK, LR_PINTID_SHIFT, LR_PRIORITY_SHIFT, LR_GROUP, LR_HW, LR_PENDING, LR_ACTIVE,
-    LR_STATE_MASK, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1, VMCR_EOIM,
+    LR_STATE_MASK, LR_EOI, HCR_TDIR, HCR_EOICOUNT_MASK, HCR_EOICOUNT_SHIFT, VMCR_ENG0, VMCR_ENG1, VMCR_EOIM,
+    HCR_EN, HCR_UIE, HCR_LRENPIE, HCR_NPIE, HCR_VGRP0EIE, HCR_VGRP0DIE, HCR_VGRP1EIE, HCR_VGRP1DIE,
+    SIG_IRQ, SIG_FIQ, SIG_MAINT, MISR_EOI, MISR_U, MISR_LRENP, MISR_NP, MISR_VGRP0E, MISR_VGRP0D, MISR_VGRP1E, MISR_VGRP1D,
     VMCR_CBPR, VMCR_BPR1_SHIFT, VMCR_BPR0_SHIFT, VMCR_PMR_SHIFT, INTID_SPURIOUS, SPECIAL_FIRST,
     SPECIAL_LAST, LPI_BASE, INTID_FIELD, IDLE_PRIORITY)
 
@@ -157,6 +159,71 @@ cdef inline bint priority_drop(VcpuIf *r, uint32_t nr_aprs, int group) noexcept 
 
 
 # ------------------------------------------------------------- the accesses
+cdef int signalled(const VcpuIf *r, const Geometry *geo) noexcept nogil:
+    # The group of the vIRQ (1) / vFIQ (0) the interface signals, or -1: the
+    # HPPI, below the priority mask, its group priority above the running
+    # priority (IHI 0069 §4.8 and the ICV_IAR<n>_EL1 pseudocode).
+    cdef int n = hppi(r, geo)
+    cdef uint64_t lr
+    cdef uint32_t prio
+    cdef int group
+    if n < 0:
+        return -1
+    lr = r.ich_lr[n]
+    prio = (lr >> LR_PRIORITY_SHIFT) & geo.pri_mask
+    if prio >= pmr(r, geo):
+        return -1
+    group = 1 if lr & LR_GROUP else 0
+    if group_priority(prio, group, r.ich_vmcr, geo.pre_bits) >= running_priority(r, geo):
+        return -1
+    return group
+
+
+cdef uint32_t misr(const VcpuIf *r, uint32_t nr_lrs) noexcept nogil:
+    # ICH_MISR_EL2 (IHI 0069 §12.4.7), reported whatever ICH_HCR_EL2.En is,
+    # as vgic.ich.misr reports it.
+    cdef uint64_t hcr = r.ich_hcr, vmcr = r.ich_vmcr, lr
+    cdef uint32_t n, out = 0, valid = 0
+    cdef bint any_pending = False
+    for n in range(nr_lrs):
+        lr = r.ich_lr[n]
+        if lr & LR_STATE_MASK:
+            valid += 1
+            if (lr & LR_STATE_MASK) == LR_PENDING:
+                any_pending = True
+        elif not (lr & LR_HW) and (lr & LR_EOI):
+            out |= MISR_EOI
+    if (hcr & HCR_UIE) and valid <= 1:
+        out |= MISR_U
+    if (hcr & HCR_LRENPIE) and (hcr & HCR_EOICOUNT_MASK):
+        out |= MISR_LRENP
+    if (hcr & HCR_NPIE) and not any_pending:
+        out |= MISR_NP
+    if vmcr & VMCR_ENG0:
+        if hcr & HCR_VGRP0EIE:
+            out |= MISR_VGRP0E
+    elif hcr & HCR_VGRP0DIE:
+        out |= MISR_VGRP0D
+    if vmcr & VMCR_ENG1:
+        if hcr & HCR_VGRP1EIE:
+            out |= MISR_VGRP1E
+    elif hcr & HCR_VGRP1DIE:
+        out |= MISR_VGRP1D
+    return out
+
+
+cdef inline uint32_t signals(const VcpuIf *r, const Geometry *geo) noexcept nogil:
+    cdef int g = signalled(r, geo)
+    cdef uint32_t out = 0
+    if g == 1:
+        out = SIG_IRQ
+    elif g == 0:
+        out = SIG_FIQ
+    if (r.ich_hcr & HCR_EN) and misr(r, geo.nr_lrs):
+        out |= SIG_MAINT
+    return out
+
+
 cdef uint32_t acknowledge(VcpuIf *r, const Geometry *geo, int group) noexcept nogil:
     # ICV_IAR0/1_EL1: the HPPI if it is of this group, beats VPMR and beats
     # the running priority; its LR goes Active and its group priority's bit
@@ -286,6 +353,34 @@ cdef class Icv:
     def rpr(self, i):
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
         return running_priority(self._at(i), &self.geo)
+
+    def signalled(self, i):
+        """The virtual interrupt the interface signals now: 1 for a vIRQ
+        (Group 1), 0 for a vFIQ (Group 0), -1 for none."""
+        return signalled(self._at(i), &self.geo)
+
+    def misr(self, i):
+        """ICH_MISR_EL2 of the modelled hardware."""
+        return misr(self._at(i), self.geo.nr_lrs)
+
+    def signals(self, i):
+        """What the CPU interface asserts towards the PE, in one call:
+        ``SIG_IRQ`` (a vIRQ), ``SIG_FIQ`` (a vFIQ), ``SIG_MAINT`` (the
+        maintenance interrupt: ICH_HCR_EL2.En and a non-zero ICH_MISR_EL2),
+        or-ed; 0 for nothing."""
+        return signals(self._at(i), &self.geo)
+
+    def signals_batch(self, idx):
+        """signals on the vCPUs in ``idx`` (an integer array, validated whole
+        first); returns a uint8 array."""
+        arr = ich.vcpu_indices(idx, self.n)
+        cdef const long long[::1] ix = arr
+        cdef Py_ssize_t k, m = arr.shape[0]
+        out = np.zeros(m, dtype=np.uint8)
+        cdef uint8_t[::1] o = out
+        for k in range(m):
+            o[k] = <uint8_t>signals(&self.rec[ix[k]], &self.geo)
+        return out
 
     def acknowledge_batch(self, idx, group):
         """acknowledge on the vCPUs in ``idx`` (an integer array, validated

@@ -557,6 +557,9 @@ cdef class Timers:
         r.bg_armed = 0
         return woken
 
+    def woken(self, vcpu):
+        return self.c.r[self._i(vcpu)].woken != 0
+
     def host_check(self, vcpu):
         return host_check(&self.c, self._i(vcpu))
 

@@ -36,6 +36,9 @@ cdef inline uint64_t write_v3_misc(void *ctx, int vcpu, uint32_t off, uint32_t i
     # Only GICD_CTLR.EnableGrp1 is guest-writable; nASSGIreq needs GICv4.1.
     cdef GicState *g = <GicState *>ctx
     if (off & MISC_SELECT) == GICD_CTLR:
+        if (val & GICD_CTLR_ENABLE_G1) and not g.s.dist_enabled:
+            # KVM kicks every vCPU (vgic_kick_vcpus): an event of its own.
+            g.s.seq_counter += 1
         g.s.dist_enabled = 1 if (val & GICD_CTLR_ENABLE_G1) else 0
     return 0
 

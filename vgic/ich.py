@@ -95,6 +95,11 @@ VTR_IDBITS_SHIFT = 23
 VTR_PREBITS_SHIFT = 26
 VTR_PRIBITS_SHIFT = 29
 
+# ---- what the virtual CPU interface asserts towards the PE (Icv.signals)
+SIG_IRQ = 1 << 0        # a vIRQ (a Group 1 interrupt)
+SIG_FIQ = 1 << 1        # a vFIQ (a Group 0 interrupt)
+SIG_MAINT = 1 << 2      # the maintenance interrupt: ICH_HCR_EL2.En and ICH_MISR_EL2 != 0
+
 # ---- ICH_MISR_EL2
 MISR_EOI = 1 << 0
 MISR_U = 1 << 1

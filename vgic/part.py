@@ -113,6 +113,12 @@ class Part:
         """The vCPU wakes, after it is loaded again; True if this part woke it."""
         return None
 
+    def vcpu_wakes(self, vcpu: int) -> bool:
+        """Whether this part would make the (blocked or exited) vCPU
+        runnable now: KVM's kvm_arch_vcpu_runnable and the wake-ups of
+        kvm_vcpu_check_block, for this part."""
+        return False
+
     # ----------------------------------------------------------- one-reg
     def one_regs(self) -> list[int]:
         """The KVM one-reg IDs this part serves (KVM_GET_REG_LIST order)."""

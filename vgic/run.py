@@ -441,9 +441,6 @@ class _Cpu:
         #: Powered on (PSCI), blocked in WFI.
         self.on = False
         self.blocked = False
-        # The machine's epoch when the vCPU blocked: a probe for a pending
-        # interrupt is only worth it once something has happened since.
-        self.blocked_epoch = -1
         #: Instructions this vCPU executed.
         self.insns = 0
         # The current block (instructions past a hook that redirects are uncounted).
@@ -474,8 +471,20 @@ class _Cpu:
             self.blk_end = resume
 
     def refresh(self) -> None:
-        """Ask the CPU interface what it signals now."""
-        self.irq_line = self.vcpu.pending_interrupt()
+        """Ask the CPU interface what it signals now (one call): the vIRQ or
+        vFIQ to take, and the maintenance interrupt.  The latter is the
+        host's: ICH_HCR_EL2.En with a non-zero ICH_MISR_EL2 raises a PPI
+        that KVM takes (IHI 0069 §12.4.7), so the vCPU exits and enters and
+        its LRs are folded and flushed again (an EOI of a level interrupt to
+        resample, a group just enabled, LRs to refill)."""
+        v = self.vcpu
+        sig = v.signals()
+        if sig & ich.SIG_MAINT:
+            self.m.stats.maintenance += 1
+            v.exit()
+            v.enter()
+            sig = v.signals()
+        self.irq_line = _LINES[sig & (ich.SIG_IRQ | ich.SIG_FIQ)]
 
     def power_on(self, pc: int, x0: int = 0) -> None:
         """Start the vCPU at ``pc`` with ``x0``, in the state KVM resets a
@@ -604,29 +613,13 @@ class _Cpu:
             stats.sysreg_traps += 1
             v.exit()
             v.enter()
-            self.m.epoch += 1
-        elif row.name in _MAINTENANCE_SOURCES:
-            self._maintenance()
-        if changed or trapped:
+        if changed or trapped or row.name in _MAINTENANCE_SOURCES:
             self.refresh()
         self._resume(pc + 4)
         return True
 
     def _hcr(self) -> int:
         return int(self.vcpu.hyp.read("ICH_HCR_EL2"))
-
-    def _maintenance(self) -> None:
-        # The virtual CPU interface raises its maintenance interrupt (a host
-        # PPI) while ICH_HCR_EL2.En is set and ICH_MISR_EL2 is not zero
-        # (IHI 0069 §12.4.7): the host takes it, the vCPU exits and enters,
-        # and KVM folds and flushes its LRs (an EOI of a level interrupt to
-        # resample, a group just enabled, LRs to refill).
-        hyp = self.vcpu.hyp
-        if self._hcr() & ich.HCR_EN and hyp.read("ICH_MISR_EL2"):
-            self.m.stats.maintenance += 1
-            self.vcpu.exit()
-            self.vcpu.enter()
-            self.m.epoch += 1
 
     def _el0_allowed(self, row: sysregs.SysReg) -> bool:
         # At EL0 only the CNT*_EL0 registers CNTKCTL_EL1 opens are accessible.
@@ -706,7 +699,6 @@ class _Cpu:
         finally:
             v.enter()
         self.m.stats.mmio_exits += 1
-        self.m.epoch += 1
         self.refresh()
 
     def _user_exit(self) -> None:
@@ -805,36 +797,28 @@ class _Cpu:
         KVM's kvm_vcpu_wfi does (the background timer is armed)."""
         self.m.stats.wfis += 1
         self.m._sync_time()
-        # KVM traps WFI (HCR_EL2.TWI): an exit, which folds the LRs, so the
-        # check sees every pending interrupt, not just those in LRs.
+        # KVM traps WFI (HCR_EL2.TWI): an exit, which folds the LRs, then
+        # kvm_vcpu_wfi puts the vCPU and halts it unless it is runnable
+        # (kvm_vcpu_check_block: an interrupt pending for it, or the
+        # background timer, armed by the put, already expired).
         v = self.vcpu
-        v.exit()
-        v.enter()
-        self.refresh()
-        if self.irq_line is not None:
-            return
         v.exit()
         v.block()
         self.blocked = True
-        self.blocked_epoch = self.m.epoch
         self.m.stats.blocks += 1
+        self.try_wake()
 
     def try_wake(self) -> bool:
-        """A blocked vCPU: wake it if its background timer fired or an
-        interrupt is now pending for it (it is then entered); else leave it blocked."""
-        if self.blocked_epoch == self.m.epoch:
-            return False
+        """A blocked vCPU: wake it if it is runnable (``vcpu.runnable()``,
+        which loads nothing); it is then loaded and entered."""
         v = self.vcpu
-        woken = v.unblock()
+        if not v.runnable():
+            return False
+        v.unblock()
         v.enter()
         self.refresh()
-        if woken or self.irq_line is not None:
-            self.blocked = False
-            return True
-        v.exit()
-        v.block()
-        self.blocked_epoch = self.m.epoch
-        return False
+        self.blocked = False
+        return True
 
     def leave(self, put: bool) -> None:
         """Out of the guest (exit, and put when KVM_RUN returns)."""
@@ -844,6 +828,8 @@ class _Cpu:
             self.vcpu.put()
 
 
+#: Cpu.irq_line by the vIRQ/vFIQ bits of ``vcpu.signals()`` (one group at a time).
+_LINES: tuple[str | None, ...] = (None, "irq", "fiq", "irq")
 #: The acknowledges: reads that change what the CPU interface signals.
 _ACKS = frozenset({"ICC_IAR0_EL1", "ICC_IAR1_EL1"})
 #: The accesses after which ICH_MISR_EL2 can have become non-zero: an
@@ -887,9 +873,6 @@ class Machine:
         self.cpu_model = cpu_model
         self.uart = Pl011(console)
         self.stats = RunStats()
-        #: Bumped by whatever may make an interrupt pending (a blocked vCPU
-        #: is only probed again once it moved).
-        self.epoch = 0
         self.stop_reason: str | None = None
         #: What the last run() returned.
         self.last_reason: str | None = None
@@ -928,21 +911,26 @@ class Machine:
     def set_irq_level(self, intid: int, level: bool, vcpu: int | None = None) -> None:
         """``vm.set_irq_level`` (KVM_IRQ_LINE) from a device of the VMM,
         with KVM's kick of a vCPU in the guest so its LRs see it."""
+        seen = self.vm.irq_events
         self.vm.set_irq_level(intid, level, vcpu)
-        self._kick()
+        self._kick(seen)
 
     def signal_msi(self, device_id: int, event_id: int) -> bool:
         """``vm.signal_msi`` (KVM_SIGNAL_MSI) from a device of the VMM, with the kick."""
+        seen = self.vm.irq_events
         delivered = self.vm.signal_msi(device_id, event_id)
-        self._kick()
+        self._kick(seen)
         return delivered
 
-    def _kick(self) -> None:
-        self.epoch += 1
+    def _kick(self, seen: int) -> None:
+        # vgic_queue_irq_unlock kicks the target of an interrupt that became
+        # deliverable (vm.irq_events moved): one in the guest exits and
+        # enters; a blocked one is found runnable by the run loop.
+        if self.vm.irq_events == seen:
+            return
         for cpu in self.cpus:
             if cpu.vcpu.running:
-                cpu.vcpu.exit()
-                cpu.vcpu.enter()
+                cpu.vcpu.kick()
                 cpu.refresh()
 
     def _cpu_on(self, mpidr: int, entry: int, context: int) -> int:
@@ -953,7 +941,6 @@ class Machine:
         if cpu.on:
             return PSCI_RET_ALREADY_ON
         cpu.power_on(entry, context)
-        self.epoch += 1
         return PSCI_RET_SUCCESS
 
     # --------------------------------------------------------------- time
@@ -965,10 +952,7 @@ class Machine:
         if delta <= 0:
             return False
         self._synced = total
-        if self.vm.advance(delta * self.ticks_per_insn):
-            self.epoch += 1
-            return True
-        return False
+        return bool(self.vm.advance(delta * self.ticks_per_insn))
 
     def next_timer_event(self) -> int | None:
         """The counter value at which the next armed timer event (a blocked
@@ -984,7 +968,6 @@ class Machine:
         ticks = max(at - self.vm.counter, 0)
         self.stats.idle_ticks += ticks
         self.vm.advance(ticks)
-        self.epoch += 1
         return True
 
     # ---------------------------------------------------------------- run
@@ -1000,7 +983,6 @@ class Machine:
         stats = self.stats
         limit = None if max_insns is None else stats.instructions + max_insns
         self.stop_reason = None
-        self.epoch += 1              # the VMM may have injected something since the last run
         t0 = time.perf_counter()
         reason: str | None = None
         current: _Cpu | None = None
@@ -1008,13 +990,13 @@ class Machine:
             while reason is None:
                 ran = False
                 for cpu in self.cpus:
-                    if not cpu.on or (cpu.blocked and cpu.blocked_epoch == self.epoch):
+                    if not cpu.on or (cpu.blocked and not cpu.vcpu.runnable()):
                         continue
                     if current is not None and current is not cpu:
                         current.leave(put=True)          # preempted: vcpu_put at sched-out
                     current = cpu
-                    if cpu.blocked and not cpu.try_wake():
-                        continue
+                    if cpu.blocked:
+                        cpu.try_wake()
                     runnable = sum(1 for c in self.cpus if c.on and not c.blocked)
                     budget = self.slice_insns if runnable > 1 else None
                     if limit is not None:

@@ -184,6 +184,10 @@ class ArchTimer(KernelPart):
         vcpu = self._vcpu(vcpu)
         return bool(self.timers.unblock(vcpu))
 
+    def vcpu_wakes(self, vcpu: int) -> bool:
+        # kvm_bg_timer_expire woke the blocked vCPU.
+        return bool(self.timers.woken(self._vcpu(vcpu)))
+
     def take_kicks(self) -> list[int]:
         """The running vCPUs a timer raised its interrupt on (to kick)."""
         return list(self.timers.take_kicks())

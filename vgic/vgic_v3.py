@@ -218,6 +218,13 @@ class VgicV3(Part):
         self.hyp_if.save_state_batch(ids)
         self.lists.fold_batch(ids)
 
+    def vcpu_wakes(self, vcpu: int) -> bool:
+        # kvm_vgic_vcpu_pending_irq(): against the priority mask of the
+        # vCPU's VMCR, live in the hardware while it is loaded.
+        rec = self.records[vcpu]
+        vmcr = int(rec["ich_vmcr"] if self.vm.vcpus[vcpu].loaded else rec["vgic_vmcr"])
+        return bool(self.lists.pending_irq(vcpu, (vmcr >> ich.VMCR_PMR_SHIFT) & 0xFF))
+
     # --------------------------------------------------------- KVM's traps
     def dispatch_sgi(self, vcpu: int, reg: str, value: int) -> None:
         """vgic_v3_dispatch_sgi(): an ICC_SGI1R/ASGI1R/SGI0R_EL1 write

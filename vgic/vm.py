@@ -285,10 +285,41 @@ class VCPU:
         None - what an emulator checks to take the interrupt into the guest
         (PSTATE.I/F masking is the emulator's).  ``VgicError`` unless the
         vCPU is running."""
+        return _SIGNALLED.get(self.signals() & (ich.SIG_IRQ | ich.SIG_FIQ))
+
+    def signals(self) -> int:
+        """What the vCPU's virtual CPU interface asserts towards the PE while
+        it runs, in one call: ``vgic.ich.SIG_IRQ`` (a Group 1 vIRQ),
+        ``SIG_FIQ`` (a Group 0 vFIQ) and ``SIG_MAINT`` (the maintenance
+        interrupt: ICH_HCR_EL2.En with a non-zero ICH_MISR_EL2, which makes
+        KVM exit and enter again), or-ed; 0 for none.  An emulator asks
+        after every access that can change it.  ``VgicError`` unless the
+        vCPU is running."""
         if not self.running:
             raise VgicError(f"vCPU {self.id} is not running: enter() it first")
-        acc, _ = self._accessor("ICC_IAR1_EL1")
-        return {1: "irq", 0: "fiq"}.get(acc.signalled())
+        gic = self.vm.gic
+        return 0 if gic is None else int(gic.icv.signals(self.id))
+
+    def has_pending_irq(self) -> bool:
+        """kvm_vgic_vcpu_pending_irq(): an interrupt queued for this vCPU is
+        pending, enabled, not active and above its priority mask, with the
+        distributor enabled (what ends its WFI)."""
+        gic = self.vm.gic
+        return gic is not None and gic.vcpu_wakes(self.id)
+
+    def runnable(self) -> bool:
+        """Whether a blocked (or exited) vCPU should run again: an interrupt
+        pending for it in the vGIC, or its background timer fired - KVM's
+        kvm_vcpu_check_block wake-ups.  Cheap: nothing is loaded."""
+        return any(part.vcpu_wakes(self.id) for part in self.vm.parts)
+
+    def kick(self) -> None:
+        """kvm_vcpu_kick() of a vCPU in the guest: it exits and enters again,
+        so the entry flushes what became pending for it.  Nothing for a
+        vCPU that is not running (its next entry flushes anyway)."""
+        if self.running:
+            self.exit()
+            self.enter()
 
     @property
     def rd_base(self) -> int:
@@ -316,6 +347,9 @@ def _rebased(start: int) -> Iterator[None]:
         k = exc.index + start
         raise KvmError(exc.errno or 0, str(exc.strerror).replace(f"reg_ids[{exc.index}]", f"reg_ids[{k}]", 1),
                        index=k) from exc
+
+
+_SIGNALLED = {ich.SIG_IRQ: "irq", ich.SIG_FIQ: "fiq"}
 
 
 @functools.cache
@@ -591,6 +625,16 @@ class VM:
         fired = self.timer.advance(ticks)
         self._service_kicks()
         return fired
+
+    @property
+    def irq_events(self) -> int:
+        """A count that moves whenever an interrupt becomes deliverable
+        (enabled and pending, or active) or the guest enables the
+        distributor: where KVM queues it and kicks its target
+        (vgic_queue_irq_unlock, vgic_kick_vcpus).  An emulator compares it
+        across a call into the VM to know when to ``kick()`` running vCPUs
+        and re-check blocked ones (``runnable()``)."""
+        return 0 if self.gic is None else int(self.gic.gic.seq_counter)
 
     def next_timer_event(self) -> int | None:
         """The counter value at which the next timer event is due (a blocked

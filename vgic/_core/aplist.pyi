@@ -24,6 +24,10 @@ class ApLists:
         """fold for every vCPU, or for the vCPU indices in ``idx``."""
     def ap_list(self, vcpu: int) -> list[int]:
         """The vCPU's ap_list as INTIDs, in list order."""
+    def pending_irq(self, vcpu: int, pmr: int) -> bool:
+        """kvm_vgic_vcpu_pending_irq()'s walk: an interrupt on the ap_list
+        pending, enabled, not active, of a priority below ``pmr``, with the
+        distributor enabled."""
     def queued_on(self, vcpu: int, intid: int) -> int:
         """The vCPU whose ap_list holds the INTID, or -1 (KVM's irq->vcpu)."""
     def in_lr(self, vcpu: int, intid: int) -> bool:

@@ -20,6 +20,9 @@ class Gic(CState):
     nr_lpis: int
     #: GICD_CTLR.EnableGrp1 (KVM's dist->enabled).
     dist_enabled: bool
+    #: Moves whenever an interrupt becomes deliverable or the guest enables
+    #: the distributor (where KVM kicks vCPUs).
+    seq_counter: int
 
     def __init__(self, nr_vcpus: int, nr_irqs: int, mpidrs: npt.ArrayLike, lpis: bool = False) -> None: ...
     def lpis(self) -> list[int]:

@@ -22,6 +22,16 @@ class Icv:
         """ICV_HPPIR<group>_EL1: the HPPI's INTID if of this group, else 1023."""
     def rpr(self, i: int) -> int:
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
+    def signalled(self, i: int) -> int:
+        """The virtual interrupt signalled now: 1 (vIRQ), 0 (vFIQ) or -1."""
+    def misr(self, i: int) -> int:
+        """ICH_MISR_EL2 of the modelled hardware (IHI 0069 §12.4.7)."""
+    def signals(self, i: int) -> int:
+        """``vgic.ich.SIG_IRQ | SIG_FIQ | SIG_MAINT``: what the interface
+        asserts towards the PE now (the maintenance interrupt: ICH_HCR_EL2.En
+        and a non-zero ICH_MISR_EL2); 0 for nothing."""
+    def signals_batch(self, idx: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+        """signals on the vCPUs in ``idx``."""
     def acknowledge_batch(self, idx: npt.ArrayLike, group: int) -> npt.NDArray[np.uint32]:
         """acknowledge on the vCPUs in ``idx``, in order."""
     def eoi_batch(self, idx: npt.ArrayLike, group: int, values: npt.ArrayLike) -> npt.NDArray[np.int64]:

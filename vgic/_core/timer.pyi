@@ -27,6 +27,8 @@ class Timers:
         """The vCPU blocks (before its put)."""
     def unblock(self, vcpu: int) -> bool:
         """The vCPU wakes (after its load); True if its background timer fired."""
+    def woken(self, vcpu: int) -> bool:
+        """True once the background timer of the blocked vCPU fired."""
     def host_check(self, vcpu: int) -> bool:
         """The host takes the vtimer's physical PPI if asserted and inactive."""
     def deactivated(self, vcpu: int) -> None:

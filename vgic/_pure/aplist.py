@@ -249,6 +249,19 @@ class ApLists:
         """vCPU ``vcpu``'s ap_list, as a list of INTIDs in list order."""
         return [irq.intid for irq in self.lists[self._vcpu(vcpu)]]
 
+    def pending_irq(self, vcpu: int, pmr: int) -> bool:
+        """kvm_vgic_vcpu_pending_irq()'s walk: an interrupt on the ap_list
+        pending, enabled, not active, of a priority below ``pmr``, with the
+        distributor enabled.  What became deliverable since the last entry
+        is queued first (KVM queued it at that moment)."""
+        v = self._vcpu(vcpu)
+        pmr = ich.check_int("pmr", pmr, 0, 0xFF)
+        if not self.gic._dist_enabled:
+            return False
+        self._queue_new(v)
+        mine = self.lists[v]
+        return any(irq.pending() and irq.enabled and not irq.active and irq.priority < pmr for irq in mine)
+
     def queued_on(self, vcpu: int, intid: int) -> int:
         """The vCPU whose ap_list holds the INTID, or -1 (``irq->vcpu``)."""
         return self._checked(vcpu, intid)[1].ap_vcpu

@@ -156,6 +156,12 @@ class Gic:
         return self._nr_irqs
 
     @property
+    def seq_counter(self) -> int:
+        """Moves whenever an interrupt becomes deliverable or the guest
+        enables the distributor (where KVM kicks vCPUs)."""
+        return self._seq_counter
+
+    @property
     def nr_intids(self) -> int:
         """The INTID bound of this part's per-IRQ regions (the bus's check)."""
         return self._nr_irqs

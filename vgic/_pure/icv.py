@@ -141,6 +141,39 @@ class Icv:
         """ICV_RPR_EL1: the running priority (0xFF when idle)."""
         return self._rpr_of(self._rec(i))
 
+    def signalled(self, i: int) -> int:
+        """The virtual interrupt signalled now: 1 (vIRQ), 0 (vFIQ) or -1."""
+        rec = self._rec(i)
+        lrs, vmcr = rec["ich_lr"], int(rec["ich_vmcr"])
+        n = ich.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
+        if n < 0:
+            return -1
+        lr = int(lrs[n])
+        prio = ich.lr_priority(lr, self.pri_bits)
+        if prio >= ich.vpmr(vmcr, self.pri_bits):
+            return -1
+        group = ich.lr_group(lr)
+        if ich.group_priority(prio, group, vmcr, self.pre_bits) >= self._rpr_of(rec):
+            return -1
+        return group
+
+    def misr(self, i: int) -> int:
+        """ICH_MISR_EL2 of the modelled hardware."""
+        rec = self._rec(i)
+        return ich.misr(rec["ich_lr"], self.nr_lrs, int(rec["ich_hcr"]), int(rec["ich_vmcr"]))
+
+    def signals(self, i: int) -> int:
+        """SIG_IRQ | SIG_FIQ | SIG_MAINT: what the interface asserts now."""
+        group = self.signalled(i)
+        out = {1: ich.SIG_IRQ, 0: ich.SIG_FIQ}.get(group, 0)
+        if int(self._rec(i)["ich_hcr"]) & ich.HCR_EN and self.misr(i):
+            out |= ich.SIG_MAINT
+        return out
+
+    def signals_batch(self, idx: Any) -> np.ndarray:
+        """signals on the vCPUs in ``idx`` (uint8 results)."""
+        return np.array([self.signals(i) for i in self._indices(idx)], dtype=np.uint8)
+
     # ---- many vCPUs
     def _indices(self, idx: Any) -> list[int]:
         return ich.vcpu_indices(idx, len(self.records)).tolist()

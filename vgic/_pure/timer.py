@@ -375,6 +375,10 @@ class Timers(BatchSteps):
         if r["enabled"] and self.vm[0]["policy"] == T.TIMER_POLICY_EAGER:
             self._arm_bg(i)
 
+    def woken(self, vcpu: Any) -> bool:
+        """True once the background timer of the blocked vCPU fired."""
+        return bool(self.records[self._i(vcpu)]["woken"])
+
     def unblock(self, vcpu: Any) -> bool:
         """After the vCPU is loaded again: the background timer cancelled
         (lazy: already by the load); True if it fired while blocked."""

@@ -86,6 +86,8 @@ def write_v3_misc(gic: Gic, vcpu: int, offset: int, intid: int, size: int, value
     """Only GICD_CTLR.EnableGrp1 is guest-writable; TYPER, IIDR and TYPER2 are
     read-only to the guest (kvm-facts §1.3).  nASSGIreq would need GICv4.1."""
     if offset & _MISC_SELECT == GICD_CTLR:
+        if value & GICD_CTLR_ENABLE_G1 and not gic._dist_enabled:
+            gic._seq_counter += 1       # KVM's vgic_kick_vcpus: an event of its own
         gic._dist_enabled = int(bool(value & GICD_CTLR_ENABLE_G1))
 
 
