@@ -71,7 +71,9 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any, TextIO
 
-from vgic import ich, regmap, sysregs, uapi
+import numpy as np
+
+from vgic import fpregs, ich, regmap, sysregs, uapi
 from vgic.errors import UndefinedInstruction, VgicError
 from vgic.vm import DEFAULT_RAM_BASE, VM
 
@@ -79,6 +81,11 @@ from vgic.vm import DEFAULT_RAM_BASE, VM
 #: QEMU virt's PL011 UART (hw/arm/virt.c: VIRT_UART).
 UART_BASE = 0x0900_0000
 UART_SIZE = 0x1000
+#: QEMU virt's 32 virtio-mmio transports (VIRT_MMIO), here all empty.
+VIRTIO_BASE = 0x0A00_0000
+VIRTIO_SIZE = 0x4000
+VIRTIO_MAGIC = 0x7472_6976          # "virt"
+VIRTIO_VERSION = 2
 DEFAULT_RAM_SIZE = 128 << 20
 #: Where an image goes by default: 2 MiB into RAM (the start of RAM is
 #: left to a device tree).
@@ -130,7 +137,12 @@ ESR_EC_SHIFT = 26
 ESR_IL = 1 << 25
 EC_UNKNOWN = 0x00
 EC_SVC64 = 0x15
+EC_IABT_LOW = 0x20
+EC_IABT_CUR = 0x21
 EC_BRK64 = 0x3C
+#: Instruction/data fault status code of a synchronous external abort, what
+#: KVM's inject_abt64 reports for an access it cannot emulate.
+FSC_EXTABT = 0x10
 # CNTKCTL_EL1's EL0 access enables.
 CNTKCTL_EL0PCTEN = 1 << 0
 CNTKCTL_EL0VCTEN = 1 << 1
@@ -146,6 +158,19 @@ INSN_HVC = 0xD400_0002
 SPSR_EL1 = (3, 0, 4, 0, 0)
 SCTLR_EL1 = (3, 0, 1, 0, 0)
 CNTKCTL_EL1 = (3, 0, 14, 1, 0)
+FAR_EL1 = (3, 0, 6, 0, 0)
+#: The EL1 system registers a migrated vCPU carries beside the snapshot
+#: (KVM_REG_ARM64_SYSREG one-regs under KVM; Unicorn's here): translation,
+#: exception, thread and timer-control state.
+CPU_SYSREGS = {
+    "SCTLR_EL1": SCTLR_EL1, "CPACR_EL1": (3, 0, 1, 0, 2), "TTBR0_EL1": (3, 0, 2, 0, 0),
+    "TTBR1_EL1": (3, 0, 2, 0, 1), "TCR_EL1": (3, 0, 2, 0, 2), "SPSR_EL1": SPSR_EL1,
+    "ELR_EL1": (3, 0, 4, 0, 1), "AFSR0_EL1": (3, 0, 5, 1, 0), "AFSR1_EL1": (3, 0, 5, 1, 1),
+    "ESR_EL1": (3, 0, 5, 2, 0), "FAR_EL1": FAR_EL1, "PAR_EL1": (3, 0, 7, 4, 0),
+    "MAIR_EL1": (3, 0, 10, 2, 0), "AMAIR_EL1": (3, 0, 10, 3, 0), "VBAR_EL1": (3, 0, 12, 0, 0),
+    "CONTEXTIDR_EL1": (3, 0, 13, 0, 1), "TPIDR_EL1": (3, 0, 13, 0, 4), "TPIDR_EL0": (3, 3, 13, 0, 2),
+    "TPIDRRO_EL0": (3, 3, 13, 0, 3), "CNTKCTL_EL1": CNTKCTL_EL1,
+}
 SCR_EL3 = (3, 6, 1, 1, 0)
 HCR_EL2 = (3, 4, 1, 1, 0)
 MPIDR_EL1 = (3, 0, 0, 0, 5)
@@ -163,6 +188,8 @@ EXCP_BKPT = 7
 EXCP_SMC = 13
 _EXCP_NAMES = {EXCP_PREFETCH_ABORT: "a prefetch abort", EXCP_DATA_ABORT: "a data abort"}
 
+#: Unicorn's UC_MEM_FETCH_UNMAPPED access type.
+UC_MEM_FETCH_UNMAPPED = 21
 #: An address the emulation never reaches (not 4-byte aligned): ``until``.
 _NEVER = (1 << 64) - 1
 _U64 = (1 << 64) - 1
@@ -172,6 +199,7 @@ STOP_SYSTEM_RESET = "system_reset"
 STOP_WFI = "wfi"            # every vCPU blocked in WFI and no timer armed to wake one
 STOP_LIMIT = "limit"        # max_insns reached
 STOP_HALTED = "halted"      # every vCPU powered off (PSCI CPU_OFF)
+STOP_PAUSED = "paused"      # Machine.pause() from a device (the run can go on)
 
 
 class RunError(VgicError):
@@ -252,10 +280,12 @@ class RunStats:
 
 
 class Pl011:
-    """The registers of an ARM PL011 UART (DDI 0183) a guest needs to print:
-    DR writes go to ``output`` (and ``console``), FR says the transmit FIFO
-    is empty and the receive FIFO too; the control registers hold what is
-    written; the ID registers read as a PL011's.  No receive, no interrupt."""
+    """The registers of an ARM PL011 UART (DDI 0183) a guest needs to print
+    and read a key: DR writes go to ``output`` (and ``console``), DR reads
+    take the next byte :meth:`feed` queued; FR says the transmit FIFO is
+    empty and whether the receive FIFO is (RXFE); the control registers
+    hold what is written; the ID registers read as a PL011's.  No
+    interrupt.  ``on_line`` (if set) hears every line the guest completes."""
 
     DR, FR, IBRD, FBRD, LCR_H, CR, IFLS, IMSC, RIS, MIS, ICR, DMACR = (
         0x000, 0x018, 0x024, 0x028, 0x02C, 0x030, 0x034, 0x038, 0x03C, 0x040, 0x044, 0x048)
@@ -270,10 +300,24 @@ class Pl011:
         self.console = console
         self.regs = dict.fromkeys(self._STORED, 0)
         self.regs[self.CR] = 0x300          # TXE | RXE at reset
+        #: Bytes waiting in the receive FIFO.
+        self.input = bytearray()
+        self._line_start = 0
+        self.on_line: Any = None
+
+    def feed(self, data: bytes) -> None:
+        """Queue ``data`` for the guest to read (keys typed at the console)."""
+        self.input.extend(data)
 
     def read(self, offset: int) -> int:
         if offset == self.FR:
-            return self.FR_TXFE | self.FR_RXFE
+            return self.FR_TXFE | (0 if self.input else self.FR_RXFE)
+        if offset == self.DR:
+            if not self.input:
+                return 0
+            byte = self.input[0]
+            del self.input[0]
+            return byte
         if offset in self.regs:
             return self.regs[offset]
         if 0xFE0 <= offset < 0x1000 and offset % 4 == 0:
@@ -288,6 +332,11 @@ class Pl011:
                 self.console.write(chr(byte))
                 if byte == 0x0A:
                     self.console.flush()
+            if byte == 0x0A:
+                line = bytes(self.output[self._line_start:])
+                self._line_start = len(self.output)
+                if self.on_line is not None:
+                    self.on_line(line)
         elif offset in self.regs:
             self.regs[offset] = value & 0xFFFF
 
@@ -399,6 +448,15 @@ class _Fast:
             raise self.error
 
 
+def _xreg(a64: Any, n: int) -> Any:
+    # Unicorn numbers X29 and X30 apart from X0-X28.
+    return getattr(a64, f"UC_ARM64_REG_X{n}")
+
+
+#: KVM's one-reg IDs of V0-V31, FPSR and FPCR (the FP part's core registers).
+_FP_IDS = [fpregs.core_vreg(n) for n in range(32)] + [fpregs.KVM_REG_ARM_CORE_FPSR, fpregs.KVM_REG_ARM_CORE_FPCR]
+
+
 class _Cpu:
     """One vCPU: its Unicorn instance, its hooks, its share of the counts."""
 
@@ -421,6 +479,7 @@ class _Cpu:
         for base, size in windows:
             uc.mmio_map(base, size, self._gic_read, base, self._gic_write, base)
         uc.mmio_map(UART_BASE, UART_SIZE, self._uart_read, None, self._uart_write, None)
+        uc.mmio_map(VIRTIO_BASE, VIRTIO_SIZE, self._virtio_read, None, self._virtio_write, None)
         # Unicorn's CPU has EL2 and EL3 with SCR_EL3.RW and HCR_EL2.RW clear,
         # which makes an ERET to EL1 an illegal return: say EL1 is AArch64
         # and non-secure, as it is under KVM.  HCE stays clear, so HVC at
@@ -452,6 +511,7 @@ class _Cpu:
         self.irq_line: str | None = None
         self.stop: str | None = None
         self.fault: str | None = None
+        self.iabt: int | None = None
 
     # ------------------------------------------------------------ helpers
     def _insn(self, pc: int) -> int:
@@ -495,6 +555,60 @@ class _Cpu:
         self.wr(self.PC, pc)
         self.on = True
         self.blocked = False
+
+    # ------------------------------------------------------ migration
+    def save_cpu(self) -> dict[str, Any]:
+        """What KVM_GET_ONE_REG would give of this vCPU beyond the library's
+        parts: X0-X30, SP, PC, PSTATE, SP_EL0/SP_EL1 and the EL1 system
+        registers of :data:`CPU_SYSREGS`, by name, plus the VMM's own
+        ``on``/``blocked`` flags and instruction count.  V0-V31, FPSR and
+        FPCR are not here: :meth:`Machine.save` puts them in the vCPU's
+        FP part (``vcpu.fp``), whose one-regs a snapshot carries."""
+        a, rd = self.a, self.rd
+        out: dict[str, Any] = {f"X{n}": int(self.uc.reg_read(_xreg(a, n))) for n in range(31)}
+        out.update(SP=rd(self.SP), PC=rd(self.PC), PSTATE=self.rd32(self.PSTATE),
+                   SP_EL0=rd(a.UC_ARM64_REG_SP_EL0), SP_EL1=rd(a.UC_ARM64_REG_SP_EL1))
+        out.update({name: self._cp_read(enc) for name, enc in CPU_SYSREGS.items()})
+        out.update(on=self.on, blocked=self.blocked, insns=self.insns)
+        return out
+
+    def load_cpu(self, state: dict[str, Any]) -> None:
+        """Put :meth:`save_cpu`'s registers into this vCPU's Unicorn
+        instance (PSTATE first, as a CP write makes Unicorn rebuild its EL
+        state; the live SP last, as PSTATE.SPSel picks which bank it is)."""
+        a, wr = self.a, self.wr
+        self.wr32(self.PSTATE, int(state["PSTATE"]))
+        for name, enc in CPU_SYSREGS.items():
+            self._cp_write(enc, int(state[name]))
+        for n in range(31):
+            self.uc.reg_write(_xreg(a, n), int(state[f"X{n}"]))
+        wr(a.UC_ARM64_REG_SP_EL0, int(state["SP_EL0"]))
+        wr(a.UC_ARM64_REG_SP_EL1, int(state["SP_EL1"]))
+        wr(self.SP, int(state["SP"]))
+        wr(self.PC, int(state["PC"]))
+        self.on = bool(state["on"])
+        self.insns = int(state["insns"])
+
+    def fp_to_vcpu(self) -> None:
+        """V0-V31, FPSR, FPCR from Unicorn into ``vcpu.fp`` (KVM_SET_ONE_REG
+        of the core FP registers): Unicorn computes with them, the library
+        holds them for a snapshot."""
+        a = self.a
+        data = bytearray()
+        for n in range(32):
+            data += int(self.uc.reg_read(a.UC_ARM64_REG_Q0 + n)).to_bytes(16, "little")
+        data += int(self.uc.reg_read(a.UC_ARM64_REG_FPSR)).to_bytes(4, "little")
+        data += int(self.uc.reg_read(a.UC_ARM64_REG_FPCR)).to_bytes(4, "little")
+        self.vm.set_one_regs(_FP_IDS, np.frombuffer(bytes(data), dtype=np.uint8).reshape(1, -1), [self.id])
+
+    def fp_from_vcpu(self) -> None:
+        """The reverse of :meth:`fp_to_vcpu`, after a restore."""
+        a = self.a
+        data = self.vm.get_one_regs(_FP_IDS, [self.id])[0].tobytes()
+        for n in range(32):
+            self.uc.reg_write(a.UC_ARM64_REG_Q0 + n, int.from_bytes(data[16 * n:16 * n + 16], "little"))
+        self.uc.reg_write(a.UC_ARM64_REG_FPSR, int.from_bytes(data[512:516], "little"))
+        self.uc.reg_write(a.UC_ARM64_REG_FPCR, int.from_bytes(data[516:520], "little"))
 
     # -------------------------------------------------- exception entry
     def take_exception(self, pstate: int, elr: int, kind: int, esr: int | None = None) -> None:
@@ -563,8 +677,17 @@ class _Cpu:
     def _checkpoint(self, addr: int) -> bool:
         # Every `quantum` instructions: move the counter; at the slice's
         # end, stop before the block at addr (True).
-        if self.m._sync_time():
+        m = self.m
+        fired = m._sync_time()
+        if fired:
             self.refresh()
+        events = m.vm.irq_events
+        if (fired or events != m._events_seen) and m._wakes_other(self):
+            # Another vCPU waits in WFI for what just became pending (an
+            # IPI, an SPI, its timer): KVM would kick it awake on its own
+            # physical CPU; here it needs its turn, so the slice ends.
+            self.slice_end = self.insns
+        m._events_seen = events
         if self.insns >= self.slice_end:
             self.wr(self.PC, addr)
             self.stop = "slice"
@@ -586,10 +709,20 @@ class _Cpu:
             if read and enc in self.vmm_regs:
                 return self._vmm_sysreg(rt, enc)
             return False                      # Unicorn's own register
+        # Unicorn defines the generic timer's registers (CNT*_EL0) and
+        # translates their MRS/MSR inline: the rest of the translation
+        # block runs after the hook, so the hook must not move PC (the block
+        # would run again from there) and anything it takes into the guest
+        # waits for the next block.  It defines no GICv3 CPU interface: an
+        # ICC_* access ends the block where Unicorn would raise its UNDEF,
+        # so PC is the hook's to set.
+        inline = row.owner == sysregs.ARCH_TIMER
         pc = self.rd(self.PC)
-        self._uncount(pc + 4)
         stats = self.m.stats
         if not self._el0_allowed(row):
+            if inline:
+                return False                   # Unicorn applies CNTKCTL_EL1 and UNDEFs it itself
+            self._uncount(pc + 4)
             self._sync(pc, EC_UNKNOWN)
             return True
         fired = row.owner == sysregs.ARCH_TIMER and self.m._sync_time()
@@ -603,7 +736,10 @@ class _Cpu:
             else:
                 v.sysreg_write(row.name, cp.val)
         except UndefinedInstruction:
+            if inline:
+                return False                   # the architecture's rule, as Unicorn applies it
             # KVM injects an UNDEF (kvm_inject_undefined: EC 0x00).
+            self._uncount(pc + 4)
             self._sync(pc, EC_UNKNOWN)
             return True
         stats.sysreg_accesses += 1
@@ -615,7 +751,9 @@ class _Cpu:
             v.enter()
         if changed or trapped or row.name in _MAINTENANCE_SOURCES:
             self.refresh()
-        self._resume(pc + 4)
+        if not inline:
+            self._uncount(pc + 4)
+            self._resume(pc + 4)
         return True
 
     def _hcr(self) -> int:
@@ -638,15 +776,13 @@ class _Cpu:
         return bool(kctl & (CNTKCTL_EL0VTEN if name.startswith("CNTV_") else CNTKCTL_EL0PTEN))
 
     def _vmm_sysreg(self, rt: int, enc: tuple[int, int, int, int, int]) -> bool:
-        pc = self.rd(self.PC)
-        self._uncount(pc + 4)
+        # MPIDR_EL1 and ID_AA64PFR0_EL1 are Unicorn's too (translated
+        # inline, see _sysreg): only the value changes, PC stays Unicorn's.
         if self._el() == 0:
-            self._sync(pc, EC_UNKNOWN)
-            return True
+            return False                       # Unicorn UNDEFs an EL1 register at EL0
         self.m.stats.vmm_sysregs += 1
         if rt != self.XZR:
             self.wr(rt, self.vmm_regs[enc])
-        self._resume(pc + 4)
         return True
 
     def _on_intr(self, uc: Any, intno: int, _: Any) -> None:
@@ -656,13 +792,16 @@ class _Cpu:
             # Unicorn (SCR_EL3.HCE is clear): it is the guest's PSCI call.
             self._uncount(pc + 4)
             insn = self._insn(pc)
-            if insn & INSN_EXC_MASK == INSN_HVC:
+            if insn & INSN_EXC_MASK == INSN_HVC and self._el() == 1:
                 self._psci(pc + 4)
             else:
-                self._sync(pc, EC_UNKNOWN)
+                self._sync(pc, EC_UNKNOWN)     # HVC at EL0 is UNDEFINED too
         elif intno == EXCP_SMC:
             self._uncount(pc)                  # pc is already past the SMC
-            self._psci(pc)
+            if self._el() == 0:
+                self._sync(pc - 4, EC_UNKNOWN)
+            else:
+                self._psci(pc)
         elif intno == EXCP_SWI:
             self._uncount(pc)
             # The preferred return address of an SVC is the next instruction.
@@ -676,8 +815,21 @@ class _Cpu:
                            f"fault address, so this VMM cannot take it into the guest")
 
     def _on_unmapped(self, uc: Any, access: int, addr: int, size: int, value: int, _: Any) -> bool:
+        if access == UC_MEM_FETCH_UNMAPPED:
+            # An instruction fetch from no memory: KVM cannot emulate it and
+            # injects an external instruction abort (inject_abt64), FAR_EL1
+            # the address.  Unicorn must stop first; run_slice takes it.
+            self.iabt = addr
+            return False
         self.fault = f"a {size}-byte access (Unicorn access type {access}) at {addr:#x}, outside RAM and the devices"
         return False
+
+    def _take_iabt(self, addr: int) -> None:
+        pstate = self.rd32(self.PSTATE)
+        ec = EC_IABT_LOW if (pstate >> PSTATE_EL_SHIFT) & 3 == 0 else EC_IABT_CUR
+        self._cp_write(FAR_EL1, addr)
+        self.m.stats.sync_exceptions += 1
+        self.take_exception(pstate, addr, VECTOR_SYNC, (ec << ESR_EC_SHIFT) | ESR_IL | FSC_EXTABT)
 
     # -------------------------------------------------------------- MMIO
     def _gic_read(self, uc: Any, offset: int, size: int, base: int) -> int:
@@ -718,6 +870,18 @@ class _Cpu:
             return self.m.uart.read(offset)
         finally:
             self._user_entry()
+
+    def _virtio_read(self, uc: Any, offset: int, size: int, _: Any) -> int:
+        # An empty virtio-mmio transport (DeviceID 0): KVM_EXIT_MMIO to the VMM.
+        self._user_exit()
+        try:
+            return {0x000: VIRTIO_MAGIC, 0x004: VIRTIO_VERSION}.get(offset & 0x1FF, 0)
+        finally:
+            self._user_entry()
+
+    def _virtio_write(self, uc: Any, offset: int, size: int, value: int, _: Any) -> None:
+        self._user_exit()
+        self._user_entry()
 
     def _uart_write(self, uc: Any, offset: int, size: int, value: int, _: Any) -> None:
         self._user_exit()
@@ -778,10 +942,16 @@ class _Cpu:
         self.check_at = min(self.slice_end, self.insns + self.m.quantum)
         self.stop = None
         self.fault = None
+        self.iabt = None
         self.blk_start = self.blk_end = 0
         try:
             self.fast.emu_start(pc)
         except self.m._uc[0].UcError as exc:
+            if self.iabt is not None:
+                # Unicorn names the physical address; the abort reports the
+                # virtual one, where PC stands (ELR and FAR alike).
+                self._take_iabt(self.rd(self.PC))
+                return "slice"
             what = self.fault if self.fault is not None else f"Unicorn stopped: {exc}"
             raise RunError(f"vCPU {self.id}: {what} (pc {self.rd(self.PC):#x})") from exc
         if self.stop is not None:
@@ -865,6 +1035,10 @@ class Machine:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
         # Anonymous, page-aligned host memory: the VM's RAM and Unicorn's.
+        #: What this machine was built with (a migration builds its twin).
+        self.options: dict[str, Any] = dict(
+            smp=smp, ram_size=ram_size, ram_base=ram_base, nr_irqs=nr_irqs, its=its, ticks_per_insn=ticks_per_insn,
+            quantum=quantum, slice_insns=slice_insns, cpu_model=cpu_model, **vm_options)
         self._ram = mmap.mmap(-1, ram_size)
         self.vm = VM(nr_vcpus=smp, nr_irqs=nr_irqs, its=its, memory=self._ram, ram_base=ram_base, **vm_options)
         self.ticks_per_insn = ticks_per_insn
@@ -874,6 +1048,11 @@ class Machine:
         self.uart = Pl011(console)
         self.stats = RunStats()
         self.stop_reason: str | None = None
+        #: Set by pause(): what run() returns, the vCPUs staying on.
+        self.pause_reason: str | None = None
+        self._current: _Cpu | None = None
+        # vm.irq_events when the running vCPU last looked for others to wake.
+        self._events_seen = 0
         #: What the last run() returned.
         self.last_reason: str | None = None
         # The system registers the library serves: the vGICv3's and the
@@ -933,6 +1112,19 @@ class Machine:
                 cpu.vcpu.kick()
                 cpu.refresh()
 
+    def _wakes_other(self, cur: _Cpu) -> bool:
+        return any(c is not cur and c.on and c.blocked and c.vcpu.runnable() for c in self.cpus)
+
+    def pause(self, reason: str = STOP_PAUSED) -> None:
+        """From a device callback (the UART's ``on_line``, say): stop the
+        executing vCPU after the current access; :meth:`run` returns
+        ``reason`` with every vCPU as it was, and a later run goes on."""
+        self.pause_reason = reason
+        cpu = self._current
+        if cpu is not None:
+            cpu.stop = reason
+            cpu.uc.emu_stop()
+
     def _cpu_on(self, mpidr: int, entry: int, context: int) -> int:
         target = self.vm.vcpu_by_mpidr(mpidr)
         if target is None:
@@ -941,6 +1133,12 @@ class Machine:
         if cpu.on:
             return PSCI_RET_ALREADY_ON
         cpu.power_on(entry, context)
+        cur = self._current
+        if cur is not None:
+            # The caller ran alone, without a slice limit: from now on it
+            # takes turns with the new vCPU.
+            cur.slice_end = min(cur.slice_end, cur.insns + self.slice_insns)
+            cur.check_at = min(cur.check_at, cur.slice_end)
         return PSCI_RET_SUCCESS
 
     # --------------------------------------------------------------- time
@@ -1003,7 +1201,11 @@ class Machine:
                         left = limit - stats.instructions
                         budget = left if budget is None else min(budget, left)
                     before = cpu.insns
-                    why = cpu.run_slice(budget)
+                    self._current = cpu
+                    try:
+                        why = cpu.run_slice(budget)
+                    finally:
+                        self._current = None
                     stats.instructions += cpu.insns - before
                     self._sync_time()
                     ran = True
@@ -1014,6 +1216,9 @@ class Machine:
                         cpu.on = False
                     if self.stop_reason is not None:
                         reason = self.stop_reason
+                        break
+                    if self.pause_reason is not None:
+                        reason, self.pause_reason = self.pause_reason, None
                         break
                     if limit is not None and stats.instructions >= limit:
                         reason = STOP_LIMIT
