@@ -250,6 +250,8 @@ class RunStats:
     psci_calls: int = 0
     #: UNDEF, SVC and BRK exceptions taken into the guest.
     sync_exceptions: int = 0
+    #: Turns given up in a spin-wait (YIELD/WFE) while others could run.
+    yields: int = 0
     #: Counter ticks added while every vCPU was blocked.
     idle_ticks: int = 0
     #: Wall-clock seconds spent in Machine.run.
@@ -272,7 +274,8 @@ class RunStats:
             f"{self.sysreg_traps:,} trapped, {self.maintenance:,} maintenance interrupts; "
             f"VMM-served {self.vmm_sysregs:,}",
             f"IRQs {self.irqs:,}, FIQs {self.fiqs:,}, WFIs {self.wfis:,} ({self.blocks:,} blocked), "
-            f"sync exceptions {self.sync_exceptions:,}, idle ticks {self.idle_ticks:,}",
+            f"sync exceptions {self.sync_exceptions:,}, idle ticks {self.idle_ticks:,}, "
+            f"spin-wait yields {self.yields:,}",
         ])
 
     def as_dict(self) -> dict[str, Any]:
@@ -512,6 +515,8 @@ class _Cpu:
         self.stop: str | None = None
         self.fault: str | None = None
         self.iabt: int | None = None
+        self.may_yield = False
+        self.spins = 0
 
     # ------------------------------------------------------------ helpers
     def _insn(self, pc: int) -> int:
@@ -671,8 +676,32 @@ class _Cpu:
             return
         if self.irq_line is not None and self._deliver(addr):
             return
+        if self.may_yield and self._spins(addr, size):
+            return
         self.insns += size >> 2
         self.blk_start, self.blk_end = addr, addr + size
+
+    def _spins(self, addr: int, size: int) -> bool:
+        # A block holding YIELD or WFE is a spin-wait (cpu_relax, a
+        # spinlock): the second time this slice enters one, the vCPU gives
+        # its turn to the others, as QEMU's round-robin TCG does on the
+        # same hints - it waits for another vCPU, which must run first.
+        spin = self.m._spin_blocks.get((addr, size))
+        if spin is None:
+            code = bytes(self.uc.mem_read(addr, size))
+            words = {int.from_bytes(code[i:i + 4], "little") for i in range(0, size - size % 4, 4)}
+            spin = bool(words & _SPIN_HINTS)
+            self.m._spin_blocks[(addr, size)] = spin
+        if not spin:
+            return False
+        self.spins += 1
+        if self.spins < 2:
+            return False
+        self.m.stats.yields += 1
+        self.wr(self.PC, addr)
+        self.stop = "slice"
+        self.uc.emu_stop()
+        return True
 
     def _checkpoint(self, addr: int) -> bool:
         # Every `quantum` instructions: move the counter; at the slice's
@@ -688,6 +717,8 @@ class _Cpu:
             # physical CPU; here it needs its turn, so the slice ends.
             self.slice_end = self.insns
         m._events_seen = events
+        if m.pause_reason is not None:
+            self.slice_end = self.insns
         if self.insns >= self.slice_end:
             self.wr(self.PC, addr)
             self.stop = "slice"
@@ -939,6 +970,9 @@ class _Cpu:
         if self.irq_line is not None and self._deliver(pc):
             pc = self.rd(self.PC)
         self.slice_end = self.insns + budget if budget is not None else 1 << 62
+        # Others wait for a turn: a spin-wait gives this one up.
+        self.may_yield = budget is not None and sum(1 for c in self.m.cpus if c.on and not c.blocked) > 1
+        self.spins = 0
         self.check_at = min(self.slice_end, self.insns + self.m.quantum)
         self.stop = None
         self.fault = None
@@ -998,6 +1032,8 @@ class _Cpu:
             self.vcpu.put()
 
 
+#: YIELD and WFE (Arm ARM C6.2): the hints of a spin-wait.
+_SPIN_HINTS = frozenset({0xD503_203F, 0xD503_205F})
 #: Cpu.irq_line by the vIRQ/vFIQ bits of ``vcpu.signals()`` (one group at a time).
 _LINES: tuple[str | None, ...] = (None, "irq", "fiq", "irq")
 #: The acknowledges: reads that change what the CPU interface signals.
@@ -1018,7 +1054,10 @@ class Machine:
     VM (``vm.memory``) and Unicorn, an ITS unless ``its=False``; any other
     keyword goes to :class:`vgic.VM` (``backend``, ``timer_policy``,
     ``nr_lrs``, ...).  The counter advances ``ticks_per_insn`` ticks per
-    executed instruction, synced every ``quantum`` instructions.  UART
+    executed instruction (``clock="insns"``, deterministic) or with the
+    host's monotonic clock (``clock="host"``: what the guest times is wall
+    time, as for kvm-unit-tests' micro-bench), synced every ``quantum``
+    instructions.  UART
     output is kept in ``uart.output`` and echoed to ``console`` (None: not
     echoed).  ``cpu_model`` is a Unicorn ``UC_CPU_ARM64_*`` value (default:
     Unicorn's, a Cortex-A72).
@@ -1027,10 +1066,17 @@ class Machine:
     def __init__(self, smp: int = 1, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = DEFAULT_RAM_BASE,
                  nr_irqs: int = 256, its: bool = True, ticks_per_insn: int = 1, quantum: int = 1024,
                  slice_insns: int = 20_000, console: TextIO | None = None, cpu_model: int | None = None,
-                 **vm_options: Any) -> None:
+                 clock: str = "insns", **vm_options: Any) -> None:
         self._uc = _unicorn()
         if ram_size <= 0 or ram_size % mmap.PAGESIZE:
             raise ValueError(f"ram_size {ram_size:#x} must be a positive multiple of the page size")
+        if clock not in ("insns", "host"):
+            raise ValueError(f"clock must be 'insns' or 'host', not {clock!r}")
+        #: "insns": the counter moves ticks_per_insn per instruction
+        #: (deterministic); "host": with the host's monotonic clock.
+        self.clock = clock
+        self._clock0 = time.perf_counter()
+        self._clock_ticks = 0
         for name, value in (("ticks_per_insn", ticks_per_insn), ("quantum", quantum), ("slice_insns", slice_insns)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, not {value!r}")
@@ -1038,7 +1084,7 @@ class Machine:
         #: What this machine was built with (a migration builds its twin).
         self.options: dict[str, Any] = dict(
             smp=smp, ram_size=ram_size, ram_base=ram_base, nr_irqs=nr_irqs, its=its, ticks_per_insn=ticks_per_insn,
-            quantum=quantum, slice_insns=slice_insns, cpu_model=cpu_model, **vm_options)
+            quantum=quantum, slice_insns=slice_insns, cpu_model=cpu_model, clock=clock, **vm_options)
         self._ram = mmap.mmap(-1, ram_size)
         self.vm = VM(nr_vcpus=smp, nr_irqs=nr_irqs, its=its, memory=self._ram, ram_base=ram_base, **vm_options)
         self.ticks_per_insn = ticks_per_insn
@@ -1053,6 +1099,8 @@ class Machine:
         self._current: _Cpu | None = None
         # vm.irq_events when the running vCPU last looked for others to wake.
         self._events_seen = 0
+        # (address, size) of a translation block -> whether it spin-waits.
+        self._spin_blocks: dict[tuple[int, int], bool] = {}
         #: What the last run() returned.
         self.last_reason: str | None = None
         # The system registers the library serves: the vGICv3's and the
@@ -1117,13 +1165,15 @@ class Machine:
 
     def pause(self, reason: str = STOP_PAUSED) -> None:
         """From a device callback (the UART's ``on_line``, say): stop the
-        executing vCPU after the current access; :meth:`run` returns
+        executing vCPU at its next block boundary; :meth:`run` returns
         ``reason`` with every vCPU as it was, and a later run goes on."""
         self.pause_reason = reason
         cpu = self._current
         if cpu is not None:
-            cpu.stop = reason
-            cpu.uc.emu_stop()
+            # Stopped at the next block boundary (the block hook's
+            # checkpoint): Unicorn stopped inside an MMIO callback resumes
+            # at the access, which would then run twice.
+            cpu.check_at = 0
 
     def _cpu_on(self, mpidr: int, entry: int, context: int) -> int:
         target = self.vm.vcpu_by_mpidr(mpidr)
@@ -1150,6 +1200,13 @@ class Machine:
         if delta <= 0:
             return False
         self._synced = total
+        if self.clock == "host":
+            # The host's clock: what a guest measures is wall-clock time.
+            ticks = int((time.perf_counter() - self._clock0) * self.vm.cntfrq) - self._clock_ticks
+            if ticks <= 0:
+                return False
+            self._clock_ticks += ticks
+            return bool(self.vm.advance(ticks))
         return bool(self.vm.advance(delta * self.ticks_per_insn))
 
     def next_timer_event(self) -> int | None:
