@@ -61,7 +61,9 @@ cdef inline int uwrite_v3_misc(void *ctx, int vcpu, uint32_t off, uint32_t intid
         if <uint32_t>val != read_v3_misc(ctx, vcpu, off, intid, size, 0):
             return -EINVAL
         return 0
-    write_v3_misc(ctx, vcpu, off, intid, size, val)
+    if reg == GICD_CTLR:
+        # The enable, set directly: a restore kicks no vCPU.
+        g.s.dist_enabled = 1 if (val & GICD_CTLR_ENABLE_G1) else 0
     return 0
 
 cdef inline uint64_t read_irouter(void *ctx, int vcpu, uint32_t off, uint32_t intid, int size, uint64_t val) noexcept nogil:
