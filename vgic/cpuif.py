@@ -222,21 +222,8 @@ class GuestCpuIf(_VcpuIfState):
         priority pending list register of an enabled group, its priority
         below ICV_PMR_EL1 and its group priority above the running priority
         (IHI 0069 §4.8 and its virtual counterpart; the pseudocode of
-        ICV_IAR<n>_EL1)."""
-        rec = self._records[self.index]
-        lrs, vmcr = rec["ich_lr"], int(rec["ich_vmcr"])
-        n = ich.hppi(lrs, self.nr_lrs, vmcr, self.pri_bits)
-        if n < 0:
-            return -1
-        lr = int(lrs[n])
-        prio = ich.lr_priority(lr, self.pri_bits)
-        if prio >= ich.vpmr(vmcr, self.pri_bits):
-            return -1
-        group = ich.lr_group(lr)
-        rpr = ich.running_priority(rec["ich_ap0r"], rec["ich_ap1r"], self.pre_bits)
-        if ich.group_priority(prio, group, vmcr, self.pre_bits) >= rpr:
-            return -1
-        return group
+        ICV_IAR<n>_EL1).  The ``icv`` kernel's rule."""
+        return int(self.icv.signalled(self.index))
 
     def read(self, reg: Any) -> int:
         """An MRS of ``reg`` (name or encoding tuple) by the guest."""
