@@ -233,3 +233,38 @@ def test_a_migration_carries_registers_the_fp_part_and_ram():
     assert bytes(new.vm.memory[:]) == bytes(m.vm.memory[:])
     assert new.cpus[0].rd(new.cpus[0].PC) == m.cpus[0].rd(m.cpus[0].PC)
     assert new.uart.output == m.uart.output
+
+
+def test_a_node_name_that_is_not_utf8_does_not_shift_the_parse():
+    # The parser advances by the name's bytes, not its decoded text: a
+    # name of invalid UTF-8 (replacement characters when decoded) leaves the
+    # properties after it intact.
+    root = fdt.Node("")
+    root.add("abcde", {"cd": [5, 6]})
+    blob = bytearray(fdt.build(root))
+    at = blob.index(b"abcde")
+    blob[at:at + 5] = b"\xff\xfe\xfd\xfc\xfb"
+    back = fdt.parse(bytes(blob))
+    node = back.children[0]
+    assert fdt.u32s(node.props["cd"]) == [5, 6]
+    assert fdt.strs(b"\xff\0") == ["\ufffd"]
+
+
+def test_walk_handles_a_deep_tree():
+    root = n = fdt.Node("")
+    for i in range(5000):
+        n = n.add(f"n{i}")
+    paths = [p for p, _ in root.walk()]
+    assert len(paths) == 5001 and paths[2] == "/n0/n1"
+
+
+def test_vgic_run_refuses_a_missing_image_and_env_with_initrd(tmp_path, capsys):
+    from vgic import cli
+    assert cli.main(["run", str(tmp_path / "missing.flat")]) == 2
+    assert "missing.flat" in capsys.readouterr().err
+    image = tmp_path / "x.flat"
+    image.write_bytes(b"\0" * 16)
+    rd = tmp_path / "rd"
+    rd.write_bytes(b"K=v\n")
+    assert cli.main(["run", str(image), "--env", "A=b", "-initrd", str(rd)]) == 2
+    assert "not both" in capsys.readouterr().err

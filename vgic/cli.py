@@ -222,6 +222,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
                               max_insns=args.max_insns, console=sys.stdout, **options)
             reason, status, migrations = m.last_reason, None, 0
         else:
+            if args.initrd is not None and args.env:
+                raise ValueError("give --env or -initrd, not both (the environment is the initrd)")
             initrd = None if args.initrd is None else open(args.initrd, "rb").read()
             g = boot.run_guest(args.image, smp=args.smp, append=args.append, env=_env_pairs(args.env),
                                initrd=initrd, migrate_to=args.migrate_to, max_insns=args.max_insns,
@@ -230,7 +232,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ImportError as exc:
         print(f"vgic run: {exc}", file=sys.stderr)
         return 2
-    except (run.RunError, ValueError) as exc:
+    except (run.RunError, ValueError, OSError) as exc:
         print(f"vgic run: {exc}", file=sys.stderr)
         return 2
     sys.stdout.flush()

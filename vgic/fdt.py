@@ -64,14 +64,19 @@ class Node:
         return node
 
     def walk(self, path: str = "") -> list[tuple[str, Node]]:
-        """Every node below and including this one with its path, depth first."""
-        here = path + "/" + self.name if path not in ("", "/") else "/" + self.name
-        if not self.name:
-            here = "/"
-        out = [(here, self)]
-        for c in self.children:
-            out.extend(c.walk(here))
+        """Every node below and including this one with its path, depth
+        first (without recursion: a parsed tree may be deep)."""
+        out: list[tuple[str, Node]] = []
+        todo: list[tuple[str, Node]] = [(path, self)]
+        while todo:
+            parent, node = todo.pop()
+            here = "/" if not node.name else (parent.rstrip("/") + "/" + node.name)
+            out.append((here, node))
+            todo.extend((here, c) for c in reversed(node.children))
         return out
+
+    def __repr__(self) -> str:
+        return f"Node({self.name!r}, {len(self.props)} properties, {len(self.children)} children)"
 
 
 def cells(values: list[int], widths: list[int]) -> list[int]:
@@ -186,11 +191,12 @@ def parse(blob: bytes) -> Node:
         pos += 4
         return int(w)
 
-    def cstr(buf: bytes, at: int, limit: int) -> str:
+    def cstr(buf: bytes, at: int, limit: int) -> tuple[str, int]:
+        # The string at `at` and the offset just past its NUL.
         nul = buf.find(b"\0", at, limit)
         if nul < 0:
             raise FdtError(f"an unterminated string at {at}")
-        return buf[at:nul].decode(errors="replace")
+        return buf[at:nul].decode(errors="replace"), nul + 1
 
     stack: list[Node] = []
     root: Node | None = None
@@ -199,8 +205,7 @@ def parse(blob: bytes) -> Node:
         if tok == FDT_NOP:
             continue
         if tok == FDT_BEGIN_NODE:
-            name = cstr(blob, pos, end)
-            pos += len(name.encode()) + 1
+            name, pos = cstr(blob, pos, end)
             pos += -pos % 4
             node = Node(name)
             if stack:
@@ -216,7 +221,7 @@ def parse(blob: bytes) -> Node:
             size, nameoff = word(), word()
             if pos + size > end or nameoff >= len(strings):
                 raise FdtError("a property runs past the structure block or names no string")
-            stack[-1].props[cstr(strings, nameoff, len(strings))] = bytes(blob[pos:pos + size])
+            stack[-1].props[cstr(strings, nameoff, len(strings))[0]] = bytes(blob[pos:pos + size])
             pos += size + (-size % 4)
         elif tok == FDT_END_NODE:
             if not stack:
@@ -239,4 +244,4 @@ def u32s(value: bytes) -> list[int]:
 
 def strs(value: bytes) -> list[str]:
     """A parsed property's string list."""
-    return [s.decode() for s in value.split(b"\0")[:-1]]
+    return [s.decode(errors="replace") for s in value.split(b"\0")[:-1]]

@@ -77,6 +77,11 @@ from vgic import fpregs, ich, regmap, sysregs, uapi
 from vgic.errors import UndefinedInstruction, VgicError
 from vgic.vm import DEFAULT_RAM_BASE, VM
 
+try:
+    from vgic._core import blockhook as _c_block_hook
+except ImportError:          # no compiled core (the pure-Python install)
+    _c_block_hook = None
+
 # ---------------------------------------------------------------- the board
 #: QEMU virt's PL011 UART (hw/arm/virt.c: VIRT_UART).
 UART_BASE = 0x0900_0000
@@ -137,6 +142,7 @@ ESR_EC_SHIFT = 26
 ESR_IL = 1 << 25
 EC_UNKNOWN = 0x00
 EC_SVC64 = 0x15
+EC_SYSREG = 0x18
 EC_IABT_LOW = 0x20
 EC_IABT_CUR = 0x21
 EC_BRK64 = 0x3C
@@ -153,6 +159,9 @@ CNTKCTL_EL0PTEN = 1 << 9
 INSN_WFI = 0xD503_207F
 INSN_EXC_MASK = 0xFFE0_001F
 INSN_HVC = 0xD400_0002
+# MRS/MSR (register): 1101010100 L 1 op0<1> ...; the mask keeps bits 31-22 and 20.
+INSN_SYSREG_MASK = 0xFFD0_0000
+INSN_SYSREG = 0xD510_0000
 
 # System registers as (op0, op1, CRn, CRm, op2).
 SPSR_EL1 = (3, 0, 4, 0, 0)
@@ -382,9 +391,11 @@ class _Fast:
         self.cp_read: Any = cp_read
         self.cp_write: Any = cp_write
         self.raw = False
+        self._c_hook: Any = None
         try:
             binding = importlib.import_module("unicorn.unicorn_py3.unicorn")
             lib, handle, self._add = binding.uclib, uc._uch, uc._Uc__do_hook_add
+            self._lib, self._handle = lib, handle
             self._code_cfunc = binding.HOOK_CODE_CFUNC
         except (ImportError, AttributeError):
             return
@@ -444,11 +455,49 @@ class _Fast:
         self._bare = self._code_cfunc(bare)       # kept alive as long as the hook
         self._add(uc_mod.UC_HOOK_BLOCK, self._bare, 1, 0)
 
+    def hook_block_c(self, hook: Any, uc_mod: Any) -> None:
+        """UC_HOOK_BLOCK with ``hook``'s C function (a
+        ``vgic._core.blockhook.BlockHook``) and its state as user data."""
+        handle = ctypes.c_size_t()
+        status = self._lib.uc_hook_add(self._handle, ctypes.byref(handle), uc_mod.UC_HOOK_BLOCK,
+                                       ctypes.c_void_p(hook.function), ctypes.c_void_p(hook.user_data),
+                                       ctypes.c_uint64(1), ctypes.c_uint64(0))
+        if status:
+            raise uc_mod.UcError(status)
+        self._c_hook = hook             # the state the C function writes must outlive the hook
+
     def emu_start(self, pc: int) -> None:
         self.error = None
+        hook = self._c_hook
+        if hook is not None:
+            hook.error = None
         self.uc.emu_start(pc, _NEVER)
+        if hook is not None and hook.error is not None:
+            raise hook.error
         if self.error is not None:
             raise self.error
+
+
+class _BlockState:
+    """What the Python block hook counts (the C hook's state has the same
+    fields: vgic._core.blockhook.BlockHook)."""
+
+    def __init__(self) -> None:
+        self.insns = 0
+        self.check_at = 0
+        self.blk_start = 0
+        self.blk_end = 0
+        self.irq = False
+        self.may_yield = False
+        self.spins = 0
+
+
+def _sysreg_iss(insn: int) -> int:
+    """ESR_ELx.ISS of a trapped MRS/MSR (EC 0x18, Arm ARM D17.2.37): Op0,
+    Op2, Op1, CRn, Rt, CRm and Direction (1 for a read) from the instruction."""
+    op0, op1, crn = (insn >> 19) & 3, (insn >> 16) & 7, (insn >> 12) & 0xF
+    crm, op2, rt, read = (insn >> 8) & 0xF, (insn >> 5) & 7, insn & 0x1F, (insn >> 21) & 1
+    return op0 << 20 | op2 << 17 | op1 << 14 | crn << 10 | rt << 5 | crm << 1 | read
 
 
 def _xreg(a64: Any, n: int) -> Any:
@@ -492,7 +541,14 @@ class _Cpu:
         self.reset_sctlr = self._cp_read(SCTLR_EL1)
         pfr0 = self._cp_read(ID_AA64PFR0_EL1) & ~(0xF << ID_AA64PFR0_GIC_SHIFT)
         self.vmm_regs = {MPIDR_EL1: self.vcpu.mpidr | (1 << 31), ID_AA64PFR0_EL1: pfr0 | (1 << ID_AA64PFR0_GIC_SHIFT)}
-        fast.hook_block(self._on_block, uc_mod)
+        self.bs: Any = _BlockState()
+        if machine.block_hook == "c" and fast.raw and _c_block_hook is not None:
+            # The common case of a block (count it, go on) in C, without
+            # the GIL; _on_block only when there is more to do.
+            self.bs = _c_block_hook.BlockHook(self._on_block, vm.memory, vm.ram_base)
+            fast.hook_block_c(self.bs, uc_mod)
+        else:
+            fast.hook_block(self._on_block, uc_mod)
         uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)
         uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_msr, None, 1, 0, a64.UC_ARM64_INS_MSR)
         uc.hook_add(uc_mod.UC_HOOK_INTR, self._on_intr)
@@ -503,20 +559,76 @@ class _Cpu:
         #: Powered on (PSCI), blocked in WFI.
         self.on = False
         self.blocked = False
-        #: Instructions this vCPU executed.
-        self.insns = 0
-        # The current block (instructions past a hook that redirects are uncounted).
-        self.blk_start = self.blk_end = 0
-        # Instruction counts at which the block hook syncs time / ends the slice.
-        self.check_at = 0
         self.slice_end = 0
-        #: What the CPU interface signals: "irq", "fiq" or None (while entered).
-        self.irq_line: str | None = None
+        self._irq_line: str | None = None
         self.stop: str | None = None
         self.fault: str | None = None
         self.iabt: int | None = None
-        self.may_yield = False
-        self.spins = 0
+
+    # ------------------------------------------- state the block hook shares
+    # (in the C hook's state when it is used: vgic._core.blockhook)
+    @property
+    def insns(self) -> int:
+        """Instructions this vCPU executed."""
+        return int(self.bs.insns)
+
+    @insns.setter
+    def insns(self, value: int) -> None:
+        self.bs.insns = value
+
+    @property
+    def check_at(self) -> int:
+        """The instruction count at which the block hook syncs time / ends the slice."""
+        return int(self.bs.check_at)
+
+    @check_at.setter
+    def check_at(self, value: int) -> None:
+        self.bs.check_at = value
+
+    @property
+    def blk_start(self) -> int:
+        """The current block (instructions past a hook that redirects are uncounted)."""
+        return int(self.bs.blk_start)
+
+    @blk_start.setter
+    def blk_start(self, value: int) -> None:
+        self.bs.blk_start = value
+
+    @property
+    def blk_end(self) -> int:
+        return int(self.bs.blk_end)
+
+    @blk_end.setter
+    def blk_end(self, value: int) -> None:
+        self.bs.blk_end = value
+
+    @property
+    def irq_line(self) -> str | None:
+        """What the CPU interface signals: "irq", "fiq" or None (while entered)."""
+        return self._irq_line
+
+    @irq_line.setter
+    def irq_line(self, value: str | None) -> None:
+        self._irq_line = value
+        self.bs.irq = value is not None
+
+    @property
+    def spins(self) -> int:
+        """Spin-wait blocks entered this slice."""
+        return int(self.bs.spins)
+
+    @spins.setter
+    def spins(self, value: int) -> None:
+        self.bs.spins = value
+
+    @property
+    def may_yield(self) -> bool:
+        """Others wait for a turn: a spin-wait gives this one up."""
+        return bool(self.bs.may_yield)
+
+    @may_yield.setter
+    def may_yield(self, value: bool) -> None:
+        self.bs.may_yield = value
 
     # ------------------------------------------------------------ helpers
     def _insn(self, pc: int) -> int:
@@ -710,6 +822,9 @@ class _Cpu:
         fired = m._sync_time()
         if fired:
             self.refresh()
+        # A timer that fired since the last look (here, or in a timer
+        # register access) may have woken a blocked vCPU.
+        fired, m._fired = fired or m._fired, False
         events = m.vm.irq_events
         if (fired or events != m._events_seen) and m._wakes_other(self):
             # Another vCPU waits in WFI for what just became pending (an
@@ -825,6 +940,10 @@ class _Cpu:
             insn = self._insn(pc)
             if insn & INSN_EXC_MASK == INSN_HVC and self._el() == 1:
                 self._psci(pc + 4)
+            elif self._el() == 0 and self._timer_trap(insn):
+                # CNTKCTL_EL1 closed the timer register to EL0: a trapped
+                # system-register access (EC 0x18), not an UNDEF.
+                self._sync(pc, EC_SYSREG, _sysreg_iss(insn))
             else:
                 self._sync(pc, EC_UNKNOWN)     # HVC at EL0 is UNDEFINED too
         elif intno == EXCP_SMC:
@@ -844,6 +963,14 @@ class _Cpu:
             what = _EXCP_NAMES.get(intno, f"exception {intno}")
             raise RunError(f"vCPU {self.id}: {what} at pc {pc:#x}: Unicorn 2.1 reports no syndrome or "
                            f"fault address, so this VMM cannot take it into the guest")
+
+    def _timer_trap(self, insn: int) -> bool:
+        # An MRS/MSR (register form) of a generic timer register.
+        if insn & INSN_SYSREG_MASK != INSN_SYSREG:
+            return False
+        enc = ((insn >> 19) & 3, (insn >> 16) & 7, (insn >> 12) & 0xF, (insn >> 8) & 0xF, (insn >> 5) & 7)
+        row = self.m._vgic_regs.get(enc)
+        return row is not None and row.owner == sysregs.ARCH_TIMER
 
     def _on_unmapped(self, uc: Any, access: int, addr: int, size: int, value: int, _: Any) -> bool:
         if access == UC_MEM_FETCH_UNMAPPED:
@@ -970,7 +1097,6 @@ class _Cpu:
         if self.irq_line is not None and self._deliver(pc):
             pc = self.rd(self.PC)
         self.slice_end = self.insns + budget if budget is not None else 1 << 62
-        # Others wait for a turn: a spin-wait gives this one up.
         self.may_yield = budget is not None and sum(1 for c in self.m.cpus if c.on and not c.blocked) > 1
         self.spins = 0
         self.check_at = min(self.slice_end, self.insns + self.m.quantum)
@@ -1066,10 +1192,16 @@ class Machine:
     def __init__(self, smp: int = 1, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = DEFAULT_RAM_BASE,
                  nr_irqs: int = 256, its: bool = True, ticks_per_insn: int = 1, quantum: int = 1024,
                  slice_insns: int = 20_000, console: TextIO | None = None, cpu_model: int | None = None,
-                 clock: str = "insns", **vm_options: Any) -> None:
+                 clock: str = "insns", block_hook: str = "c", **vm_options: Any) -> None:
         self._uc = _unicorn()
         if ram_size <= 0 or ram_size % mmap.PAGESIZE:
             raise ValueError(f"ram_size {ram_size:#x} must be a positive multiple of the page size")
+        if block_hook not in ("c", "python"):
+            raise ValueError(f"block_hook must be 'c' or 'python', not {block_hook!r}")
+        #: "c": the block hook's common case in C (vgic._core.blockhook) when
+        #: the core is built and the binding's internals are reachable;
+        #: "python": the Python hook alone (the reference).
+        self.block_hook = block_hook
         if clock not in ("insns", "host"):
             raise ValueError(f"clock must be 'insns' or 'host', not {clock!r}")
         #: "insns": the counter moves ticks_per_insn per instruction
@@ -1084,7 +1216,8 @@ class Machine:
         #: What this machine was built with (a migration builds its twin).
         self.options: dict[str, Any] = dict(
             smp=smp, ram_size=ram_size, ram_base=ram_base, nr_irqs=nr_irqs, its=its, ticks_per_insn=ticks_per_insn,
-            quantum=quantum, slice_insns=slice_insns, cpu_model=cpu_model, clock=clock, **vm_options)
+            quantum=quantum, slice_insns=slice_insns, cpu_model=cpu_model, clock=clock, block_hook=block_hook,
+            **vm_options)
         self._ram = mmap.mmap(-1, ram_size)
         self.vm = VM(nr_vcpus=smp, nr_irqs=nr_irqs, its=its, memory=self._ram, ram_base=ram_base, **vm_options)
         self.ticks_per_insn = ticks_per_insn
@@ -1097,8 +1230,10 @@ class Machine:
         #: Set by pause(): what run() returns, the vCPUs staying on.
         self.pause_reason: str | None = None
         self._current: _Cpu | None = None
-        # vm.irq_events when the running vCPU last looked for others to wake.
+        # vm.irq_events when the running vCPU last looked for others to wake,
+        # and whether a timer fired since.
         self._events_seen = 0
+        self._fired = False
         # (address, size) of a translation block -> whether it spin-waits.
         self._spin_blocks: dict[tuple[int, int], bool] = {}
         #: What the last run() returned.
@@ -1206,8 +1341,11 @@ class Machine:
             if ticks <= 0:
                 return False
             self._clock_ticks += ticks
-            return bool(self.vm.advance(ticks))
-        return bool(self.vm.advance(delta * self.ticks_per_insn))
+        else:
+            ticks = delta * self.ticks_per_insn
+        fired = bool(self.vm.advance(ticks))
+        self._fired = self._fired or fired
+        return fired
 
     def next_timer_event(self) -> int | None:
         """The counter value at which the next armed timer event (a blocked

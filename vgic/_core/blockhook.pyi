@@ -1,0 +1,31 @@
+"""Type stubs for ``vgic._core.blockhook`` (the reference: ``vgic.run._Cpu._on_block``)."""
+from collections.abc import Callable
+from typing import Any
+
+class BlockHook:
+    """The C translation-block hook of one vCPU of ``vgic.run``: counts the
+    block and goes on, calling ``callback(addr, size)`` (the Python hook)
+    only when the count reached ``check_at``, ``irq`` is set, or
+    ``may_yield`` is set and the block holds YIELD/WFE in ``ram`` (guest
+    RAM at guest-physical ``ram_base``)."""
+
+    #: The first exception the Python hook raised, or None.
+    error: BaseException | None
+    insns: int
+    check_at: int
+    blk_start: int
+    blk_end: int
+    irq: bool
+    may_yield: bool
+    #: Spin-wait blocks entered this slice.
+    spins: int
+
+    def __init__(self, callback: Callable[[int, int], Any], ram: Any, ram_base: int) -> None: ...
+    @property
+    def function(self) -> int:
+        """The C function's address, a ``uc_cb_hookcode_t``."""
+    @property
+    def user_data(self) -> int:
+        """The user_data address for uc_hook_add (keep this object alive)."""
+    def holds_hint(self, addr: int, size: int) -> bool:
+        """Whether the block at ``addr`` of ``size`` bytes holds YIELD or WFE."""
