@@ -77,6 +77,7 @@ from vgic import fpregs, ich, regmap, sysregs, uapi
 from vgic.errors import UndefinedInstruction, VgicError
 from vgic.vm import DEFAULT_RAM_BASE, VM
 
+_c_block_hook: Any
 try:
     from vgic._core import blockhook as _c_block_hook
 except ImportError:          # no compiled core (the pure-Python install)
