@@ -850,3 +850,52 @@ def test_a_timer_fired_in_a_timer_register_access_wakes_the_blocked_vcpu(backend
     boot(m, asm)
     assert m.run(max_insns=3_000_000) == run.STOP_SYSTEM_OFF
     assert m.stats.instructions < 100_000
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_device_raising_a_line_at_a_user_exit_is_taken(backend):
+    """A device of the VMM (here the UART, at the end of a line the guest
+    printed) raises SPI 40 from inside the KVM_EXIT_MMIO that the UART write
+    is: vm.irq_events moves, the next KVM_RUN entry flushes the SPI into an
+    LR, and the guest, spinning with IRQs unmasked, takes it."""
+    asm = Asm()
+    gic_setup(asm, spi=40)
+    asm(daifclr(2), mov64(1, run.UART_BASE), movz(2, 0x0A), str32(2, 1, run.Pl011.DR)).label("spin")
+    asm.b("spin")
+    irq_handler(asm)
+    m = machine(backend)
+    moved = []
+
+    def on_line(line):
+        seen = m.vm.irq_events
+        m.set_irq_level(40, True)
+        moved.append(m.vm.irq_events != seen)
+
+    m.uart.on_line = on_line
+    boot(m, asm)
+    assert m.run(max_insns=100_000) == run.STOP_SYSTEM_OFF
+    assert moved == [True] and data_word(m) == 40 and m.stats.irqs == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_machine_set_irq_level_kicks_a_vcpu_in_the_guest(backend):
+    """Machine.set_irq_level while a vCPU is in the guest: KVM kicks it
+    (vgic_queue_irq_unlock, kvm_vcpu_kick), it exits and enters, and the
+    entry puts the SPI in an LR, so the CPU interface signals it at once;
+    a line that makes nothing deliverable kicks nobody."""
+    m = machine(backend)
+    vm = m.vm
+    d = vm.dist_base
+    vm.mmio_write(d + R.GICD_CTLR, 4, 0x12)
+    vm.mmio_write(d + R.GICD_ISENABLER + 4, 4, 1 << 8)             # SPI 40
+    cpu, v = m.cpus[0], vm.vcpus[0]
+    v.enter()
+    v.sysreg_write("ICC_PMR_EL1", 0xFF)
+    v.sysreg_write("ICC_IGRPEN1_EL1", 1)
+    cpu.refresh()                                                # the group-enable maintenance exit
+    assert cpu.irq_line is None
+    m.set_irq_level(41, True)                                    # disabled: not deliverable, no kick
+    assert v.pending_interrupt() is None and cpu.irq_line is None
+    m.set_irq_level(40, True)
+    assert v.running and v.pending_interrupt() == "irq" and cpu.irq_line == "irq"
+    v.exit()
