@@ -267,3 +267,7 @@ def _watch(m: Machine) -> None:
             m.uart.feed(b"\n")
 
     m.uart.on_line = on_line
+
+
+__all__ = ["GuestRun", "Layout", "Migration", "boot", "device_tree", "env_text", "exit_status", "restore", "run_guest",
+           "save", "IMAGE_OFFSET", "MIGRATE_PROMPTS", "MIGRATE_SKIP", "STOP_MIGRATE", "GUEST_TICKS_PER_INSN"]

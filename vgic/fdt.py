@@ -245,3 +245,6 @@ def u32s(value: bytes) -> list[int]:
 def strs(value: bytes) -> list[str]:
     """A parsed property's string list."""
     return [s.decode(errors="replace") for s in value.split(b"\0")[:-1]]
+
+
+__all__ = ["FdtError", "Node", "PropValue", "build", "cells", "encode_value", "parse", "strs", "u32s"]

@@ -1454,5 +1454,6 @@ def run_image(path: str, *, smp: int = 1, load_addr: int | None = None, dtb: str
     return m
 
 
-__all__ = ["Machine", "Pl011", "RunStats", "RunError", "run_image", "UART_BASE", "DEFAULT_LOAD_OFFSET",
-           "STOP_SYSTEM_OFF", "STOP_SYSTEM_RESET", "STOP_WFI", "STOP_LIMIT", "STOP_HALTED"]
+__all__ = ["Machine", "Pl011", "RunStats", "RunError", "run_image", "UART_BASE", "VIRTIO_BASE", "DEFAULT_LOAD_OFFSET",
+           "CPU_SYSREGS", "STOP_SYSTEM_OFF", "STOP_SYSTEM_RESET", "STOP_WFI", "STOP_LIMIT", "STOP_HALTED",
+           "STOP_PAUSED"]
