@@ -1,5 +1,6 @@
 # cython: language_level=3
-"""The translation-block hook of ``vgic.run`` in C.
+"""The translation-block hook of ``vgic.run`` in C (and a thin C entry for
+its MRS/MSR hook, ``SysHook``).
 
 Unicorn calls a block hook at the start of every translation block the
 guest executes.  The VMM's (``vgic.run._Cpu._on_block``) counts the
@@ -67,6 +68,15 @@ cdef bint holds_hint(const State *s, uint64_t addr, uint32_t size) noexcept nogi
     return False
 
 
+cdef void _stop(object stop) noexcept:
+    # The emulation ends at the next block: the VMM then raises the error.
+    if stop is not None:
+        try:
+            stop()
+        except BaseException:
+            pass
+
+
 cdef void on_block(void *uc, uint64_t addr, uint32_t size, void *user) noexcept nogil:
     cdef State *s = <State *>user
     cdef bint spin = s.may_yield and holds_hint(s, addr, size)
@@ -84,18 +94,21 @@ cdef void on_block(void *uc, uint64_t addr, uint32_t size, void *user) noexcept 
 cdef class BlockHook:
     """The C block hook of one vCPU and the counters it shares with the
     Python hook ``callback(addr, size)``.  ``ram`` is the guest RAM (a
-    writable or read-only buffer, kept alive) at guest-physical ``ram_base``."""
+    writable or read-only buffer, kept alive) at guest-physical ``ram_base``;
+    ``stop`` (Unicorn's ``emu_stop``) is called when the callback raises."""
     cdef State s
     cdef object callback
+    cdef object stop
     cdef object _ram
     cdef const uint8_t[::1] _view
     #: The first exception the Python hook raised (ctypes would drop it).
     cdef public object error
 
-    def __init__(self, callback, ram, ram_base):
+    def __init__(self, callback, ram, ram_base, stop=None):
         if not callable(callback):
             raise TypeError("callback must be callable")
         self.callback = callback
+        self.stop = stop
         self._ram = ram
         self._view = memoryview(ram).cast("B")
         self.s.ram = &self._view[0] if self._view.shape[0] else NULL
@@ -111,6 +124,7 @@ cdef class BlockHook:
         except BaseException as exc:        # re-raised by the VMM after emu_start
             if self.error is None:
                 self.error = exc
+            _stop(self.stop)
 
     @property
     def function(self):
@@ -183,3 +197,60 @@ cdef class BlockHook:
         """The C spin-wait test on the block at ``addr`` of ``size`` bytes."""
         return holds_hint(&self.s, int_arg(addr, "addr", 0, 0xFFFFFFFFFFFFFFFF),
                           int_arg(size, "size", 0, 0xFFFFFFFF))
+
+
+# ------------------------------------------------------------ MRS/MSR hook
+# libunicorn's uc_arm64_cp_reg (include/unicorn/arm64.h).
+cdef struct CpReg:
+    uint32_t crn
+    uint32_t crm
+    uint32_t op0
+    uint32_t op1
+    uint32_t op2
+    uint64_t val
+
+
+cdef uint32_t on_sys(void *uc, uint32_t reg, const CpReg *cp, void *user) noexcept nogil:
+    with gil:
+        return (<SysHook><object>user)._call(reg, cp)
+
+
+cdef class SysHook:
+    """A UC_HOOK_INSN hook for MRS (``read``) or MSR: calls
+    ``callback(rt, (op0, op1, crn, crm, op2), value, read)`` and returns its
+    truth to Unicorn (True: the instruction was handled), without the
+    binding's two Python wrappers and its ctypes structure per call."""
+    cdef object callback
+    cdef object stop
+    cdef bint read
+    #: The first exception the callback raised (the instruction is then
+    #: left to Unicorn; the VMM re-raises it after emu_start).
+    cdef public object error
+
+    def __init__(self, callback, read, stop=None):
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        self.callback = callback
+        self.stop = stop
+        self.read = bool(read)
+        self.error = None
+
+    cdef uint32_t _call(self, uint32_t reg, const CpReg *cp) noexcept:
+        try:
+            return 1 if self.callback(reg, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, self.read) else 0
+        except BaseException as exc:
+            if self.error is None:
+                self.error = exc
+            _stop(self.stop)
+            return 0
+
+    @property
+    def function(self):
+        """The C function's address: a ``uc_cb_insn_sys_t`` for uc_hook_add."""
+        return <size_t>&on_sys
+
+    @property
+    def user_data(self):
+        """The address to give uc_hook_add as user_data: this object (keep
+        it alive while the hook exists)."""
+        return <size_t><PyObject *>self

@@ -899,3 +899,24 @@ def test_machine_set_irq_level_kicks_a_vcpu_in_the_guest(backend):
     m.set_irq_level(40, True)
     assert v.running and v.pending_interrupt() == "irq" and cpu.irq_line == "irq"
     v.exit()
+
+
+@pytest.mark.parametrize("hook", ["c", "python"])
+def test_an_error_inside_a_hook_stops_the_run_and_is_raised(hook, monkeypatch):
+    """A Python exception inside the MRS/MSR hook (or the block hook) cannot
+    cross Unicorn: the hook records it, stops the emulation, and Machine.run
+    raises it after emu_start returns - the guest does not run on."""
+    asm = Asm()
+    asm(mov64(1, DATA)).label("spin")
+    asm(mrs(2, CNTVCT_EL0), str64(2, 1, 0))
+    asm.b("spin")
+    m = machine("core", block_hook=hook)
+    boot(m, asm)
+
+    def broken(self, reg):
+        raise RuntimeError("boom in sysreg_read")
+
+    monkeypatch.setattr(vgic.VCPU, "sysreg_read", broken)
+    with pytest.raises(RuntimeError, match="boom in sysreg_read"):
+        m.run(max_insns=1_000_000)
+    assert m.stats.instructions < 1_000

@@ -393,6 +393,7 @@ class _Fast:
         self.cp_write: Any = cp_write
         self.raw = False
         self._c_hook: Any = None
+        self._c_sys_hooks: list[Any] = []
         try:
             binding = importlib.import_module("unicorn.unicorn_py3.unicorn")
             lib, handle, self._add = binding.uclib, uc._uch, uc._Uc__do_hook_add
@@ -467,16 +468,34 @@ class _Fast:
             raise uc_mod.UcError(status)
         self._c_hook = hook             # the state the C function writes must outlive the hook
 
+    def hook_sys_c(self, hook: Any, uc_mod: Any, insn: int) -> None:
+        """UC_HOOK_INSN for ``insn`` (MRS or MSR) with ``hook``'s C function
+        (a ``vgic._core.blockhook.SysHook``), the hook object as user data."""
+        handle = ctypes.c_size_t()
+        status = self._lib.uc_hook_add(self._handle, ctypes.byref(handle), uc_mod.UC_HOOK_INSN,
+                                       ctypes.c_void_p(hook.function), ctypes.c_void_p(hook.user_data),
+                                       ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
+        if status:
+            raise uc_mod.UcError(status)
+        self._c_sys_hooks.append(hook)      # alive as long as the hook
+
     def emu_start(self, pc: int) -> None:
         self.error = None
-        hook = self._c_hook
-        if hook is not None:
+        hooks = [h for h in (self._c_hook, *self._c_sys_hooks) if h is not None]
+        for hook in hooks:
             hook.error = None
-        self.uc.emu_start(pc, _NEVER)
-        if hook is not None and hook.error is not None:
-            raise hook.error
-        if self.error is not None:
-            raise self.error
+        try:
+            self.uc.emu_start(pc, _NEVER)
+        except BaseException:
+            # A hook's error is the cause of what stopped Unicorn.
+            self._raise_hook_error(hooks)
+            raise
+        self._raise_hook_error(hooks)
+
+    def _raise_hook_error(self, hooks: list[Any]) -> None:
+        for err in [h.error for h in hooks] + [self.error]:
+            if err is not None:
+                raise err
 
 
 class _BlockState:
@@ -546,12 +565,16 @@ class _Cpu:
         if machine.block_hook == "c" and fast.raw and _c_block_hook is not None:
             # The common case of a block (count it, go on) in C, without
             # the GIL; _on_block only when there is more to do.
-            self.bs = _c_block_hook.BlockHook(self._on_block, vm.memory, vm.ram_base)
+            self.bs = _c_block_hook.BlockHook(self._on_block, vm.memory, vm.ram_base, uc.emu_stop)
             fast.hook_block_c(self.bs, uc_mod)
+            # MRS/MSR: a C entry calling _sysreg straight, without the
+            # binding's wrappers.
+            for insn, read in ((a64.UC_ARM64_INS_MRS, True), (a64.UC_ARM64_INS_MSR, False)):
+                fast.hook_sys_c(_c_block_hook.SysHook(self._sysreg, read, uc.emu_stop), uc_mod, insn)
         else:
             fast.hook_block(self._on_block, uc_mod)
-        uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)
-        uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_msr, None, 1, 0, a64.UC_ARM64_INS_MSR)
+            uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)
+            uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_msr, None, 1, 0, a64.UC_ARM64_INS_MSR)
         uc.hook_add(uc_mod.UC_HOOK_INTR, self._on_intr)
         uc.hook_add(uc_mod.UC_HOOK_MEM_UNMAPPED, self._on_unmapped)
         self.PC, self.PSTATE, self.SP = a64.UC_ARM64_REG_PC, a64.UC_ARM64_REG_PSTATE, a64.UC_ARM64_REG_SP
@@ -844,13 +867,14 @@ class _Cpu:
         return False
 
     def _on_mrs(self, uc: Any, rt: int, cp: Any, _: Any) -> bool:
-        return self._sysreg(rt, cp, True)
+        return self._sysreg(rt, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, True)
 
     def _on_msr(self, uc: Any, rt: int, cp: Any, _: Any) -> bool:
-        return self._sysreg(rt, cp, False)
+        return self._sysreg(rt, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, False)
 
-    def _sysreg(self, rt: int, cp: Any, read: bool) -> bool:
-        enc = (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
+    def _sysreg(self, rt: int, enc: tuple[int, int, int, int, int], value: int, read: bool) -> bool:
+        # An MRS (read) or MSR of the register `enc` with Rt `rt` (Unicorn's
+        # register id) and, for an MSR, the value written; True if handled.
         row = self.m._vgic_regs.get(enc)
         if row is None:
             if read and enc in self.vmm_regs:
@@ -881,7 +905,7 @@ class _Cpu:
                 if rt != self.XZR:
                     self.wr(rt, value)
             else:
-                v.sysreg_write(row.name, cp.val)
+                v.sysreg_write(row.name, value)
         except UndefinedInstruction:
             if inline:
                 return False                   # the architecture's rule, as Unicorn applies it

@@ -20,7 +20,8 @@ class BlockHook:
     #: Spin-wait blocks entered this slice.
     spins: int
 
-    def __init__(self, callback: Callable[[int, int], Any], ram: Any, ram_base: int) -> None: ...
+    def __init__(self, callback: Callable[[int, int], Any], ram: Any, ram_base: int,
+                 stop: Callable[[], Any] | None = None) -> None: ...
     @property
     def function(self) -> int:
         """The C function's address, a ``uc_cb_hookcode_t``."""
@@ -29,3 +30,18 @@ class BlockHook:
         """The user_data address for uc_hook_add (keep this object alive)."""
     def holds_hint(self, addr: int, size: int) -> bool:
         """Whether the block at ``addr`` of ``size`` bytes holds YIELD or WFE."""
+
+class SysHook:
+    """A UC_HOOK_INSN hook for MRS (``read``) or MSR calling
+    ``callback(rt, (op0, op1, crn, crm, op2), value, read)``."""
+
+    error: BaseException | None
+
+    def __init__(self, callback: Callable[[int, tuple[int, int, int, int, int], int, bool], bool],
+                 read: bool, stop: Callable[[], Any] | None = None) -> None: ...
+    @property
+    def function(self) -> int:
+        """The C function's address, a ``uc_cb_insn_sys_t``."""
+    @property
+    def user_data(self) -> int:
+        """The user_data address for uc_hook_add (keep this object alive)."""
