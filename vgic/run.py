@@ -1255,6 +1255,7 @@ class Machine:
         #: Set by pause(): what run() returns, the vCPUs staying on.
         self.pause_reason: str | None = None
         self._current: _Cpu | None = None
+        self._others_insns = 0
         # vm.irq_events when the running vCPU last looked for others to wake,
         # and whether a timer fired since.
         self._events_seen = 0
@@ -1355,7 +1356,9 @@ class Machine:
     def _sync_time(self) -> bool:
         """Move the counter to the instructions executed so far; True if a
         timer event fired on the way."""
-        total = sum(c.insns for c in self.cpus)
+        cur = self._current
+        # While a vCPU runs only its count moves: the others' sum is kept.
+        total = self._others_insns + cur.insns if cur is not None else sum(c.insns for c in self.cpus)
         delta = total - self._synced
         if delta <= 0:
             return False
@@ -1422,6 +1425,7 @@ class Machine:
                         budget = left if budget is None else min(budget, left)
                     before = cpu.insns
                     self._current = cpu
+                    self._others_insns = sum(c.insns for c in self.cpus if c is not cpu)
                     try:
                         why = cpu.run_slice(budget)
                     finally:

@@ -214,11 +214,18 @@ class ArchTimer(KernelPart):
             self.timers.deactivated(vcpu)
 
     # ----------------------------------------------------- the guest's view
+    @staticmethod
+    def _treg(reg: Any) -> int:
+        # A register named as the table names it maps straight; any other
+        # spelling (an encoding) goes through the table's lookup.
+        t = T.TREGS.get(reg) if type(reg) is str else None
+        return t if t is not None else T.TREGS[sysregs.lookup(reg).name]
+
     def read_sysreg(self, vcpu: int, reg: Any) -> int:
-        return int(self.timers.read(vcpu, T.TREGS[sysregs.lookup(reg).name]))
+        return int(self.timers.read(vcpu, self._treg(reg)))
 
     def write_sysreg(self, vcpu: int, reg: Any, value: int) -> None:
-        self.timers.write(vcpu, T.TREGS[sysregs.lookup(reg).name], check_int("value", value, 0, U64))
+        self.timers.write(vcpu, self._treg(reg), check_int("value", value, 0, U64))
 
     # ---------------------------------------------------------------- time
     @property
