@@ -498,6 +498,11 @@ class _Fast:
                 raise err
 
 
+def _shared(name: str, doc: str) -> Any:
+    # A _Cpu attribute kept in its block-hook state (``cpu.bs``).
+    return property(lambda self: getattr(self.bs, name), lambda self, value: setattr(self.bs, name, value), doc=doc)
+
+
 class _BlockState:
     """What the Python block hook counts (the C hook's state has the same
     fields: vgic._core.blockhook.BlockHook)."""
@@ -591,40 +596,12 @@ class _Cpu:
 
     # ------------------------------------------- state the block hook shares
     # (in the C hook's state when it is used: vgic._core.blockhook)
-    @property
-    def insns(self) -> int:
-        """Instructions this vCPU executed."""
-        return int(self.bs.insns)
-
-    @insns.setter
-    def insns(self, value: int) -> None:
-        self.bs.insns = value
-
-    @property
-    def check_at(self) -> int:
-        """The instruction count at which the block hook syncs time / ends the slice."""
-        return int(self.bs.check_at)
-
-    @check_at.setter
-    def check_at(self, value: int) -> None:
-        self.bs.check_at = value
-
-    @property
-    def blk_start(self) -> int:
-        """The current block (instructions past a hook that redirects are uncounted)."""
-        return int(self.bs.blk_start)
-
-    @blk_start.setter
-    def blk_start(self, value: int) -> None:
-        self.bs.blk_start = value
-
-    @property
-    def blk_end(self) -> int:
-        return int(self.bs.blk_end)
-
-    @blk_end.setter
-    def blk_end(self, value: int) -> None:
-        self.bs.blk_end = value
+    insns = _shared("insns", "Instructions this vCPU executed.")
+    check_at = _shared("check_at", "The instruction count at which the block hook syncs time / ends the slice.")
+    blk_start = _shared("blk_start", "The current block (instructions past a hook that redirects are uncounted).")
+    blk_end = _shared("blk_end", "The end of the current block.")
+    spins = _shared("spins", "Spin-wait blocks entered this slice.")
+    may_yield = _shared("may_yield", "Others wait for a turn: a spin-wait gives this one up.")
 
     @property
     def irq_line(self) -> str | None:
@@ -635,24 +612,6 @@ class _Cpu:
     def irq_line(self, value: str | None) -> None:
         self._irq_line = value
         self.bs.irq = value is not None
-
-    @property
-    def spins(self) -> int:
-        """Spin-wait blocks entered this slice."""
-        return int(self.bs.spins)
-
-    @spins.setter
-    def spins(self, value: int) -> None:
-        self.bs.spins = value
-
-    @property
-    def may_yield(self) -> bool:
-        """Others wait for a turn: a spin-wait gives this one up."""
-        return bool(self.bs.may_yield)
-
-    @may_yield.setter
-    def may_yield(self, value: bool) -> None:
-        self.bs.may_yield = value
 
     # ------------------------------------------------------------ helpers
     def _insn(self, pc: int) -> int:
