@@ -826,10 +826,22 @@ class _Cpu:
         return False
 
     def _on_mrs(self, uc: Any, rt: int, cp: Any, _: Any) -> bool:
-        return self._sysreg(rt, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, True)
+        return self._sys_guarded(rt, cp, True)
 
     def _on_msr(self, uc: Any, rt: int, cp: Any, _: Any) -> bool:
-        return self._sysreg(rt, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, False)
+        return self._sys_guarded(rt, cp, False)
+
+    def _sys_guarded(self, rt: int, cp: Any, read: bool) -> bool:
+        # The binding's MRS/MSR hooks: an exception is kept for emu_start's
+        # caller and the run stopped, as the C entry does (the binding would
+        # hand ctypes a None it cannot convert).
+        try:
+            return self._sysreg(rt, (cp.op0, cp.op1, cp.crn, cp.crm, cp.op2), cp.val, read)
+        except BaseException as exc:
+            if self.fast.error is None:
+                self.fast.error = exc
+            self.uc.emu_stop()
+            return False
 
     def _sysreg(self, rt: int, enc: tuple[int, int, int, int, int], value: int, read: bool) -> bool:
         # An MRS (read) or MSR of the register `enc` with Rt `rt` (Unicorn's
