@@ -1179,10 +1179,14 @@ class Machine:
     executed instruction (``clock="insns"``, deterministic) or with the
     host's monotonic clock (``clock="host"``: what the guest times is wall
     time, as for kvm-unit-tests' micro-bench), synced every ``quantum``
-    instructions.  UART
-    output is kept in ``uart.output`` and echoed to ``console`` (None: not
-    echoed).  ``cpu_model`` is a Unicorn ``UC_CPU_ARM64_*`` value (default:
-    Unicorn's, a Cortex-A72).
+    instructions.  UART output is kept in ``uart.output`` and echoed to
+    ``console`` (None: not echoed).  ``cpu_model`` is a Unicorn
+    ``UC_CPU_ARM64_*`` value (default: Unicorn's, a Cortex-A72).
+    ``block_hook="c"`` (the default) runs the block hook's common case and
+    the MRS/MSR hooks' entry in C (:mod:`vgic._core.blockhook`) when the core
+    is built; ``"python"`` keeps them all in Python, the reference.
+    ``options`` records these arguments: :func:`vgic.boot.restore` builds a
+    machine's twin from them.
     """
 
     def __init__(self, smp: int = 1, *, ram_size: int = DEFAULT_RAM_SIZE, ram_base: int = DEFAULT_RAM_BASE,
