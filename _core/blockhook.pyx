@@ -12,8 +12,9 @@ count and go on - in C without the GIL, and calls the Python hook only when
 there is more to do:
 
 * the instruction count reached ``check_at`` (a time sync or the slice's end);
-* ``irq`` is set (the CPU interface signals an interrupt: the Python hook
-  decides whether PSTATE lets it be taken here);
+* ``irq`` is set (the CPU interface signals an interrupt) and PSTATE does
+  not mask it (``irq_mask``, read through libunicorn's ``uc_reg_read`` when
+  ``set_reg_read`` gave it; without it the Python hook decides);
 * ``may_yield`` is set and the block holds YIELD or WFE (a spin-wait), read
   straight from the guest RAM it is given (the same test as the Python
   hook's, on the same bytes), for the second time this slice (``spins``:
@@ -35,12 +36,20 @@ cdef uint32_t INSN_YIELD = 0xD503203F
 cdef uint32_t INSN_WFE = 0xD503205F
 
 
+ctypedef int (*reg_read_t)(void *uc, int regid, void *value) noexcept nogil
+
+
 cdef struct State:
     int64_t insns
     int64_t check_at
     uint64_t blk_start
     uint64_t blk_end
     int irq
+    # PSTATE's mask bit of what is signalled (I for an IRQ, F for a FIQ),
+    # and libunicorn's uc_reg_read to read PSTATE with (NULL: not known).
+    uint32_t irq_mask
+    reg_read_t reg_read
+    int pstate_id
     int may_yield
     int64_t spins
     # Guest RAM (guest-physical [ram_base, ram_base + ram_size)) for the
@@ -77,10 +86,21 @@ cdef void _stop(object stop) noexcept:
             pass
 
 
+cdef bint masked(const State *s, void *uc) noexcept nogil:
+    # Whether PSTATE masks what the CPU interface signals (then the Python
+    # hook would only find that out and go on).
+    cdef uint64_t pstate = 0
+    if s.reg_read == NULL or s.irq_mask == 0:
+        return False
+    if s.reg_read(uc, s.pstate_id, &pstate) != 0:
+        return False
+    return (<uint32_t>pstate & s.irq_mask) != 0
+
+
 cdef void on_block(void *uc, uint64_t addr, uint32_t size, void *user) noexcept nogil:
     cdef State *s = <State *>user
     cdef bint spin = s.may_yield and holds_hint(s, addr, size)
-    if s.insns >= s.check_at or s.irq or (spin and s.spins >= 1):
+    if s.insns >= s.check_at or (s.irq and not masked(s, uc)) or (spin and s.spins >= 1):
         with gil:
             (<BlockHook><object>s.owner)._call(addr, size)
         return
@@ -176,6 +196,20 @@ cdef class BlockHook:
     @irq.setter
     def irq(self, value):
         self.s.irq = 1 if value else 0
+
+    @property
+    def irq_mask(self):
+        return self.s.irq_mask
+
+    @irq_mask.setter
+    def irq_mask(self, value):
+        self.s.irq_mask = <uint32_t>int_arg(value, "irq_mask", 0, 0xFFFFFFFF)
+
+    def set_reg_read(self, address, pstate_id):
+        """Let the C hook read PSTATE itself: ``address`` is libunicorn's
+        ``uc_reg_read`` (0 to forget it), ``pstate_id`` UC_ARM64_REG_PSTATE."""
+        self.s.reg_read = <reg_read_t><size_t>int_arg(address, "address", 0, <size_t>-1)
+        self.s.pstate_id = <int>int_arg(pstate_id, "pstate_id", 0, 0x7FFFFFFF)
 
     @property
     def spins(self):

@@ -457,6 +457,11 @@ class _Fast:
         self._bare = self._code_cfunc(bare)       # kept alive as long as the hook
         self._add(uc_mod.UC_HOOK_BLOCK, self._bare, 1, 0)
 
+    @property
+    def reg_read_address(self) -> int:
+        """libunicorn's ``uc_reg_read`` as an address, for C callers."""
+        return int(ctypes.cast(self._lib.uc_reg_read, ctypes.c_void_p).value or 0)
+
     def hook_block_c(self, hook: Any, uc_mod: Any) -> None:
         """UC_HOOK_BLOCK with ``hook``'s C function (a
         ``vgic._core.blockhook.BlockHook``) and its state as user data."""
@@ -513,6 +518,7 @@ class _BlockState:
         self.blk_start = 0
         self.blk_end = 0
         self.irq = False
+        self.irq_mask = 0
         self.may_yield = False
         self.spins = 0
 
@@ -572,6 +578,7 @@ class _Cpu:
             # the GIL; _on_block only when there is more to do.
             self.bs = _c_block_hook.BlockHook(self._on_block, vm.memory, vm.ram_base, uc.emu_stop)
             fast.hook_block_c(self.bs, uc_mod)
+            self.bs.set_reg_read(fast.reg_read_address, a64.UC_ARM64_REG_PSTATE)
             # MRS/MSR: a C entry calling _sysreg straight, without the
             # binding's wrappers.
             for insn, read in ((a64.UC_ARM64_INS_MRS, True), (a64.UC_ARM64_INS_MSR, False)):
@@ -612,6 +619,7 @@ class _Cpu:
     def irq_line(self, value: str | None) -> None:
         self._irq_line = value
         self.bs.irq = value is not None
+        self.bs.irq_mask = PSTATE_F if value == "fiq" else PSTATE_I
 
     # ------------------------------------------------------------ helpers
     def _insn(self, pc: int) -> int:

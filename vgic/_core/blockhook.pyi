@@ -16,6 +16,8 @@ class BlockHook:
     blk_start: int
     blk_end: int
     irq: bool
+    #: PSTATE's mask bit of what is signalled (0x80 for an IRQ, 0x40 for a FIQ).
+    irq_mask: int
     may_yield: bool
     #: Spin-wait blocks entered this slice.
     spins: int
@@ -28,6 +30,9 @@ class BlockHook:
     @property
     def user_data(self) -> int:
         """The user_data address for uc_hook_add (keep this object alive)."""
+    def set_reg_read(self, address: int, pstate_id: int) -> None:
+        """Let the C hook read PSTATE through libunicorn's ``uc_reg_read``
+        at ``address`` (0: not) with register id ``pstate_id``."""
     def holds_hint(self, addr: int, size: int) -> bool:
         """Whether the block at ``addr`` of ``size`` bytes holds YIELD or WFE."""
 
