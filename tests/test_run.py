@@ -941,3 +941,16 @@ def test_an_error_inside_a_hook_stops_the_run_and_is_raised(hook, monkeypatch):
     with pytest.raises(RuntimeError, match="boom in sysreg_read"):
         m.run(max_insns=1_000_000)
     assert m.stats.instructions < 1_000
+
+
+def test_an_exception_vector_outside_ram_is_a_clear_error_not_a_hang():
+    """VBAR_EL1 left at 0 (no RAM there) and an UNDEF: the exception's vector
+    fetch aborts, and that abort's vector is the same address - the guest
+    would take it forever without executing an instruction, which no
+    instruction limit can end. The VMM stops with a RunError naming it."""
+    asm = Asm()
+    asm(0x0000_0000)                                # UDF #0
+    m = machine("core")
+    boot(m, asm)
+    with pytest.raises(run.RunError, match="own exception vector 0x200"):
+        m.run(max_insns=1_000)

@@ -992,6 +992,12 @@ class _Cpu:
         self._cp_write(FAR_EL1, addr)
         self.m.stats.sync_exceptions += 1
         self.take_exception(pstate, addr, VECTOR_SYNC, (ec << ESR_EC_SHIFT) | ESR_IL | FSC_EXTABT)
+        if self.rd(self.PC) == addr:
+            # The abort's own vector is where the fetch failed (VBAR_EL1
+            # outside RAM): the guest would take it forever without running
+            # an instruction, which no instruction limit can end.
+            raise RunError(f"vCPU {self.id}: an instruction abort at its own exception vector {addr:#x} "
+                           f"(VBAR_EL1 {self.rd(self.a.UC_ARM64_REG_VBAR_EL1):#x} is not in RAM)")
 
     # -------------------------------------------------------------- MMIO
     def _gic_read(self, uc: Any, offset: int, size: int, base: int) -> int:
