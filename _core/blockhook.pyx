@@ -13,8 +13,8 @@ there is more to do:
 
 * the instruction count reached ``check_at`` (a time sync or the slice's end);
 * ``irq`` is set (the CPU interface signals an interrupt) and PSTATE does
-  not mask it (``irq_mask``, read through libunicorn's ``uc_reg_read`` when
-  ``set_reg_read`` gave it; without it the Python hook decides);
+  not mask it (``irq_mask``, read through libunicorn's ``uc_reg_read`` once
+  ``read_pstate_with_unicorn`` was called; before, the Python hook decides);
 * ``may_yield`` is set and the block holds YIELD or WFE (a spin-wait), read
   straight from the guest RAM it is given (the same test as the Python
   hook's, on the same bytes), for the second time this slice (``spins``:
@@ -205,11 +205,19 @@ cdef class BlockHook:
     def irq_mask(self, value):
         self.s.irq_mask = <uint32_t>int_arg(value, "irq_mask", 0, 0xFFFFFFFF)
 
-    def set_reg_read(self, address, pstate_id):
-        """Let the C hook read PSTATE itself: ``address`` is libunicorn's
-        ``uc_reg_read`` (0 to forget it), ``pstate_id`` UC_ARM64_REG_PSTATE."""
-        self.s.reg_read = <reg_read_t><size_t>int_arg(address, "address", 0, <size_t>-1)
-        self.s.pstate_id = <int>int_arg(pstate_id, "pstate_id", 0, 0x7FFFFFFF)
+    def read_pstate_with_unicorn(self):
+        """Let the C hook read PSTATE itself, through the installed Unicorn's
+        ``uc_reg_read`` and its UC_ARM64_REG_PSTATE (both taken from the
+        unicorn package here, never from an argument: a wrong function or
+        register id would write outside the 8-byte value it reads into)."""
+        import ctypes
+        from unicorn import arm64_const
+        from unicorn.unicorn_py3 import unicorn as binding
+        address = ctypes.cast(binding.uclib.uc_reg_read, ctypes.c_void_p).value
+        if not address:
+            raise ValueError("libunicorn has no uc_reg_read")
+        self.s.pstate_id = <int>arm64_const.UC_ARM64_REG_PSTATE
+        self.s.reg_read = <reg_read_t><size_t>address
 
     @property
     def spins(self):

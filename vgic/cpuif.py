@@ -215,16 +215,6 @@ class GuestCpuIf(_VcpuIfState):
         elif ret == ICV_TRAP:
             self.hooks.dir_trap(value & ich.INTID_FIELD)
 
-    def signalled(self) -> int:
-        """The virtual interrupt the CPU interface signals to the vCPU now:
-        1 for a vIRQ (Group 1), 0 for a vFIQ (Group 0), -1 for none.  The
-        rule an acknowledge applies, without acknowledging: the highest
-        priority pending list register of an enabled group, its priority
-        below ICV_PMR_EL1 and its group priority above the running priority
-        (IHI 0069 §4.8 and its virtual counterpart; the pseudocode of
-        ICV_IAR<n>_EL1).  The ``icv`` kernel's rule."""
-        return int(self.icv.signalled(self.index))
-
     def read(self, reg: Any) -> int:
         """An MRS of ``reg`` (name or encoding tuple) by the guest."""
         fast = self._readers.get(reg) if isinstance(reg, str) and reg in _PLAIN_READS else None

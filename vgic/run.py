@@ -392,8 +392,8 @@ class _Fast:
         self.cp_read: Any = cp_read
         self.cp_write: Any = cp_write
         self.raw = False
-        self._c_hook: Any = None
-        self._c_sys_hooks: list[Any] = []
+        # The C hooks registered (vgic._core.blockhook), kept alive.
+        self._c_hooks: list[Any] = []
         try:
             binding = importlib.import_module("unicorn.unicorn_py3.unicorn")
             lib, handle, self._add = binding.uclib, uc._uch, uc._Uc__do_hook_add
@@ -457,45 +457,30 @@ class _Fast:
         self._bare = self._code_cfunc(bare)       # kept alive as long as the hook
         self._add(uc_mod.UC_HOOK_BLOCK, self._bare, 1, 0)
 
-    @property
-    def reg_read_address(self) -> int:
-        """libunicorn's ``uc_reg_read`` as an address, for C callers."""
-        return int(ctypes.cast(self._lib.uc_reg_read, ctypes.c_void_p).value or 0)
-
-    def hook_block_c(self, hook: Any, uc_mod: Any) -> None:
-        """UC_HOOK_BLOCK with ``hook``'s C function (a
-        ``vgic._core.blockhook.BlockHook``) and its state as user data."""
+    def hook_c(self, hook: Any, uc_mod: Any, htype: int, *extra: Any) -> None:
+        """Register ``hook`` (a ``vgic._core.blockhook`` hook: its C function
+        and its user data) as a Unicorn hook of type ``htype`` over all
+        addresses; ``extra`` is the instruction id of a UC_HOOK_INSN.  The
+        hook object is kept: the C function's state must outlive the hook."""
         handle = ctypes.c_size_t()
-        status = self._lib.uc_hook_add(self._handle, ctypes.byref(handle), uc_mod.UC_HOOK_BLOCK,
+        status = self._lib.uc_hook_add(self._handle, ctypes.byref(handle), htype,
                                        ctypes.c_void_p(hook.function), ctypes.c_void_p(hook.user_data),
-                                       ctypes.c_uint64(1), ctypes.c_uint64(0))
+                                       ctypes.c_uint64(1), ctypes.c_uint64(0), *(ctypes.c_int(x) for x in extra))
         if status:
             raise uc_mod.UcError(status)
-        self._c_hook = hook             # the state the C function writes must outlive the hook
-
-    def hook_sys_c(self, hook: Any, uc_mod: Any, insn: int) -> None:
-        """UC_HOOK_INSN for ``insn`` (MRS or MSR) with ``hook``'s C function
-        (a ``vgic._core.blockhook.SysHook``), the hook object as user data."""
-        handle = ctypes.c_size_t()
-        status = self._lib.uc_hook_add(self._handle, ctypes.byref(handle), uc_mod.UC_HOOK_INSN,
-                                       ctypes.c_void_p(hook.function), ctypes.c_void_p(hook.user_data),
-                                       ctypes.c_uint64(1), ctypes.c_uint64(0), ctypes.c_int(insn))
-        if status:
-            raise uc_mod.UcError(status)
-        self._c_sys_hooks.append(hook)      # alive as long as the hook
+        self._c_hooks.append(hook)
 
     def emu_start(self, pc: int) -> None:
         self.error = None
-        hooks = [h for h in (self._c_hook, *self._c_sys_hooks) if h is not None]
-        for hook in hooks:
+        for hook in self._c_hooks:
             hook.error = None
         try:
             self.uc.emu_start(pc, _NEVER)
         except BaseException:
             # A hook's error is the cause of what stopped Unicorn.
-            self._raise_hook_error(hooks)
+            self._raise_hook_error(self._c_hooks)
             raise
-        self._raise_hook_error(hooks)
+        self._raise_hook_error(self._c_hooks)
 
     def _raise_hook_error(self, hooks: list[Any]) -> None:
         for err in [h.error for h in hooks] + [self.error]:
@@ -577,12 +562,12 @@ class _Cpu:
             # The common case of a block (count it, go on) in C, without
             # the GIL; _on_block only when there is more to do.
             self.bs = _c_block_hook.BlockHook(self._on_block, vm.memory, vm.ram_base, uc.emu_stop)
-            fast.hook_block_c(self.bs, uc_mod)
-            self.bs.set_reg_read(fast.reg_read_address, a64.UC_ARM64_REG_PSTATE)
+            fast.hook_c(self.bs, uc_mod, uc_mod.UC_HOOK_BLOCK)
+            self.bs.read_pstate_with_unicorn()
             # MRS/MSR: a C entry calling _sysreg straight, without the
             # binding's wrappers.
             for insn, read in ((a64.UC_ARM64_INS_MRS, True), (a64.UC_ARM64_INS_MSR, False)):
-                fast.hook_sys_c(_c_block_hook.SysHook(self._sysreg, read, uc.emu_stop), uc_mod, insn)
+                fast.hook_c(_c_block_hook.SysHook(self._sysreg, read, uc.emu_stop), uc_mod, uc_mod.UC_HOOK_INSN, insn)
         else:
             fast.hook_block(self._on_block, uc_mod)
             uc.hook_add(uc_mod.UC_HOOK_INSN, self._on_mrs, None, 1, 0, a64.UC_ARM64_INS_MRS)

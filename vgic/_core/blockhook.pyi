@@ -30,9 +30,9 @@ class BlockHook:
     @property
     def user_data(self) -> int:
         """The user_data address for uc_hook_add (keep this object alive)."""
-    def set_reg_read(self, address: int, pstate_id: int) -> None:
-        """Let the C hook read PSTATE through libunicorn's ``uc_reg_read``
-        at ``address`` (0: not) with register id ``pstate_id``."""
+    def read_pstate_with_unicorn(self) -> None:
+        """Let the C hook read PSTATE through the installed Unicorn's
+        ``uc_reg_read`` (ImportError without unicorn)."""
     def holds_hint(self, addr: int, size: int) -> bool:
         """Whether the block at ``addr`` of ``size`` bytes holds YIELD or WFE."""
 
