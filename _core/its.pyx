@@ -187,6 +187,16 @@ cdef inline Ite *find_ite(const ItsState *s, uint64_t devid, uint64_t event) noe
     i = ite_pos(d, <uint32_t>event, &found)
     return &d.ites[i] if found else NULL
 
+cdef int grow_ites(Dev *d) noexcept nogil:
+    # Double the device's ITE array: 0, or -1 with nothing changed.
+    cdef uint32_t cap = 4 if d.cap == 0 else d.cap * 2
+    cdef Ite *grown = <Ite *>realloc(d.ites, cap * sizeof(Ite))
+    if grown == NULL:
+        return -1
+    d.ites = grown
+    d.cap = cap
+    return 0
+
 cdef Ite *insert_ite(ItsState *s, Dev *d, uint32_t event) noexcept nogil:
     # A new ITE slot in EventID order (NULL: the model's ITE limit, or no
     # memory).  Restores and most MAPTI streams append: no search then.
@@ -196,17 +206,8 @@ cdef Ite *insert_ite(ItsState *s, Dev *d, uint32_t event) noexcept nogil:
         i = <int32_t>d.n
     else:
         i = ite_pos(d, event, &found)
-    cdef uint32_t cap
-    cdef Ite *grown
-    if s.nites >= s.max_ites:
+    if s.nites >= s.max_ites or (d.n == d.cap and grow_ites(d) < 0):
         return NULL
-    if d.n == d.cap:
-        cap = 4 if d.cap == 0 else d.cap * 2
-        grown = <Ite *>realloc(d.ites, cap * sizeof(Ite))
-        if grown == NULL:
-            return NULL
-        d.ites = grown
-        d.cap = cap
     if <uint32_t>i < d.n:
         memmove(&d.ites[i + 1], &d.ites[i], (d.n - <uint32_t>i) * sizeof(Ite))
     d.n += 1
@@ -831,10 +832,9 @@ cdef int scan_table(ItsState *s, uint64_t base, uint64_t size, uint32_t start, e
         size -= step
 
 
-cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcept nogil:
-    # vgic_its_restore_ite (`arg`: the Dev): 1 for an invalid entry (pINTID
-    # 0), the entry's `next` once it is restored, or an error.
-    cdef Dev *d = <Dev *>arg
+cdef inline int restore_ite(ItsState *s, Dev *d, uint32_t event, uint64_t v) noexcept nogil:
+    # vgic_its_restore_ite: 1 for an invalid entry (pINTID 0), the entry's
+    # `next` once it is restored, or an error.
     cdef uint64_t lpi = (v >> KVM_ITS_ITE_PINTID_SHIFT) & 0xFFFFFFFFULL
     cdef uint32_t icid = <uint32_t>(v & KVM_ITS_ITE_ICID_MASK), nxt = <uint32_t>(v >> KVM_ITS_ITE_NEXT_SHIFT)
     cdef uint32_t t
@@ -848,18 +848,21 @@ cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcep
         return -EINVAL
     if not id_test(s.coll_bits, icid):
         return -EINVAL
-    if not gm_ok(&s.g.mem, d.itt_addr + <uint64_t>event * ITS_ESZ, ITS_ESZ):
-        return -EINVAL
     if lpi >= LPI_BASE + s.g.nr_lpis:
         # KVM would make it (it checks no ID bits here) though no guest could
         # map it; this model holds LPIs below 2**16 only.
         return -EINVAL
-    ite = insert_ite(s, d, event)
-    if ite == NULL:
+    # The walk only moves forward, so each ITE lands after the last one.
+    if s.nites >= s.max_ites or (d.n == d.cap and grow_ites(d) < 0):
         return -ENOMEM
+    ite = &d.ites[d.n]
+    d.n += 1
+    s.nites += 1
+    ite.event = event
     ite.lpi = <uint32_t>lpi
     ite.icid = <uint16_t>icid
     ite.has_coll = 1
+    ite.pad = 0
     t = s.coll_target[icid]
     r = lpi_add(s.g, <uint32_t>lpi, <int32_t>t if t < s.g.nr_vcpus else -1)
     if r < 0:
@@ -867,6 +870,32 @@ cdef int restore_ite(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcep
         s.nites -= 1
         return r
     return <int>nxt
+
+cdef int restore_itt(ItsState *s, Dev *d) noexcept nogil:
+    # The device's ITT, walked as scan_table walks a table (EventIDs from 0,
+    # `next` steps, bounded by the ITT's 2**nbits entries), with the entry
+    # handler called directly: this loop is RESTORE_TABLES' hot path.  The
+    # ITT must lie wholly in RAM (vgic_its_restore_itt reads every entry
+    # through kvm_read_guest, and an entry outside RAM is -EFAULT): checked
+    # once, before any entry, so a partly outside ITT fails at its first
+    # entry outside RAM as KVM's walk does.
+    cdef uint64_t n = (<uint64_t>1) << d.nbits, ev = 0, v
+    cdef const uint8_t *p
+    cdef int r
+    if not gm_ok(&s.g.mem, d.itt_addr, n * ITS_ESZ):
+        return scan_table(s, d.itt_addr, n * ITS_ESZ, 0, restore_ite_cb, d)
+    p = gm_at(&s.g.mem, d.itt_addr)
+    while True:
+        memcpy(&v, p + ev * ITS_ESZ, 8)
+        r = restore_ite(s, d, <uint32_t>ev, v)
+        if r <= 0:
+            return r
+        ev += <uint64_t>r
+        if ev >= n:
+            return 1
+
+cdef int restore_ite_cb(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcept nogil:
+    return restore_ite(s, <Dev *>arg, event, v)
 
 cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept nogil:
     cdef uint32_t nxt = <uint32_t>((v >> KVM_ITS_DTE_NEXT_SHIFT) & 0x3FFF)
@@ -886,7 +915,7 @@ cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept n
     d = new_dev(s, id, itt, nbits)
     if d == NULL:
         return -ENOMEM
-    r = scan_table(s, itt, ((<uint64_t>1) << nbits) * ITS_ESZ, 0, restore_ite, d)
+    r = restore_itt(s, d)
     if r < 0:
         free_dev(s, id)
         return r

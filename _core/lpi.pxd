@@ -125,19 +125,26 @@ cdef inline int undo_reserve(LpiUndo *u) noexcept nogil:
 cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept nogil:
     # vgic_add_lpi: an LPI that exists gains a reference and nothing else
     # (its target, configuration and pending state are kept); a new one is
-    # Group 1, edge, aimed at `target` (-1: none), with its configuration
-    # byte read (update_lpi_config) and then its pending bit consumed from
-    # its target's pending table (vgic_v3_lpi_sync_pending_status).  0, or
-    # -EFAULT with no LPI made: KVM drops the half-made LPI, and with its
-    # pending state still clear nothing has queued it.
+    # made by lpi_make.  The common case of a restore or a MAPTI stream
+    # (many ITEs on few LPIs) stays inline.
+    cdef uint32_t k = intid - LPI_BASE
+    if intid >= LPI_BASE and k < g.nr_lpis and (g.lpi_exists[k >> 5] >> (k & 31)) & 1:
+        g.lpi_refs[k] += 1
+        return 0
+    return lpi_make(g, intid, target)
+
+cdef inline int lpi_make(GicState *g, uint32_t intid, int32_t target) noexcept nogil:
+    # A new LPI: Group 1, edge, aimed at `target` (-1: none), with its
+    # configuration byte read (update_lpi_config) and then its pending bit
+    # consumed from its target's pending table
+    # (vgic_v3_lpi_sync_pending_status).  0, or -EFAULT with no LPI made:
+    # KVM drops the half-made LPI, and with its pending state still clear
+    # nothing has queued it.
     cdef uint32_t k = intid - LPI_BASE
     cdef uint32_t b, bit, idx, before
     cdef uint64_t at = 0
     cdef uint8_t prop, byte = 0
     cdef bint pending = False
-    if lpi_exists(g, intid):
-        g.lpi_refs[k] += 1
-        return 0
     if gm_read8(&g.mem, propbase_pa(g) + k, &prop) < 0:
         return LPI_EFAULT
     if target >= 0:
@@ -150,11 +157,13 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
     b = g.lpi_bank0 + (k >> 5)
     bit = 1u << (intid & 31)
     idx = (b << 5) | (intid & 31)
+    # Only this bit changes, and it can only become deliverable when it is
+    # made enabled and pending: the bank's stamp is taken then alone.
+    before = deliverable(g, b) if pending and prop & LPI_PROP_ENABLE else 0
     lpi_set_exists(g, intid, True)
     g.lpi_refs[k] = 1
     g.target[idx] = target
     g.priority[idx] = prop & LPI_PROP_PRIORITY
-    before = deliverable(g, b)
     g.bm[BM_GROUP][b] |= bit
     g.bm[BM_EDGE][b] |= bit
     if prop & LPI_PROP_ENABLE:
@@ -170,7 +179,8 @@ cdef inline int lpi_add(GicState *g, uint32_t intid, int32_t target) noexcept no
             g.undo.nat += 1
         # consumed: the same byte was just read, so the write cannot fail
         gm_write8(&g.mem, at, byte & ~(1u << (intid & 7)))
-    stamp_new(g, b, before)
+        if prop & LPI_PROP_ENABLE:
+            stamp_new(g, b, before)
     return 0
 
 cdef inline void lpi_put(GicState *g, uint32_t intid) noexcept nogil:
