@@ -61,6 +61,18 @@ cdef inline size_t ffroff(uint32_t vq) noexcept nogil:
 cdef inline size_t regs_size(uint32_t vq) noexcept nogil:
     return 546 * vq
 
+cdef extern from *:
+    int fp_clzll "__builtin_clzll"(unsigned long long x) nogil
+
+cdef inline uint32_t vls_max_vq(const uint64_t *vls) noexcept nogil:
+    # The largest VQ a KVM_REG_ARM64_SVE_VLS value names (bit vq - 1), or 0.
+    cdef int k = 8
+    while k > 0:
+        k -= 1
+        if vls[k]:
+            return <uint32_t>(64 * k + 64 - fp_clzll(vls[k]))
+    return 0
+
 cdef void copy_regs(uint8_t *dst, uint32_t dvq, const uint8_t *src, uint32_t svq, uint32_t vq) noexcept nogil:
     # The register file at vector length vq from a payload at svq to one at
     # dvq, zeroing what lies in dst above vq in each register.
@@ -486,14 +498,15 @@ cdef class FpState:
     def finalize(self, vcpu, feature):
         cdef Py_ssize_t i = self._i(vcpu)
         cdef FpVcpu *r = &self.c.r[i]
+        cdef uint32_t mx
         if int_arg(feature, "feature", -(1 << 31), (1 << 31) - 1) != KVM_ARM_VCPU_SVE or not r.sve:
             return -errno.EINVAL
         if r.finalized:
             return -errno.EPERM
-        vqs = fpregs.vls_set([r.vls[k] for k in range(8)])
-        if not vqs or max(vqs) > self.c.hvq:
+        mx = vls_max_vq(r.vls)
+        if mx == 0 or mx > self.c.hvq:
             return -errno.EINVAL
-        r.max_vq = <uint16_t>max(vqs)
+        r.max_vq = <uint16_t>mx
         memset(self.c.sve_state + <size_t>i * SVE_STATE_MAX, 0, SVE_STATE_MAX)
         r.finalized = 1
         return 0

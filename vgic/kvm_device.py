@@ -95,12 +95,15 @@ def _addr_value(vm: VM, attr: int) -> int:
 
 def _lock_all_vcpus(vm: VM) -> None:
     """lock_all_vcpus(), taken after the attribute is parsed as in KVM's
-    vgic_v3_attr_regs_access: -EBUSY while any vCPU runs; loaded vCPUs are put."""
-    for v in vm.vcpus:
-        if v.running:
-            raise KvmError(errno.EBUSY, f"vCPU {v.id} is running")
-    for v in vm.vcpus:
-        v.put()
+    vgic_v3_attr_regs_access: -EBUSY while any vCPU runs; loaded vCPUs are put.
+    (The VM's counts skip both walks in the common case: nothing runs or is loaded.)"""
+    if vm._nr_running:
+        for v in vm.vcpus:
+            if v.running:
+                raise KvmError(errno.EBUSY, f"vCPU {v.id} is running")
+    if vm._nr_loaded:
+        for v in vm.vcpus:
+            v.put()
 
 
 def get_attr(part: VgicV3, group: int, attr: int) -> int:
@@ -255,6 +258,9 @@ def _distinct_runs(keys: np.ndarray, vcpus: np.ndarray) -> list[tuple[int, int]]
     new run, so a run's vectorised accesses equal the sequential ones)."""
     out = []
     for a, b in _runs(keys):
+        if np.unique(vcpus[a:b]).size == b - a:
+            out.append((a, b))          # the usual case: each vCPU once
+            continue
         start, seen = a, set[int]()
         for k, v in enumerate(vcpus[a:b].tolist(), a):
             if v in seen:
@@ -281,13 +287,18 @@ def _sysregs_batch(vm: VM, attrs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # its encoding (ENXIO); the first bad attribute is the one named.
     vcpus = _attr_vcpus(vm, attrs, strict=False)
     enc = (attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_SYSREG_INSTR_MASK)).astype(np.int64)
-    for k, (v, e) in enumerate(zip(vcpus.tolist(), enc.tolist())):
-        if v < 0:
+    bad = np.flatnonzero((vcpus < 0) | ~np.isin(enc, _SYSREG_ENCODINGS))
+    if bad.size:
+        k = int(bad[0])
+        if vcpus[k] < 0:
             raise _no_vcpu(attrs, k)
-        if not cpu_sysregs.has(e):
-            raise KvmError(errno.ENXIO, f"attrs[{k}]: system register encoding {e:#x} is not a vGICv3 "
-                                        f"CPU register", index=k)
+        raise KvmError(errno.ENXIO, f"attrs[{k}]: system register encoding {int(enc[k]):#x} is not a vGICv3 "
+                                    f"CPU register", index=k)
     return vcpus, enc
+
+
+#: The CPU_SYSREGS encodings KVM advertises (cpu_sysregs.has), as an array.
+_SYSREG_ENCODINGS = np.array(sorted(cpu_sysregs.REGISTERS), dtype=np.int64)
 
 
 def _level_batch(vm: VM, attrs: np.ndarray) -> list[tuple[int, int]]:

@@ -76,8 +76,7 @@ class VCPU:
         self.id = vcpu_id
         #: MPIDR_EL1 as KVM resets it.
         self.mpidr = vm._mpidrs.mpidrs[vcpu_id]
-        #: True between load() and put() (KVM's vcpu_load / vcpu_put).
-        self.loaded = False
+        self._loaded = False
         #: True between enter() and exit(): the guest runs.
         self.running = False
         #: True once the vCPU has entered the guest (KVM's has_run_once).
@@ -88,6 +87,20 @@ class VCPU:
         # a part at a time at the first access (a VM of 512 vCPUs builds
         # no per-vCPU object it does not use).
         self._sysregs: dict[str, Any] = {}
+
+    @property
+    def loaded(self) -> bool:
+        """True between load() and put() (KVM's vcpu_load / vcpu_put)."""
+        return self._loaded
+
+    @loaded.setter
+    def loaded(self, value: bool) -> None:
+        # The VM counts loaded vCPUs, so lock_all_vcpus costs nothing when
+        # none is loaded (a snapshot's hundreds of attribute accesses).
+        value = bool(value)
+        if value != self._loaded:
+            self._loaded = value
+            self.vm._nr_loaded += 1 if value else -1
 
     def __getattr__(self, name: str) -> Any:
         # The parts' per-vCPU views (vcpu.hyp, vcpu.cpu_if, vcpu.timer,
@@ -533,6 +546,7 @@ class VM:
         # register (the VCPU asks at first use).
         self._vcpu_attr_parts: dict[str, Part] = {n: p for p in self.parts for n in p.vcpu_attr_names}
         self._sysreg_parts: dict[str, Part] = {n: p for p in self.parts for n in _guest_sysregs(p.name)}
+        self._nr_loaded = 0
         self.vcpus: list[VCPU] = [VCPU(self, i) for i in range(nr_vcpus)]
         self._nr_running = 0
         # The hot entry points are the bus's own methods, bound once, so a
