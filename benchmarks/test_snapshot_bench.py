@@ -80,7 +80,7 @@ def test_target_under_50ms(big):
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "missed: save is about 70x and restore about 120x one copy of the snapshot's bytes (about 7 and 12 ms "
+    "missed: save is about 57x and restore about 72x one copy of the snapshot's bytes (about 5.7 and 7.2 ms "
     "against 0.1 ms for 4.6 MB copied warm in cache): the ABI does work a copy does not - SAVE_TABLES and "
     "SAVE_PENDING_TABLES write guest RAM, RESTORE_TABLES validates 100,000 ITEs and creates every LPI, "
     "every register goes through its KVM accessor (uaccess handlers, CPU_SYSREGS rules, one-reg checks)"))

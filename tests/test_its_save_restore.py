@@ -736,6 +736,22 @@ def test_restore_tables_outside_ram_efault(backend, case):
     assert devices(vm) == {} and collections(vm) == []
 
 
+def test_restore_itt_straddling_ram_end_restores_what_it_reaches(backend):
+    """its-facts-B §2.2 (scan_its_table reads entry by entry): an ITT whose
+    256 slots run past RAM's end restores when its chain ends inside RAM -
+    only the entries walked are read.  (The core walks an ITT wholly in RAM
+    in place and any other ITT entry by entry; this is the second path.)"""
+    vm, g = blank(backend)
+    end = ram_end(vm)
+    write64(vm, g.lay.collection_table, cte(1, 1))
+    write64(vm, g.lay.device_table, dte(end - 256, 8))      # 256 slots, 32 of them in RAM
+    fill(vm, end - 256, 256, 0)
+    write64(vm, end - 256, ite(8192, 1, nxt=31))            # event 0, then event 31: the last slot in RAM
+    write64(vm, end - 8, ite(8193, 1))
+    assert vm.its.restore_tables() is None
+    assert devices(vm) == {0: (end - 256, 8, {0: (8192, 1, True), 31: (8193, 1, True)})}
+
+
 @pytest.mark.parametrize("case", ["dte_next_past_end", "dte_next_to_last_slot", "ite_next_to_last_event",
                                   "full_16bit_itt_of_zeros", "cte_after_invalid_ignored", "l1_junk_bits",
                                   "dte_size_31"])
