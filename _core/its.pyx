@@ -873,29 +873,27 @@ cdef inline int restore_ite(ItsState *s, Dev *d, uint32_t event, uint64_t v) noe
 
 cdef int restore_itt(ItsState *s, Dev *d) noexcept nogil:
     # The device's ITT, walked as scan_table walks a table (EventIDs from 0,
-    # `next` steps, bounded by the ITT's 2**nbits entries), with the entry
-    # handler called directly: this loop is RESTORE_TABLES' hot path.  The
-    # ITT must lie wholly in RAM (vgic_its_restore_itt reads every entry
-    # through kvm_read_guest, and an entry outside RAM is -EFAULT): checked
-    # once, before any entry, so a partly outside ITT fails at its first
-    # entry outside RAM as KVM's walk does.
+    # `next` steps, bounded by the ITT's 2**nbits entries) with restore_ite
+    # called directly, so the compiler inlines it: this loop is
+    # RESTORE_TABLES' hot path.  An ITT wholly in RAM is read in place; any
+    # other entry by entry, so one running past RAM's end fails only if the
+    # walk reaches an entry outside it (-EFAULT), as KVM's walk does.
     cdef uint64_t n = (<uint64_t>1) << d.nbits, ev = 0, v
-    cdef const uint8_t *p
+    cdef const uint8_t *p = NULL
     cdef int r
-    if not gm_ok(&s.g.mem, d.itt_addr, n * ITS_ESZ):
-        return scan_table(s, d.itt_addr, n * ITS_ESZ, 0, restore_ite_cb, d)
-    p = gm_at(&s.g.mem, d.itt_addr)
+    if gm_ok(&s.g.mem, d.itt_addr, n * ITS_ESZ):
+        p = gm_at(&s.g.mem, d.itt_addr)
     while True:
-        memcpy(&v, p + ev * ITS_ESZ, 8)
+        if p != NULL:
+            memcpy(&v, p + ev * ITS_ESZ, 8)
+        elif gm_read64(&s.g.mem, d.itt_addr + ev * ITS_ESZ, &v) < 0:
+            return -EFAULT
         r = restore_ite(s, d, <uint32_t>ev, v)
         if r <= 0:
             return r
         ev += <uint64_t>r
         if ev >= n:
             return 1
-
-cdef int restore_ite_cb(ItsState *s, void *arg, uint32_t event, uint64_t v) noexcept nogil:
-    return restore_ite(s, <Dev *>arg, event, v)
 
 cdef int restore_dte(ItsState *s, void *arg, uint32_t id, uint64_t v) noexcept nogil:
     cdef uint32_t nxt = <uint32_t>((v >> KVM_ITS_DTE_NEXT_SHIFT) & 0x3FFF)
