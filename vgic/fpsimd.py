@@ -410,6 +410,8 @@ class FpSimd(KernelPart):
             self.kernel.sync_out(v)
         recs, vregs = self.records, self.kernel.vregs
         for size, kind, n, col in plan:
+            if kind not in ("v", "fpsr", "fpcr", "zcr_el1"):
+                continue                # Z, P and FFR move below, span by span
             raw = np.ascontiguousarray(data[:, col:col + size])
             if kind == "v":
                 vregs[vcpus, 16 * n:16 * n + 16] = raw
