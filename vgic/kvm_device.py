@@ -302,13 +302,21 @@ _SYSREG_ENCODINGS = np.array(sorted(cpu_sysregs.REGISTERS), dtype=np.int64)
 
 
 def _level_batch(vm: VM, attrs: np.ndarray) -> list[tuple[int, int]]:
-    out = []
-    for k, a in enumerate(attrs.tolist()):
+    # _level_info of every attribute, checked vectorised; the first refused
+    # one is parsed again alone for KVM's error, named by its position.
+    vcpus = _attr_vcpus(vm, attrs, strict=False)
+    info = (attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_MASK)) >> np.uint64(
+        uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INFO_SHIFT)
+    intids = attrs & np.uint64(uapi.KVM_DEV_ARM_VGIC_LINE_LEVEL_INTID_MASK)
+    bad = np.flatnonzero((vcpus < 0) | (info != uapi.VGIC_LEVEL_INFO_LINE_LEVEL) | (intids % np.uint64(32) != 0))
+    if bad.size:
+        k = int(bad[0])
         try:
-            out.append(_level_info(vm, a))
+            _level_info(vm, int(attrs[k]))
         except KvmError as exc:
             raise KvmError(exc.errno or errno.EINVAL, f"attrs[{k}]: {exc.strerror}", index=k) from None
-    return out
+        raise AssertionError(f"attrs[{k}] passed _level_info")     # pragma: no cover
+    return list(zip(vcpus.tolist(), intids.tolist()))
 
 
 def get_attrs(part: VgicV3, group: int, attrs: object) -> np.ndarray:

@@ -143,10 +143,11 @@ class Part:
 
     def get_one_regs(self, vcpus: np.ndarray, reg_ids: list[int]) -> np.ndarray:
         """KVM_GET_ONE_REG of each of ``reg_ids`` (this part's) on each of the
-        distinct vCPUs ``vcpus``: a ``uint8`` array of shape (vCPUs, bytes),
-        each register little-endian in its KVM_REG_SIZE, in ``reg_ids``
-        order.  By default one :meth:`get_one_reg` per value; a part may
-        vectorise it."""
+        distinct vCPUs ``vcpus``: a new ``uint8`` array of shape (vCPUs,
+        bytes) that the caller owns (never a view of the part's state), each
+        register little-endian in its KVM_REG_SIZE, in ``reg_ids`` order.
+        By default one :meth:`get_one_reg` per value; a part may vectorise
+        it."""
         sizes = [reg_size(r) for r in reg_ids]
         out = np.zeros((len(vcpus), sum(sizes)), dtype=np.uint8)
         for row, v in enumerate(vcpus.tolist()):
