@@ -544,7 +544,7 @@ def _per_vcpu_attrs(vm: VM, ids: list[int]) -> np.ndarray:
     """Register-major attributes: every vCPU's copy of ids[0], then ids[1]...
     (each vCPU's registers keep their order; a batch runs one register
     over all vCPUs at a time)."""
-    mp = np.array([uapi.mpidr_to_attr(v.mpidr) for v in vm.vcpus], dtype=np.uint64)
+    mp = vm._mpidrs.attr_bits
     return (np.asarray(ids, dtype=np.uint64)[:, None] | mp[None, :]).ravel()
 
 
