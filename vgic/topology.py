@@ -44,7 +44,7 @@ class MpidrIndex:
     """KVM's kvm_mpidr_to_vcpu(): the vCPU whose MPIDR affinity (Aff3 and
     Aff2.Aff1.Aff0) equals an MPIDR's, the lowest index if several do."""
 
-    __slots__ = ("_by_aff", "_keys", "_vals", "attr_bits", "mpidrs")
+    __slots__ = ("_attr_bits", "_by_aff", "_keys", "_vals", "mpidrs")
 
     def __init__(self, mpidrs: Iterable[int]) -> None:
         self.mpidrs: tuple[int, ...] = tuple(int(m) for m in mpidrs)
@@ -55,10 +55,18 @@ class MpidrIndex:
         keys = sorted(self._by_aff)
         self._keys = np.array(keys, dtype=np.uint64)
         self._vals = np.array([self._by_aff[k] for k in keys], dtype=np.int64)
-        #: Each vCPU's affinity as KVM packs it in a device attribute's
-        #: [63:32] (uapi.mpidr_to_attr), for building many attributes at once.
-        self.attr_bits = np.array([uapi.mpidr_to_attr(m) for m in self.mpidrs], dtype=np.uint64)
-        self.attr_bits.setflags(write=False)
+        self._attr_bits: np.ndarray | None = None
+
+    @property
+    def attr_bits(self) -> np.ndarray:
+        """Each vCPU's affinity as KVM packs it in a device attribute's
+        [63:32] (uapi.mpidr_to_attr), read-only: for building many
+        attributes at once (made at the first use)."""
+        if self._attr_bits is None:
+            bits = np.array([uapi.mpidr_to_attr(m) for m in self.mpidrs], dtype=np.uint64)
+            bits.setflags(write=False)
+            self._attr_bits = bits
+        return self._attr_bits
 
     def vcpu(self, mpidr: int) -> int:
         """The vCPU index, or -1 when no vCPU has that affinity."""
