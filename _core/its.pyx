@@ -56,7 +56,7 @@ from vgic._core.consts cimport (LPI_BASE, GITS_CTLR_ENABLED, GITS_CTLR_QUIESCENT
     KVM_ITS_CTE_ICID_MASK, GITS_PIDR0, GITS_PIDR1, GITS_PIDR2, GITS_PIDR4, GITS_CIDR0)
 
 from vgic import its_state
-from vgic.guestmem import check_memory
+from vgic.guestmem import check_entry_offsets, check_stripped_pair
 
 cdef extern from *:
     int its_ctzll "__builtin_ctzll"(unsigned long long x) nogil
@@ -1304,13 +1304,11 @@ def plain_table_loop(memory, offsets, values):
     writes ``values[i]`` as 8 little-endian bytes at ``memory[offsets[i]]``
     for every i, then reads them all back; returns the XOR of what it read.
     (What SAVE_TABLES and RESTORE_TABLES move, without their table logic.)"""
-    cdef uint8_t[::1] m = check_memory(memory)
-    off = np.ascontiguousarray(offsets, dtype=np.uint64)
+    mem, off = check_entry_offsets(memory, offsets)
     val = np.ascontiguousarray(values, dtype=np.uint64)
-    if off.ndim != 1 or off.shape != val.shape:
+    if val.shape != off.shape:
         raise ValueError("offsets and values must be 1-D arrays of one length")
-    if off.size and int(off.max()) > m.shape[0] - 8:
-        raise ValueError("an offset lies beyond the memory")
+    cdef uint8_t[::1] m = mem
     cdef const uint64_t[::1] ov = off
     cdef const uint64_t[::1] vv = val
     cdef Py_ssize_t i, n = ov.shape[0]
@@ -1322,3 +1320,64 @@ def plain_table_loop(memory, offsets, values):
             memcpy(&x, &m[ov[i]], 8)
             acc ^= x
     return acc
+
+
+def stripped_table_save(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority, prop_offset):
+    """The floor of SAVE_TABLES, for the benchmark beside it: each ITE
+    ``ites[i]`` (pINTID, ICID) encoded as KVM's ITE with ``next`` 1 and
+    written at ``memory[offsets[i]]`` - no ITT walk, no `next` search, no
+    DTE or CTE.  Arguments as :func:`stripped_table_restore` (checked by
+    ``vgic.guestmem.check_stripped_pair``; the LPI arrays are not used)."""
+    mem, off, it, _, _, _ = check_stripped_pair(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority,
+                                                prop_offset)
+    cdef uint8_t[::1] m = mem
+    cdef const uint64_t[::1] ov = off
+    cdef uint32_t[:, ::1] iv = it
+    cdef Py_ssize_t i, n = ov.shape[0]
+    cdef uint64_t v
+    with nogil:
+        for i in range(n):
+            v = ((<uint64_t>1) << KVM_ITS_ITE_NEXT_SHIFT) | (<uint64_t>iv[i, 0] << KVM_ITS_ITE_PINTID_SHIFT) \
+                | (iv[i, 1] & KVM_ITS_ITE_ICID_MASK)
+            memcpy(&m[ov[i]], &v, 8)
+
+
+def stripped_table_restore(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority, prop_offset):
+    """The floor of RESTORE_TABLES, for the benchmark beside it: each entry
+    at ``memory[offsets[i]]`` decoded into ``ites[i]`` (pINTID, ICID), and
+    the LPI of a pINTID not met before made - its bit set in
+    ``lpi_bitmap``, its ICID as ``lpi_target``, its priority from its
+    property byte at ``memory[prop_offset + pINTID - 8192]``.  No
+    validation beyond the pINTID's range, no pending bit, no reference
+    counts, no undo log: what any restore must at least do.  Returns the
+    number of LPIs made; ``ValueError`` at an entry whose pINTID is not an
+    LPI of the arrays (the entries before it are restored)."""
+    mem, off, it, ex, tg, pr = check_stripped_pair(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority,
+                                                   prop_offset)
+    cdef uint8_t[::1] m = mem
+    cdef const uint64_t[::1] ov = off
+    cdef uint32_t[:, ::1] iv = it
+    cdef uint32_t[::1] exv = ex
+    cdef int32_t[::1] tgv = tg
+    cdef uint8_t[::1] prv = pr
+    cdef Py_ssize_t i, n = ov.shape[0], bad = -1
+    cdef uint64_t v, prop = <uint64_t>prop_offset
+    cdef uint32_t k, nr = <uint32_t>prv.shape[0], made = 0
+    with nogil:
+        for i in range(n):
+            memcpy(&v, &m[ov[i]], 8)
+            k = <uint32_t>(v >> KVM_ITS_ITE_PINTID_SHIFT) - LPI_BASE
+            if k >= nr:
+                bad = i
+                break
+            iv[i, 0] = k + LPI_BASE
+            iv[i, 1] = <uint32_t>(v & KVM_ITS_ITE_ICID_MASK)
+            if not (exv[k >> 5] >> (k & 31)) & 1:
+                exv[k >> 5] |= 1u << (k & 31)
+                tgv[k] = <int32_t>(v & KVM_ITS_ITE_ICID_MASK)
+                prv[k] = m[prop + k] & 0xFC
+                made += 1
+    if bad >= 0:
+        raise ValueError(f"entry {bad}: pINTID {int(mem[off[bad]:off[bad] + 8].view('<u8')[0]) >> 16 & 0xFFFFFFFF} "
+                         f"is not an LPI of the arrays (8192..{8191 + nr})")
+    return made

@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from vgic import regmap
-from vgic.bench import ItsWorkload, its_save_restore_seconds, its_stream_seconds, pending_sync_seconds
+from vgic.bench import (
+    ItsWorkload,
+    its_save_restore_seconds,
+    its_stream_seconds,
+    its_stripped_seconds,
+    pending_sync_seconds,
+)
 
 SIZES = [10, 1_000, 100_000]
 
@@ -65,6 +71,27 @@ def test_plain_table_loop(benchmark, nr_ites, its_core):
     benchmark(its_core.plain_table_loop, w.vm.memory, offsets, values)
 
 
+@pytest.mark.parametrize("nr_ites", SIZES)
+@pytest.mark.parametrize("half", ["save", "restore"])
+@pytest.mark.benchmark(group="its_restore")
+def test_stripped_table_pair(benchmark, half, nr_ites, its_core):
+    """The floor under SAVE_TABLES + RESTORE_TABLES: the stripped pair
+    (encode each ITE; decode it and make its LPI with its property byte -
+    no validation, pending bits, references or undo log).  The restore's
+    time includes clearing its LPI bitmap (7 KiB)."""
+    w = ItsWorkload("core", nr_ites)
+    args = w.stripped_inputs()
+    if half == "save":
+        benchmark(its_core.stripped_table_save, **args)
+    else:
+        out = {**args, "ites": np.zeros_like(args["ites"])}
+
+        def restore():
+            out["lpi_bitmap"][:] = 0
+            return its_core.stripped_table_restore(**out)
+        benchmark(restore)
+
+
 @pytest.mark.parametrize("nr_lpis", SIZES)
 @pytest.mark.parametrize("how", ["per_lpi", "scan"])
 @pytest.mark.benchmark(group="pending_sync")
@@ -108,6 +135,15 @@ def test_target_its_save_restore_vs_plain_loop(its_core):
     bytes, measured beside it."""
     save, restore, plain = its_save_restore_seconds(100_000, 5)
     assert (save + restore) / plain <= 2.0, f"{(save + restore) / plain:.1f}x the plain loop"
+
+
+def test_stripped_pair_is_a_floor(its_core):
+    """The stripped pair does less than SAVE_TABLES + RESTORE_TABLES (a
+    subset of their work), so it must not be slower than them at 100,000
+    ITEs, measured in one run - else it is no floor to compare with."""
+    save, restore, _ = its_save_restore_seconds(100_000, 5)
+    s_save, s_restore, _ = its_stripped_seconds(100_000, 5)
+    assert s_save + s_restore < save + restore, (s_save, s_restore, save, restore)
 
 
 def test_pending_sync_crossover(its_core):

@@ -55,3 +55,15 @@ class Its(CState):
 def plain_table_loop(memory: npt.NDArray[np.uint8], offsets: npt.ArrayLike, values: npt.ArrayLike) -> int:
     """The save/restore benchmark's baseline: write each 8-byte value at its
     offset, then read them all back; the XOR of what was read."""
+def stripped_table_save(memory: npt.NDArray[np.uint8], offsets: npt.ArrayLike, ites: npt.NDArray[np.uint32],
+                        lpi_bitmap: npt.NDArray[np.uint32], lpi_target: npt.NDArray[np.int32],
+                        lpi_priority: npt.NDArray[np.uint8], prop_offset: int) -> None:
+    """The floor of SAVE_TABLES: each ITE (pINTID, ICID) of ``ites`` written
+    as KVM's ITE with ``next`` 1 at its offset (checked by
+    ``vgic.guestmem.check_stripped_pair``)."""
+def stripped_table_restore(memory: npt.NDArray[np.uint8], offsets: npt.ArrayLike, ites: npt.NDArray[np.uint32],
+                           lpi_bitmap: npt.NDArray[np.uint32], lpi_target: npt.NDArray[np.int32],
+                           lpi_priority: npt.NDArray[np.uint8], prop_offset: int) -> int:
+    """The floor of RESTORE_TABLES: each entry decoded into ``ites``, the LPI of
+    a pINTID met first made (exists bit, ICID as target, priority from its
+    property byte); the number made.  ``ValueError`` at a pINTID outside the arrays."""

@@ -71,6 +71,7 @@ from ..regmap import (
     KVM_ITS_CTE_RDBASE_SHIFT,
     KVM_ITS_DTE_ITTADDR_SHIFT,
     KVM_ITS_DTE_NEXT_SHIFT,
+    KVM_ITS_ITE_ICID_MASK,
     KVM_ITS_ITE_NEXT_SHIFT,
     KVM_ITS_ITE_PINTID_SHIFT,
     LPI_BASE,
@@ -686,14 +687,11 @@ class Its:
 def plain_table_loop(memory: Any, offsets: Any, values: Any) -> int:
     """The save/restore benchmark's baseline (see the core): write each value
     at its offset, read them all back; the XOR of what was read."""
-    from ..guestmem import check_memory
-    m = check_memory(memory)
-    off = np.asarray(offsets, dtype=np.uint64)
+    from ..guestmem import check_entry_offsets
+    m, off = check_entry_offsets(memory, offsets)
     val = np.asarray(values, dtype=np.uint64)
-    if off.ndim != 1 or off.shape != val.shape:
+    if val.shape != off.shape:
         raise ValueError("offsets and values must be 1-D arrays of one length")
-    if off.size and int(off.max()) > m.shape[0] - 8:
-        raise ValueError("an offset lies beyond the memory")
     words = [int(v) for v in val.tolist()]
     for o, v in zip(off.tolist(), words):
         m[o:o + 8] = np.frombuffer(v.to_bytes(8, "little"), dtype=np.uint8)
@@ -701,6 +699,41 @@ def plain_table_loop(memory: Any, offsets: Any, values: Any) -> int:
     for o in off.tolist():
         acc ^= int.from_bytes(m[o:o + 8].tobytes(), "little")
     return acc
+
+
+def stripped_table_save(memory: Any, offsets: Any, ites: Any, lpi_bitmap: Any, lpi_target: Any,
+                        lpi_priority: Any, prop_offset: int) -> None:
+    """The floor of SAVE_TABLES (see the core): each ITE written with `next` 1."""
+    from ..guestmem import check_stripped_pair
+    m, off, it, _, _, _ = check_stripped_pair(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority,
+                                              prop_offset)
+    for o, (lpi, icid) in zip(off.tolist(), it.tolist()):
+        v = (1 << KVM_ITS_ITE_NEXT_SHIFT) | (lpi << KVM_ITS_ITE_PINTID_SHIFT) | (icid & KVM_ITS_ITE_ICID_MASK)
+        m[o:o + 8] = np.frombuffer(v.to_bytes(8, "little"), dtype=np.uint8)
+
+
+def stripped_table_restore(memory: Any, offsets: Any, ites: Any, lpi_bitmap: Any, lpi_target: Any,
+                           lpi_priority: Any, prop_offset: int) -> int:
+    """The floor of RESTORE_TABLES (see the core): entries decoded, the LPI
+    of each pINTID met first made; the number made."""
+    from ..guestmem import check_stripped_pair
+    m, off, it, ex, tg, pr = check_stripped_pair(memory, offsets, ites, lpi_bitmap, lpi_target, lpi_priority,
+                                                 prop_offset)
+    nr, made = pr.shape[0], 0
+    for i, o in enumerate(off.tolist()):
+        v = int.from_bytes(m[o:o + 8].tobytes(), "little")
+        lpi = (v >> KVM_ITS_ITE_PINTID_SHIFT) & 0xFFFFFFFF
+        k = lpi - LPI_BASE
+        if not 0 <= k < nr:
+            raise ValueError(f"entry {i}: pINTID {lpi} is not an LPI of the arrays ({LPI_BASE}..{LPI_BASE + nr - 1})")
+        icid = v & KVM_ITS_ITE_ICID_MASK
+        it[i] = (lpi, icid)
+        if not (int(ex[k >> 5]) >> (k & 31)) & 1:
+            ex[k >> 5] |= np.uint32(1 << (k & 31))
+            tg[k] = icid
+            pr[k] = int(m[int(prop_offset) + k]) & 0xFC
+            made += 1
+    return made
 
 
 def _msi_result(r: int) -> int:
